@@ -1,0 +1,91 @@
+"""Human-readable rendering for the CLI (rich). Progress and errors go to stderr, results to stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    # One plain line: CI logs and `2>` redirections read it as is.
+    print(f"error: {message}", file=sys.stderr)
+
+
+def step(message: str) -> None:
+    err.print(f"[cyan]•[/cyan] {message}")
+
+
+@contextlib.contextmanager
+def status(message: str, enabled: bool = True):
+    if not enabled or not err.is_terminal:
+        yield
+        return
+    with err.status(message):
+        yield
+
+
+def print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def loaded_line(loaded) -> None:
+    key = loaded.state_key or "(bare state dict)"
+    step(f"loaded {loaded.path.name}: {loaded.release}, {loaded.num_parameters / 1e6:.2f}M parameters, "
+         f"weights from '{key}'")
+
+
+def checkpoint_summary(summary: dict) -> None:
+    cfg = summary["config"]
+    table = Table(title=f"{summary['checkpoint']}", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("release", summary["release"])
+    table.add_row("parameters", f"{summary['parameters']:,} ({summary['parameters'] / 1e6:.2f}M)")
+    table.add_row("classes", str(summary["num_classes"]))
+    table.add_row("input size", "x".join(map(str, summary["input_size"])))
+    table.add_row("weights from", str(summary["state_key"] or "(bare state dict)"))
+    table.add_row("sha256", summary["sha256"])
+    for key in ("depths", "dims", "mlp_ratios", "mixing_modes", "head_dim", "slot_init", "num_slots",
+                "local_dw_ks", "cpe_ks", "downsample_style", "transition_layout", "norm_layer",
+                "mlp_dw", "layerscale", "use_slot_attention", "token_label_head", "in_chans"):
+        value = cfg[key]
+        table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+    table.add_row("ignored", ", ".join(summary["ignored"]) or "-")
+    out.print(table)
+
+
+def parity_case(case) -> None:
+    m = case.metrics
+    mark = "[green]ok[/green]" if case.passed else "[red]FAIL[/red]"
+    top1 = f"{m.top1:.0%}" if m.top1 is not None else "-"
+    err.print(f"  {mark} {'x'.join(map(str, case.shape)):>14} {case.output}: max_abs {m.max_abs:.2e}  "
+              f"max_rel {m.max_rel:.2e}  cosine {m.cosine:.7f}  top1 {top1}")
+
+
+def export_result(result) -> None:
+    if result.simplify_note:
+        step(f"[yellow]{result.simplify_note}[/yellow]")
+    funcs = f", local functions: {', '.join(result.functions)}" if result.functions else ""
+    step(f"nodes: {result.nodes_exported} exported -> {result.nodes_final} final{funcs}")
+    table = Table(title="parity vs PyTorch (float32)", title_justify="left")
+    for col in ("shape", "output", "max abs", "max rel", "mean abs", "cosine", "top-1", "result"):
+        table.add_column(col, justify="right" if col not in ("output", "result") else "left")
+    for c in result.parity.cases:
+        m = c.metrics
+        table.add_row("x".join(map(str, c.shape)), c.output, f"{m.max_abs:.2e}", f"{m.max_rel:.2e}",
+                      f"{m.mean_abs:.2e}", f"{m.cosine:.7f}",
+                      f"{m.top1:.0%}" if m.top1 is not None else "-",
+                      "[green]pass[/green]" if c.passed else "[red]FAIL: " + "; ".join(c.violations) + "[/red]")
+    out.print(table)
+    if result.parity.passed:
+        out.print(f"[green]wrote {result.path}[/green] (verified at {len(result.parity.cases)} case(s), "
+                  f"{sum(result.seconds.values()):.1f}s)")
+    else:
+        out.print(f"[red]wrote {result.path} but it FAILED parity[/red]")

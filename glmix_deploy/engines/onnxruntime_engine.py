@@ -1,0 +1,66 @@
+"""onnxruntime engine: CPU always; CUDA / TensorRT execution providers first when present."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserInputError
+from .base import Engine, TensorSpec
+
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8", "tensor(bool)": "bool",
+}
+_PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _spec(arg) -> TensorSpec:
+    shape = tuple(d if isinstance(d, (int, str)) else None for d in arg.shape)
+    return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
+
+
+class OnnxRuntimeEngine(Engine):
+    kind = "onnxruntime"
+
+    def __init__(self, path: str | Path, *, threads: int | None = None,
+                 providers: Sequence[str] | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserInputError(f"ONNX model not found: {self.path}")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Explicit threads: onnxruntime's default spins one thread per core, which skews
+        # comparisons against PyTorch running with a set thread count.
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        available = ort.get_available_providers()
+        chosen = list(providers) if providers else [p for p in _PREFERRED_PROVIDERS if p in available]
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=chosen)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserInputError(f"onnxruntime cannot load {self.path}: {first_line}") from exc
+        self.providers = self.session.get_providers()
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [_spec(a) for a in self.session.get_inputs()]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return [_spec(a) for a in self.session.get_outputs()]
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, dict(feeds))))
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]

@@ -1,0 +1,309 @@
+"""Generic ONNX export: trace, (optionally) wrap local functions, simplify, stamp metadata,
+verify at every declared shape, and only then move the file into place.
+
+Model-specific facts come from a spec object (`exporters.spec.GLNetOnnxSpec`); nothing here knows
+what a GLMix block is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import CheckFailed, GlmixDeployError, UserInputError
+from .spec import DEFAULT_OPSET, FUNCTION_DOMAIN, MAX_OPSET, MIN_OPSET, GLNetOnnxSpec, ShapeRange
+
+if TYPE_CHECKING:
+    import onnx
+
+    from ..models.loader import LoadedCheckpoint
+    from ..verify.parity import ParityCase, ParityReport
+
+CLUSTER_OPS = ("inline", "function")
+_TWO_GIB = 2**31
+Progress = Callable[[str], None]
+
+
+class ExportError(GlmixDeployError):
+    """The exporter could not produce a graph (exit 2, with the exporter's own first line)."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    img_size: int | None = None  # None: the checkpoint's configured size
+    batch: int = 1
+    dynamic: str = "none"
+    opset: int = DEFAULT_OPSET
+    cluster_op: str = "inline"
+    simplify: bool = True
+    max_batch: int | None = None
+    min_size: int | None = None
+    max_size: int | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise UserInputError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, not {self.opset}")
+        if self.cluster_op not in CLUSTER_OPS:
+            raise UserInputError(f"--cluster-op must be one of {', '.join(CLUSTER_OPS)}, not {self.cluster_op!r}")
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    shape_range: ShapeRange
+    nodes_exported: int
+    nodes_final: int
+    simplified: bool
+    simplify_note: str | None
+    functions: list[str]
+    op_counts: dict[str, int]
+    parity: "ParityReport"
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "shape_range": self.shape_range.to_dict(),
+            "nodes_exported": self.nodes_exported,
+            "nodes_final": self.nodes_final,
+            "simplified": self.simplified,
+            "simplify_note": self.simplify_note,
+            "functions": self.functions,
+            "op_counts": self.op_counts,
+            "parity": self.parity.to_dict(),
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+
+
+def count_nodes(model: "onnx.ModelProto") -> int:
+    """Nodes of the main graph plus those inside local functions."""
+    return len(model.graph.node) + sum(len(f.node) for f in model.functions)
+
+
+def op_histogram(model: "onnx.ModelProto") -> dict[str, int]:
+    ops = Counter(n.op_type for n in model.graph.node)
+    ops.update(n.op_type for f in model.functions for n in f.node)
+    return dict(ops.most_common())
+
+
+def _trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: ShapeRange, path: Path) -> None:
+    import torch
+
+    dummy = torch.zeros(shape_range.opt)
+    functions = set(spec.function_modules) if options.cluster_op == "function" else False
+    with warnings.catch_warnings():
+        # The TorchScript exporter announces its deprecation and tracer quirks on every call;
+        # the parity check below is what tells whether the trace is right.
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                model, (dummy,), str(path),
+                dynamo=False,  # see README "Why the TorchScript exporter"
+                opset_version=options.opset,
+                input_names=[spec.input_name],
+                output_names=[spec.output_name],
+                dynamic_axes=spec.dynamic_axes(options.dynamic),
+                do_constant_folding=True,
+                export_modules_as_functions=functions,
+            )
+        except Exception as exc:  # torch raises many types here; report its first line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ExportError(f"torch.onnx.export failed: {first}") from exc
+
+
+def _rename_functions(model: "onnx.ModelProto", names: dict[str, str]) -> list[str]:
+    """Move exported module functions into the `glmix` domain under readable names.
+
+    The TorchScript exporter names a function after the module's class and puts it in a domain
+    derived from the Python module path; users reading the graph should see glmix.cluster.
+    """
+    import onnx
+
+    renamed: dict[tuple[str, str], tuple[str, str]] = {}
+    for func in model.functions:
+        if func.name in names:
+            renamed[(func.domain, func.name)] = (FUNCTION_DOMAIN, names[func.name])
+            func.domain, func.name = FUNCTION_DOMAIN, names[func.name]
+    old_domains = {d for d, _ in renamed}
+    for nodes in [model.graph.node, *[f.node for f in model.functions]]:
+        for node in nodes:
+            key = (node.domain, node.op_type)
+            if key in renamed:
+                node.domain, node.op_type = renamed[key]
+    kept = [o for o in model.opset_import if o.domain not in old_domains | {FUNCTION_DOMAIN}]
+    del model.opset_import[:]
+    model.opset_import.extend(kept + [onnx.helper.make_opsetid(FUNCTION_DOMAIN, 1)])
+    return sorted({f"{d}.{n}" for d, n in renamed.values()})
+
+
+def _ort_outputs(model_bytes: bytes, x):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def _simplify(model: "onnx.ModelProto", spec: GLNetOnnxSpec, shape_range: ShapeRange,
+              options: ExportOptions) -> tuple["onnx.ModelProto", bool, str | None]:
+    """onnxsim, kept only if it succeeds, preserves local functions and leaves results unchanged."""
+    import onnxsim
+
+    from ..verify.metrics import compare
+    from ..verify.parity import seeded_input
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            simplified, ok = onnxsim.simplify(model)
+    except Exception as exc:  # onnxsim raises RuntimeError/ValidationError/...; any means "no"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return model, False, f"onnxsim failed ({first}); kept the unsimplified graph"
+    if not ok:
+        return model, False, "onnxsim could not validate its result; kept the unsimplified graph"
+    if options.cluster_op == "function" and not simplified.functions:
+        return model, False, "onnxsim inlined the glmix functions; kept the unsimplified graph"
+    x = seeded_input(shape_range.opt, options.seed + 1000)
+    drift = compare(_ort_outputs(model.SerializeToString(), x),
+                    _ort_outputs(simplified.SerializeToString(), x))
+    if not drift.max_rel <= spec.fp32_max_rel / 10:
+        return model, False, (f"onnxsim changed results (max_rel {drift.max_rel:.2e}); "
+                              "kept the unsimplified graph")
+    return simplified, True, None
+
+
+def _metadata(loaded: "LoadedCheckpoint", options: ExportOptions, img_size: int,
+              shape_range: ShapeRange, precision: str = "fp32") -> dict[str, str]:
+    import onnx
+    import torch
+
+    from .. import __version__
+
+    cfg = loaded.config
+    return {
+        "producer": "glmix-deploy",
+        "checkpoint_sha256": loaded.sha256,
+        "checkpoint_state_key": str(loaded.state_key),
+        "release": loaded.release,
+        "config": cfg.replace(img_size=img_size).to_json(),
+        "input_size": json.dumps([cfg.in_chans, img_size, img_size]),
+        "mean": json.dumps(list(cfg.mean)),
+        "std": json.dumps(list(cfg.std)),
+        "num_classes": str(cfg.num_classes),
+        "precision": precision,
+        "dynamic": options.dynamic,
+        "shape_range": json.dumps(shape_range.to_dict()),
+        "cluster_op": options.cluster_op,
+        "opset": str(options.opset),
+        "glmix_deploy_version": __version__,
+        "torch_version": torch.__version__,
+        "onnx_version": onnx.__version__,
+    }
+
+
+def _save(model: "onnx.ModelProto", path: Path) -> list[Path]:
+    """Write the model; weights go to `<name>.data` beside it only when protobuf's 2 GiB limit
+    forces it. Returns every file written."""
+    import onnx
+
+    if model.ByteSize() < _TWO_GIB - 2**24:
+        onnx.save(model, str(path))
+        return [path]
+    data_name = path.name + ".data"
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=data_name, size_threshold=1024)
+    return [path, path.with_name(data_name)]
+
+
+def export_onnx(
+    loaded: "LoadedCheckpoint",
+    out: str | os.PathLike,
+    options: ExportOptions = ExportOptions(),
+    *,
+    progress: Progress | None = None,
+    on_parity_case: Callable[["ParityCase"], None] | None = None,
+) -> ExportResult:
+    """Export `loaded` to ONNX at `out`, verified against PyTorch at every declared shape.
+
+    The file only appears at `out` once it is complete. It is kept even when parity fails (so the
+    failure can be examined), and then CheckFailed (exit 1) is raised carrying the report.
+    """
+    import onnx
+
+    from ..engines.onnxruntime_engine import OnnxRuntimeEngine
+    from ..engines.torch_engine import TorchEngine
+    from ..verify.metrics import Tolerance
+    from ..verify.parity import check_parity
+
+    options.validate()
+    say = progress or (lambda _msg: None)
+    out = Path(out)
+    if out.is_dir():
+        raise UserInputError(f"--out {out} is a directory; give a file name ending in .onnx")
+    if not out.parent.exists():
+        raise UserInputError(f"output directory does not exist: {out.parent}")
+    spec = GLNetOnnxSpec(loaded.config)
+    img_size = options.img_size or loaded.config.img_size
+    shape_range = spec.shape_range(dynamic=options.dynamic, img_size=img_size, batch=options.batch,
+                                   max_batch=options.max_batch, min_size=options.min_size,
+                                   max_size=options.max_size)
+    seconds: dict[str, float] = {}
+    # A private directory beside the target: same filesystem, so the final rename is atomic.
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        t0 = time.perf_counter()
+        say(f"exporting ONNX (opset {options.opset}, dynamic={options.dynamic}, "
+            f"cluster-op={options.cluster_op})")
+        raw_path = work / "raw.onnx"
+        _trace(loaded.model, spec, options, shape_range, raw_path)
+        model = onnx.load(str(raw_path))
+        functions = (_rename_functions(model, {cls.__name__: name for cls, name in spec.function_modules.items()})
+                     if options.cluster_op == "function" else [])
+        nodes_exported = count_nodes(model)
+        seconds["export"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        simplified, note = False, "simplification disabled (--no-simplify)"
+        if options.simplify:
+            say("simplifying with onnxsim")
+            model, simplified, note = _simplify(model, spec, shape_range, options)
+        seconds["simplify"] = time.perf_counter() - t0
+
+        for key, value in _metadata(loaded, options, img_size, shape_range).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        staged = work / out.name
+        written = _save(model, staged)
+        onnx.checker.check_model(str(staged))
+
+        t0 = time.perf_counter()
+        shapes = spec.verification_shapes(shape_range)
+        say(f"verifying against PyTorch at {len(shapes)} shape(s): "
+            + ", ".join("x".join(map(str, s)) for s in shapes))
+        with OnnxRuntimeEngine(staged, providers=["CPUExecutionProvider"]) as candidate:
+            report = check_parity(TorchEngine(loaded.model), candidate, shapes,
+                                  Tolerance(max_rel=spec.fp32_max_rel), seed=options.seed,
+                                  artifact=str(out), on_case=on_parity_case)
+        seconds["verify"] = time.perf_counter() - t0
+
+        final_nodes = count_nodes(model)
+        ops = op_histogram(model)
+        for file in written[1:] + written[:1]:  # data before the graph that points at it
+            os.replace(file, out.parent / file.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    result = ExportResult(out, shape_range, nodes_exported, final_nodes, simplified, note,
+                          functions, ops, report, seconds)
+    if not report.passed:
+        raise CheckFailed(f"{out}: {report.summary_line()}", report=result)
+    return result

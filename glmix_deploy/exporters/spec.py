@@ -1,0 +1,106 @@
+"""Per-model export facts for GLNet, kept apart from the generic exporter (optimum-style).
+
+Names of inputs/outputs, dynamic axes, the declared shape range, the shapes a dynamic export must
+be verified at, the opset, tolerances and the modules emitted as ONNX local functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UserInputError
+from ..models.config import GLNetConfig
+
+DYNAMIC_MODES = ("none", "batch", "all")
+MIN_OPSET = 17  # LayerNormalization
+DEFAULT_OPSET = 17
+MAX_OPSET = 20  # the TorchScript exporter's highest
+FUNCTION_DOMAIN = "glmix"
+STRIDE = 32  # total downsampling of a GLNet
+
+
+Shape = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """Declared input range of an artifact: every shape between min and max must work."""
+
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    def contains(self, shape: Shape) -> bool:
+        return all(lo <= s <= hi for lo, s, hi in zip(self.min, shape, self.max)) and shape[1] == self.opt[1]
+
+    def to_dict(self) -> dict:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+def _round_to_stride(size: float) -> int:
+    return max(STRIDE, int(round(size / STRIDE)) * STRIDE)
+
+
+@dataclass(frozen=True)
+class GLNetOnnxSpec:
+    config: GLNetConfig
+    input_name: str = "images"
+    output_name: str = "logits"
+
+    # FP32 artifacts must match PyTorch to this relative error (max |Δ| / max |ref|).
+    fp32_max_rel: float = 1e-4
+
+    @property
+    def function_modules(self):
+        from ..models.glnet import SoftCluster, SoftDispatch
+
+        return {SoftCluster: "cluster", SoftDispatch: "dispatch"}
+
+    def dynamic_axes(self, dynamic: str) -> dict[str, dict[int, str]] | None:
+        if dynamic == "none":
+            return None
+        axes = {0: "batch"} if dynamic in ("batch", "all") else {}
+        if dynamic == "all":
+            axes.update({2: "height", 3: "width"})
+        return {self.input_name: axes, self.output_name: {0: "batch"}}
+
+    def shape_range(self, *, dynamic: str, img_size: int, batch: int, max_batch: int | None = None,
+                    min_size: int | None = None, max_size: int | None = None) -> ShapeRange:
+        if dynamic not in DYNAMIC_MODES:
+            raise UserInputError(f"--dynamic must be one of {', '.join(DYNAMIC_MODES)}, not {dynamic!r}")
+        if img_size < STRIDE or batch < 1:
+            raise UserInputError(f"--img-size must be >= {STRIDE} and --batch >= 1")
+        c = self.config.in_chans
+        opt = (batch, c, img_size, img_size)
+        if dynamic == "none":
+            return ShapeRange(opt, opt, opt)
+        b_hi = max_batch or max(8, batch)
+        if b_hi < batch:
+            raise UserInputError(f"--max-batch {b_hi} is below --batch {batch}")
+        if dynamic == "batch":
+            return ShapeRange((1, c, img_size, img_size), opt, (b_hi, c, img_size, img_size))
+        lo = min_size or _round_to_stride(img_size / 2)
+        hi = max_size or img_size * 2
+        if not STRIDE <= lo <= img_size <= hi:
+            raise UserInputError(
+                f"size range must satisfy {STRIDE} <= min ({lo}) <= img-size ({img_size}) <= max ({hi})")
+        return ShapeRange((1, c, lo, lo), opt, (b_hi, c, hi, hi))
+
+    def verification_shapes(self, shape_range: ShapeRange) -> list[Shape]:
+        """Smallest, default and largest of the range, plus a non-square shape when H/W vary.
+
+        The stock exporter emits dynamic models that are right at the export shape and wrong (or
+        crash) elsewhere; checking the ends and an odd aspect ratio catches that.
+        """
+        shapes = [shape_range.min, shape_range.opt, shape_range.max]
+        lo, hi = shape_range.min, shape_range.max
+        if lo[2:] != hi[2:]:
+            b = min(2, hi[0])
+            h = _round_to_stride((lo[2] + shape_range.opt[2]) / 2)
+            w = _round_to_stride((shape_range.opt[3] + hi[3]) / 2 * 0.75)
+            shapes.append((b, lo[1], min(max(h, lo[2]), hi[2]), min(max(w, lo[3]), hi[3])))
+        unique: list[Shape] = []
+        for s in shapes:
+            if s not in unique:
+                unique.append(s)
+        return unique

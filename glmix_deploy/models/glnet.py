@@ -1,0 +1,391 @@
+"""GLNet / GLMix, re-implemented for deployment.
+
+State-dict keys, shapes and eval-mode numerics follow the official code (rayleizhu/GLMix,
+models/glnet.py and models/glnet_tklb.py). Two things differ on purpose, both exact in real
+arithmetic and equal to float32 rounding:
+
+* the adaptive average pooling that seeds the slots is two MatMuls with pooling matrices computed
+  from the runtime size (`adaptive_pool_matrix`), so ONNX gets a few standard ops that are correct
+  at every resolution instead of the stock Gather/GatherND cascade;
+* attention is written out (linear -> heads -> softmax -> out_proj) instead of calling
+  nn.MultiheadAttention, whose eval fast path (`_native_multi_head_attention`) is not exportable.
+
+`reference=True` on the model switches both back to the PyTorch library calls the official code
+uses (F.adaptive_avg_pool2d, F.multi_head_attention_forward); tests compare the two paths.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import GLNetConfig
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW tensor (timm's LayerNorm2d, eps 1e-6)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6):
+        super().__init__(num_channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale; `nchw` keeps the official (1, C, 1, 1) parameter shape."""
+
+    def __init__(self, channels: int, channels_first: bool):
+        super().__init__()
+        shape = (1, channels, 1, 1) if channels_first else (channels,)
+        self.gamma = nn.Parameter(torch.full(shape, 1e-4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * x
+
+
+class ResDWConv(nn.Conv2d):
+    """x + depthwise 3x3 conv(x) (official ResDWConvNCHW)."""
+
+    def __init__(self, dim: int, kernel_size: int = 3):
+        super().__init__(dim, dim, kernel_size, 1, padding=kernel_size // 2, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)
+
+
+class MultiheadAttention(nn.Module):
+    """Self-attention with nn.MultiheadAttention's parameter names (batch_first).
+
+    Written with plain ops so that export never meets PyTorch's fused fast path and TensorRT's ONNX
+    parser sees MatMul/Softmax it imports everywhere.
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        self.reference = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, C) -> (B, N, C)
+        if self.reference:
+            return self._reference_forward(x)
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        # unflatten instead of reshape(B, N, ...): no shape arithmetic in a dynamic export.
+        qkv = qkv.unflatten(-1, (3, self.num_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
+        out = attn.softmax(dim=-1) @ v  # (B, heads, N, head_dim)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+    def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_t = x.transpose(0, 1)
+        out, _ = F.multi_head_attention_forward(
+            x_t, x_t, x_t, x.shape[-1], self.num_heads, self.in_proj_weight, self.in_proj_bias,
+            None, None, False, 0.0, self.out_proj.weight, self.out_proj.bias,
+            training=False, need_weights=False)
+        return out.transpose(0, 1)
+
+
+def adaptive_pool_matrix(in_size, out_size: int, like: torch.Tensor) -> torch.Tensor:
+    """(out_size, in_size) matrix M with M @ v == adaptive_avg_pool1d(v, out_size).
+
+    Bins follow PyTorch: start = floor(i*in/out), end = ceil((i+1)*in/out). `in_size` may be a
+    traced/symbolic size, so the matrix is built from the runtime shape in an exported graph.
+    """
+    i = torch.arange(out_size, device=like.device)
+    start = torch.div(i * in_size, out_size, rounding_mode="floor")
+    end = torch.div((i + 1) * in_size + (out_size - 1), out_size, rounding_mode="floor")
+    pos = torch.arange(in_size, device=like.device)
+    inside = (pos.unsqueeze(0) >= start.unsqueeze(1)) & (pos.unsqueeze(0) < end.unsqueeze(1))
+    return inside.to(like.dtype) / (end - start).to(like.dtype).unsqueeze(1)
+
+
+class SlotPool(nn.Module):
+    """Initial slots = adaptive_avg_pool2d(x, pool_size) as (B, S, C)."""
+
+    def __init__(self, pool_size: int):
+        super().__init__()
+        self.pool_size = pool_size
+        self.reference = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reference:
+            pooled = F.adaptive_avg_pool2d(x, self.pool_size)
+        else:
+            rows = adaptive_pool_matrix(x.shape[2], self.pool_size, x)  # (s, H)
+            cols = adaptive_pool_matrix(x.shape[3], self.pool_size, x)  # (s, W)
+            pooled = rows @ x @ cols.transpose(0, 1)  # (B, C, s, s)
+        return pooled.flatten(2).transpose(1, 2)
+
+
+class SoftCluster(nn.Module):
+    """GLMix soft clustering: similarity logits between slots and pixels, slots = softmax @ X.
+
+    A module of its own so export can emit it as an ONNX local function (`--cluster-op function`).
+    """
+
+    def forward(self, init_slots: torch.Tensor, x_flat: torch.Tensor, slot_scale: torch.Tensor):
+        logits = F.normalize(init_slots, p=2, dim=-1) @ (
+            slot_scale * F.normalize(x_flat, p=2, dim=-1)).transpose(-1, -2)  # (B, S, HW)
+        slots = torch.softmax(logits, dim=-1) @ x_flat  # (B, S, C)
+        return logits, slots
+
+
+class SoftDispatch(nn.Module):
+    """GLMix soft dispatching: every pixel takes a softmax-over-slots mixture of the slots."""
+
+    def forward(self, logits: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.transpose(-1, -2), dim=-1) @ slots  # (B, HW, C)
+
+
+def _mlp_conv(dim: int, ratio: float, depthwise: bool) -> nn.Sequential:
+    hidden = int(ratio * dim)
+    return nn.Sequential(
+        nn.Conv2d(dim, hidden, kernel_size=1),
+        ResDWConv(hidden, 3) if depthwise else nn.Identity(),
+        nn.GELU(),
+        nn.Conv2d(hidden, dim, kernel_size=1),
+    )
+
+
+class GLMixBlock(nn.Module):
+    """Soft clustering + slot attention + dispatching, with a local conv branch and a conv MLP."""
+
+    def __init__(self, cfg: GLNetConfig, stage: int):
+        super().__init__()
+        dim = cfg.dims[stage]
+        self.slot_scale = nn.Parameter(torch.tensor(dim**-0.5))
+        if cfg.cpe_ks > 0:
+            self.pos_conv = nn.Conv2d(dim, dim, cfg.cpe_ks, padding=cfg.cpe_ks // 2, groups=dim)
+        if cfg.slot_init == "param":
+            self.init_slots = nn.Parameter(torch.randn(1, cfg.num_slots, dim) * 0.02)
+        else:
+            self.slot_pool = SlotPool(cfg.pool_size)
+        self.norm1 = LayerNorm2d(dim)
+        if cfg.use_slot_attention:
+            self.relation_mha = MultiheadAttention(dim, cfg.num_heads(stage))
+        ks = cfg.local_dw_ks[stage]
+        if ks > 0:
+            self.feature_conv = nn.Sequential(
+                nn.Conv2d(dim, dim, 1),
+                nn.Conv2d(dim, dim, ks, padding=ks // 2, groups=dim),
+                nn.Conv2d(dim, dim, 1),
+            )
+        self.cluster = SoftCluster()
+        self.dispatch = SoftDispatch()
+        self.norm2 = LayerNorm2d(dim)
+        self.mlp = _mlp_conv(dim, cfg.mlp_ratios[stage], cfg.mlp_dw)
+        if cfg.layerscale:
+            self.ls1 = LayerScale(dim, channels_first=True)
+            self.ls2 = LayerScale(dim, channels_first=True)
+        # Set by tools that want the clustering logits of the last forward (visualisation).
+        self.keep_logits = False
+        self.last_logits: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Slots are pooled from the raw block input, before the conv position embedding.
+        init_slots = self.init_slots if hasattr(self, "init_slots") else self.slot_pool(x)
+        if hasattr(self, "pos_conv"):
+            x = x + self.pos_conv(x)
+        shortcut = x
+        x = self.norm1(x)
+        x_flat = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+        logits, slots = self.cluster(init_slots, x_flat, self.slot_scale)
+        if hasattr(self, "relation_mha"):
+            slots = self.relation_mha(slots)
+        if self.keep_logits:
+            self.last_logits = logits
+        out = self.dispatch(logits, slots).transpose(1, 2).reshape(x.shape)
+        if hasattr(self, "feature_conv"):
+            out = out + self.feature_conv(x)
+        x = shortcut + (self.ls1(out) if hasattr(self, "ls1") else out)
+        y = self.mlp(self.norm2(x))
+        return x + (self.ls2(y) if hasattr(self, "ls2") else y)
+
+
+class MHSABlock(nn.Module):
+    """Token-format (B, N, C) transformer block of the 'mha' stages (official MHSA_Block)."""
+
+    def __init__(self, cfg: GLNetConfig, stage: int):
+        super().__init__()
+        dim = cfg.dims[stage]
+        hidden = int(cfg.mlp_ratios[stage] * dim)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.mha_op = MultiheadAttention(dim, cfg.num_heads(stage))
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        if cfg.layerscale:
+            self.ls1 = LayerScale(dim, channels_first=False)
+            self.ls2 = LayerScale(dim, channels_first=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mha_op(self.norm1(x))
+        x = x + (self.ls1(y) if hasattr(self, "ls1") else y)
+        y = self.mlp(self.norm2(x))
+        return x + (self.ls2(y) if hasattr(self, "ls2") else y)
+
+
+class MHSANCHWBlock(nn.Module):
+    """Attention block on NCHW input (official MHSA_NCHW_Block): conv MLP, token attention."""
+
+    def __init__(self, cfg: GLNetConfig, stage: int):
+        super().__init__()
+        dim = cfg.dims[stage]
+        if cfg.cpe_ks > 0:
+            self.pos_conv = nn.Conv2d(dim, dim, cfg.cpe_ks, padding=cfg.cpe_ks // 2, groups=dim)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.mha_op = MultiheadAttention(dim, cfg.num_heads(stage))
+        self.norm2 = LayerNorm2d(dim)
+        self.mlp = _mlp_conv(dim, cfg.mlp_ratios[stage], cfg.mlp_dw)
+        if cfg.layerscale:
+            # Official quirk: ls1 acts on tokens ('nlc'), ls2 on NCHW.
+            self.ls1 = LayerScale(dim, channels_first=False)
+            self.ls2 = LayerScale(dim, channels_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "pos_conv"):
+            x = x + self.pos_conv(x)
+        shape = x.shape
+        tokens = x.flatten(2).transpose(1, 2)
+        y = self.mha_op(self.norm1(tokens))
+        tokens = tokens + (self.ls1(y) if hasattr(self, "ls1") else y)
+        x = tokens.transpose(1, 2).reshape(shape)
+        y = self.mlp(self.norm2(x))
+        return x + (self.ls2(y) if hasattr(self, "ls2") else y)
+
+
+def _block_kind(mode: str, index: int) -> type[nn.Module]:
+    if mode == "glmix":
+        return GLMixBlock
+    if mode == "mha":
+        return MHSABlock
+    if mode == "mha_nchw":
+        return MHSANCHWBlock
+    # 'glmix.mha_nchw': GLMix on even indices, NCHW attention on odd ones.
+    return GLMixBlock if index % 2 == 0 else MHSANCHWBlock
+
+
+class Stage(nn.Module):
+    """A resolution stage: `blocks` keyed like the official BasicLayer."""
+
+    def __init__(self, cfg: GLNetConfig, stage: int):
+        super().__init__()
+        self.tokens_inside = cfg.mixing_modes[stage] == "mha"
+        self.blocks = nn.ModuleList(
+            _block_kind(cfg.mixing_modes[stage], i)(cfg, stage) for i in range(cfg.depths[stage]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tokens_inside:
+            shape = x.shape
+            x = x.flatten(2).transpose(1, 2)
+            for block in self.blocks:
+                x = block(x)
+            return x.transpose(1, 2).reshape(shape)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def _norm(cfg: GLNetConfig, channels: int) -> nn.Module:
+    return nn.BatchNorm2d(channels) if cfg.norm_layer == "batchnorm" else LayerNorm2d(channels)
+
+
+def _downsample_layers(cfg: GLNetConfig) -> nn.ModuleList:
+    d = cfg.dims
+    if cfg.downsample_style == "ovlp":
+        # Overlapped deep stem (the only overlapped stem whose widths chain in the official code).
+        stem = nn.Sequential(
+            LayerNorm2d(cfg.in_chans) if cfg.dual_patch_norm else nn.Identity(),
+            nn.Conv2d(cfg.in_chans, d[0] // 2, kernel_size=3, stride=2, padding=1),
+            _norm(cfg, d[0] // 2),
+            nn.GELU(),
+            nn.Conv2d(d[0] // 2, d[0], kernel_size=3, stride=2, padding=1),
+            _norm(cfg, d[0]),
+        )
+        conv = dict(kernel_size=3, stride=2, padding=1)
+    else:
+        stem = nn.Sequential(nn.Conv2d(cfg.in_chans, d[0], kernel_size=4, stride=4), _norm(cfg, d[0]))
+        conv = dict(kernel_size=2, stride=2)
+    layers = [stem]
+    for i in range(3):
+        if cfg.transition_layout == "norm.proj":
+            layers.append(nn.Sequential(_norm(cfg, d[i]), nn.Conv2d(d[i], d[i + 1], **conv)))
+        else:
+            layers.append(nn.Sequential(nn.Conv2d(d[i], d[i + 1], **conv), _norm(cfg, d[i + 1])))
+    return nn.ModuleList(layers)
+
+
+class GLNet(nn.Module):
+    """GLNet backbone + classifier, eval-mode semantics of the official GLNet / GLNet_tklb."""
+
+    def __init__(self, cfg: GLNetConfig):
+        super().__init__()
+        self.config = cfg
+        self.downsample_layers = _downsample_layers(cfg)
+        self.stages = nn.ModuleList(Stage(cfg, i) for i in range(4))
+        self.norm = _norm(cfg, cfg.dims[-1])
+        self.head = nn.Linear(cfg.dims[-1], cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        if cfg.token_label_head:
+            self.tklb_aux_head = nn.Linear(cfg.dims[-1], cfg.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @property
+    def reference(self) -> bool:
+        return any(m.reference for m in self.modules() if isinstance(m, (SlotPool, MultiheadAttention)))
+
+    def set_reference(self, enabled: bool) -> "GLNet":
+        """Use PyTorch's library ops (as the official code does) instead of the export forms."""
+        for m in self.modules():
+            if isinstance(m, (SlotPool, MultiheadAttention)):
+                m.reference = enabled
+        return self
+
+    def glmix_blocks(self) -> list[tuple[str, GLMixBlock]]:
+        return [(name, m) for name, m in self.named_modules() if isinstance(m, GLMixBlock)]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for downsample, stage in zip(self.downsample_layers, self.stages):
+            x = stage(downsample(x))
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "tklb_aux_head"):
+            tokens = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+            aux = self.tklb_aux_head(tokens).max(dim=1)[0]
+            return self.head(tokens.mean(dim=1)) + 0.5 * aux
+        return self.head(x.mean((2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def create_model(config: GLNetConfig | str, **overrides) -> GLNet:
+    """A GLNet in eval mode from a config or a release name (random weights)."""
+    from .config import RELEASES
+
+    if isinstance(config, str):
+        if config not in RELEASES:
+            raise KeyError(f"unknown GLNet variant {config!r}; known: {', '.join(RELEASES)}")
+        config = RELEASES[config]
+    if overrides:
+        config = config.replace(**overrides)
+    return GLNet(config).eval()

@@ -1,0 +1,70 @@
+"""From a checkpoint file to a GLNet in eval mode, with everything a report needs to say."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import GLNetConfig, match_release
+
+if TYPE_CHECKING:
+    from .checkpoint_io import StateDictSource
+    from .glnet import GLNet
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    model: "GLNet"
+    config: GLNetConfig
+    release: str  # the official release whose architecture matches, or 'custom'
+    path: Path
+    sha256: str
+    state_key: str | None  # which entry of the checkpoint held the weights
+    ignored: tuple[str, ...]  # top-level entries and non-tensor keys left unused
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def summary(self) -> dict:
+        """Plain-data description (the `inspect` output and ONNX metadata draw on it)."""
+        return {
+            "checkpoint": str(self.path),
+            "sha256": self.sha256,
+            "state_key": self.state_key,
+            "release": self.release,
+            "parameters": self.num_parameters,
+            "num_classes": self.config.num_classes,
+            "input_size": [self.config.in_chans, self.config.img_size, self.config.img_size],
+            "config": self.config.to_dict(),
+            "ignored": list(self.ignored),
+        }
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    state_key: str = "auto",
+    head_dim: int | None = None,
+    num_slots: int | None = None,
+    img_size: int | None = None,
+) -> LoadedCheckpoint:
+    """Load any GLNet checkpoint safely and rebuild its model from the tensors alone."""
+    from .checkpoint_io import load_state_dict, sha256_file
+    from .infer import build_model, infer_config
+
+    source: StateDictSource = load_state_dict(path, state_key=state_key)
+    config = infer_config(source.state_dict, head_dim=head_dim, num_slots=num_slots,
+                          img_size=img_size)
+    model = build_model(source.state_dict, config)
+    return LoadedCheckpoint(
+        model=model,
+        config=config,
+        release=match_release(config),
+        path=Path(path),
+        sha256=sha256_file(path),
+        state_key=source.key,
+        ignored=tuple(source.ignored_entries) + tuple(source.non_tensor_keys),
+    )
