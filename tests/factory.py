@@ -77,9 +77,12 @@ def unimportable_config_class(tmp_path: Path):
     assert importlib.util.find_spec("fakeomegaconf") is None
 
 
-def training_args(dict_config_cls, model_name: str = "glnet_custom"):
+def training_args(dict_config_cls, config: GLNetConfig):
+    """A hydra-like training config carrying what the tensors cannot (slot count, input size)."""
     return dict_config_cls({
-        "model": dict_config_cls({"name": model_name, "drop_path": 0.1}),
+        "model": dict_config_cls({"name": "glnet_custom", "drop_path": 0.1,
+                                  "num_slots": config.num_slots}),
+        "data": dict_config_cls({"input_size": [3, config.img_size, config.img_size]}),
         "lr": 1e-3,
         "cli": argparse.Namespace(epochs=300, amp=True),
         "np_scalar": np.float64(0.5),
@@ -120,7 +123,7 @@ def save_training_checkpoint(path: Path, model: GLNet, tmp_path: Path, *, ema: b
             "optimizer": optimizer.state_dict(),
             "epoch": 299,
             "scaler": {"scale": 65536.0, "growth_factor": 2.0},
-            "args": training_args(DictConfig),
+            "args": training_args(DictConfig, model.config),
         }
         if ema:
             payload["model_ema"] = {k: v.clone() for k, v in state.items()}

@@ -7,84 +7,36 @@ Heavy libraries (torch, onnx, onnxruntime) are imported inside commands so `--he
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from . import render
+from .app import (
+    EXIT_CHECK_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CkptOption,
+    ClusterOp,
+    Dynamic,
+    Fmt,
+    HeadDimOption,
+    NumSlotsOption,
+    State,
+    StateKey,
+    StateKeyOption,
+    app,
+)
 
 try:  # typer >= 0.25 vendors click
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older typer depends on click
     from click import ClickException
-
-app = typer.Typer(
-    name="glmix-deploy",
-    help="Deploy GLNet/GLMix checkpoints: inspect, export verified ONNX (and TensorRT), check parity.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-
-class State:
-    debug = False
-    json = False
-
-
-class StateKey(str, Enum):
-    auto = "auto"
-    model = "model"
-    model_ema = "model_ema"
-    state_dict = "state_dict"
-
-
-class Fmt(str, Enum):
-    onnx = "onnx"
-    trt = "trt"
-
-
-class Dynamic(str, Enum):
-    none = "none"
-    batch = "batch"
-    all = "all"
-
-
-class ClusterOp(str, Enum):
-    inline = "inline"
-    function = "function"
-
-
-CkptOption = Annotated[Path, typer.Option("--ckpt", help="Checkpoint (.pth/.pt/.bin/.ckpt/.safetensors).")]
-StateKeyOption = Annotated[StateKey, typer.Option(
-    "--state-key", help="Checkpoint entry holding the weights; auto picks 'model'.")]
-HeadDimOption = Annotated[Optional[int], typer.Option(
-    "--head-dim", min=1, help="Attention head width (not stored in tensors; official: 32).")]
-NumSlotsOption = Annotated[Optional[int], typer.Option(
-    "--num-slots", min=1, help="Slot count of pooled slots (not stored in tensors; official: 64).")]
-
-
-@app.callback()
-def main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    State.debug = debug
-    State.json = json_output
-    if version:
-        from .. import __version__
-
-        typer.echo(__version__)
-        raise typer.Exit(EXIT_OK)
-
 
 def _load(ckpt: Path, state_key: StateKey, head_dim: int | None, num_slots: int | None,
           img_size: int | None = None):
@@ -162,6 +114,10 @@ def export(
         render.export_result(result)
     if fmt is Fmt.trt:
         require_tensorrt_builder(onnx_out)
+
+
+# Command modules register themselves on `app` when imported.
+from . import verify_commands  # noqa: E402,F401
 
 
 def _debug_requested(argv: list[str]) -> bool:

@@ -9,8 +9,9 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Logs and pipes get a wide fixed width so tables are never truncated; terminals use their own.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 
 def error(message: str) -> None:

@@ -95,10 +95,11 @@ class GLNetOnnxSpec:
         shapes = [shape_range.min, shape_range.opt, shape_range.max]
         lo, hi = shape_range.min, shape_range.max
         if lo[2:] != hi[2:]:
-            b = min(2, hi[0])
-            h = _round_to_stride((lo[2] + shape_range.opt[2]) / 2)
-            w = _round_to_stride((shape_range.opt[3] + hi[3]) / 2 * 0.75)
-            shapes.append((b, lo[1], min(max(h, lo[2]), hi[2]), min(max(w, lo[3]), hi[3])))
+            # One stride below the default height, one above its width: a non-square shape.
+            opt = shape_range.opt
+            h = max(opt[2] - STRIDE, lo[2])
+            w = min(opt[3] + STRIDE, hi[3])
+            shapes.append((min(2, hi[0]), lo[1], h, w))
         unique: list[Shape] = []
         for s in shapes:
             if s not in unique:

@@ -18,6 +18,7 @@ DOWNSAMPLE_STYLES = ("non_ovlp", "ovlp")
 TRANSITION_LAYOUTS = ("norm.proj", "proj.norm")
 NORM_LAYERS = ("batchnorm", "layernorm")
 
+PREPROCESSING_FIELDS = ("img_size", "mean", "std", "crop_pct", "interpolation")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -50,6 +51,8 @@ class GLNetConfig:
     img_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    crop_pct: float = 0.875  # eval: resize to img_size / crop_pct, then center-crop img_size
+    interpolation: str = "bicubic"
 
     def __post_init__(self) -> None:
         for name in ("depths", "dims", "mlp_ratios", "mixing_modes", "local_dw_ks", "mean", "std"):
@@ -93,7 +96,7 @@ class GLNetConfig:
     def architecture(self) -> dict[str, Any]:
         """The fields that define the network (preprocessing metadata excluded)."""
         data = self.to_dict()
-        for key in ("img_size", "mean", "std"):
+        for key in PREPROCESSING_FIELDS:
             data.pop(key)
         return data
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ class LoadedCheckpoint:
     sha256: str
     state_key: str | None  # which entry of the checkpoint held the weights
     ignored: tuple[str, ...]  # top-level entries and non-tensor keys left unused
+    hints: dict = field(default_factory=dict)  # facts taken from the training config (`args`)
 
     @property
     def num_parameters(self) -> int:
@@ -40,6 +41,7 @@ class LoadedCheckpoint:
             "input_size": [self.config.in_chans, self.config.img_size, self.config.img_size],
             "config": self.config.to_dict(),
             "ignored": list(self.ignored),
+            "from_training_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.hints.items()},
         }
 
 
@@ -52,12 +54,19 @@ def load_checkpoint(
     img_size: int | None = None,
 ) -> LoadedCheckpoint:
     """Load any GLNet checkpoint safely and rebuild its model from the tensors alone."""
-    from .checkpoint_io import load_state_dict, sha256_file
+    from .checkpoint_io import extract_state_dict, read_checkpoint, sha256_file
+    from .hints import training_hints
     from .infer import build_model, infer_config
 
-    source: StateDictSource = load_state_dict(path, state_key=state_key)
-    config = infer_config(source.state_dict, head_dim=head_dim, num_slots=num_slots,
-                          img_size=img_size)
+    raw = read_checkpoint(path)
+    source: StateDictSource = extract_state_dict(raw, state_key=state_key, source=str(path))
+    hints = training_hints(raw)
+    config = infer_config(source.state_dict, head_dim=head_dim or hints.get("head_dim"),
+                          num_slots=num_slots or hints.get("num_slots"),
+                          img_size=img_size or hints.get("img_size"))
+    preprocessing = {k: hints[k] for k in ("mean", "std", "crop_pct", "interpolation") if k in hints}
+    if preprocessing:
+        config = config.replace(**preprocessing)
     model = build_model(source.state_dict, config)
     return LoadedCheckpoint(
         model=model,
@@ -67,4 +76,5 @@ def load_checkpoint(
         sha256=sha256_file(path),
         state_key=source.key,
         ignored=tuple(source.ignored_entries) + tuple(source.non_tensor_keys),
+        hints=hints,
     )

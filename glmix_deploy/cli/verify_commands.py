@@ -1,0 +1,3 @@
+"""verify / bench / eval commands (registered on the shared app)."""
+
+from __future__ import annotations

@@ -1,0 +1,60 @@
+"""Image preprocessing as the model was trained: resize, center crop, normalise (timm-style eval)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserInputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    img_size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+
+    @classmethod
+    def from_config(cls, config) -> "Preprocessing":
+        return cls(config.img_size, tuple(config.mean), tuple(config.std), config.crop_pct,
+                   config.interpolation)
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> "Preprocessing":
+        """From an exported artifact's metadata_props (see exporters.onnx_export._metadata)."""
+        try:
+            size = json.loads(metadata["input_size"])[-1]
+            return cls(int(size), tuple(json.loads(metadata["mean"])), tuple(json.loads(metadata["std"])),
+                       float(metadata.get("crop_pct", 0.875)), metadata.get("interpolation", "bicubic"))
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise UserInputError(f"artifact metadata lacks preprocessing facts ({exc})") from exc
+
+    def load(self, path: str | Path) -> np.ndarray:
+        """(3, img_size, img_size) float32 for one image file."""
+        from PIL import Image, UnidentifiedImageError
+
+        resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
+                    "lanczos": Image.LANCZOS}[self.interpolation]
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                # Shorter side to img_size / crop_pct, then the central img_size square.
+                scale = math.floor(self.img_size / self.crop_pct) / min(img.size)
+                w, h = max(self.img_size, round(img.width * scale)), max(self.img_size, round(img.height * scale))
+                img = img.resize((w, h), resample)
+                left, top = (w - self.img_size) // 2, (h - self.img_size) // 2
+                img = img.crop((left, top, left + self.img_size, top + self.img_size))
+                array = np.asarray(img, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError) as exc:
+            raise UserInputError(f"cannot read image {path}: {exc}") from exc
+        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
