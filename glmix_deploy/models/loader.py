@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import ArchitectureError
 from .config import GLNetConfig, match_release
 
 if TYPE_CHECKING:
@@ -61,13 +62,16 @@ def load_checkpoint(
     raw = read_checkpoint(path)
     source: StateDictSource = extract_state_dict(raw, state_key=state_key, source=str(path))
     hints = training_hints(raw)
-    config = infer_config(source.state_dict, head_dim=head_dim or hints.get("head_dim"),
-                          num_slots=num_slots or hints.get("num_slots"),
-                          img_size=img_size or hints.get("img_size"))
-    preprocessing = {k: hints[k] for k in ("mean", "std", "crop_pct", "interpolation") if k in hints}
-    if preprocessing:
-        config = config.replace(**preprocessing)
-    model = build_model(source.state_dict, config)
+    try:
+        config = infer_config(source.state_dict, head_dim=head_dim or hints.get("head_dim"),
+                              num_slots=num_slots or hints.get("num_slots"),
+                              img_size=img_size or hints.get("img_size"))
+        preprocessing = {k: hints[k] for k in ("mean", "std", "crop_pct", "interpolation") if k in hints}
+        if preprocessing:
+            config = config.replace(**preprocessing)
+        model = build_model(source.state_dict, config)
+    except ArchitectureError as exc:
+        raise ArchitectureError(f"{Path(path).name}: {exc}") from exc
     return LoadedCheckpoint(
         model=model,
         config=config,

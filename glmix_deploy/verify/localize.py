@@ -1,0 +1,352 @@
+"""Find the first GLNet block whose ONNX output departs from PyTorch.
+
+How a PyTorch module is mapped to one ONNX tensor (the scheme, and why it holds):
+
+1. Scope names. The TorchScript exporter (the only one glmix-deploy uses) names every node after
+   the chain of *called* modules that produced it: `/stages.2/blocks.1/mlp/mlp.0/Conv`. Each
+   component is the module's qualified name with purely numeric atoms kept together with the
+   non-numeric atom before them (torch.onnx's `_unqualified_variable_name`): `stages.2`, then
+   `blocks.1` (its parent `stages.2` was called; the ModuleLists `stages` and `blocks` never are),
+   while `downsample_layers.0.1` stays `downsample_layers.0.1` under `downsample_layers.0`. We do
+   not guess the chain: forward pre-hooks record which modules are *called* around each boundary
+   module during one reference forward pass, and the prefix is built from that chain. onnxsim
+   and onnxruntime keep node names, so simplified graphs map the same way (checked in the tests
+   on simplified, unsimplified, dynamic-shape and local-function exports).
+
+2. Boundary tensor. Among the tensors produced by nodes inside the module's scope, the module's
+   output is the one whose *values* depend on the image (data-dependent: reachable from the
+   graph input through ops other than Shape/Size, so shape arithmetic and hoisted constants are
+   excluded) and that is consumed by a node outside the scope (or is a graph output). A
+   sequential block has exactly one such tensor. If there are none (the module was fused into
+   a neighbour) or several, the boundary is reported as unmapped and never guessed.
+
+3. Shape check. A mapped ONNX tensor must have the same shape as the PyTorch module's output,
+   else the boundary is reported unmapped. Tensors are never matched by closeness of values.
+
+Bisection: the ordered boundaries (`downsample_layers.i`, `stages.i.blocks.j`, `norm`, then the
+model output) are searched for the first one whose error exceeds the threshold, knowing the
+input agrees and the output does not. Each probe exposes one tensor as an extra graph output on
+an in-memory copy of the model and runs onnxruntime once: O(log n) probes, never every tensor.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserInputError
+from .metrics import Comparison, Tolerance, compare
+
+BOUNDARY_PATTERN = re.compile(r"^(downsample_layers\.\d+|stages\.\d+\.blocks\.\d+|norm)$")
+OUTPUT_BOUNDARY = "head (model output)"
+# Ops whose outputs carry shapes, not image-dependent values.
+_SHAPE_OPS = {"Shape", "Size"}
+
+
+def unqualified_scope_name(qualified_name: str) -> str:
+    """The scope component torch.onnx gives a module: the qualified name from its last
+    non-numeric atom on (`stages.2.blocks.1` -> `blocks.1`, `downsample_layers.0.1` unchanged)."""
+    atoms = qualified_name.split(".")
+    for i in range(len(atoms) - 1, -1, -1):
+        if not atoms[i].isnumeric():
+            return ".".join(atoms[i:])
+    return qualified_name
+
+
+@dataclass(frozen=True)
+class Boundary:
+    module: str  # PyTorch qualified module name, e.g. stages.2.blocks.1
+    scope: str  # ONNX node-name prefix, e.g. /stages.2/blocks.1/
+    tensor: str | None  # ONNX tensor name, None when unmapped
+    note: str | None = None  # why it is unmapped
+
+
+@dataclass(frozen=True)
+class BoundaryCheck:
+    module: str
+    tensor: str
+    index: int  # position along the network
+    metrics: Comparison
+    exceeds: bool
+
+    def to_dict(self) -> dict:
+        return {"module": self.module, "tensor": self.tensor, "index": self.index,
+                "exceeds": self.exceeds, "max_rel": self.metrics.max_rel,
+                "max_abs": self.metrics.max_abs, "cosine": self.metrics.cosine}
+
+
+@dataclass
+class Localization:
+    """Result of bisecting the block boundaries."""
+
+    threshold: Tolerance
+    input_label: str
+    boundaries: list[Boundary] = field(default_factory=list)
+    checks: list[BoundaryCheck] = field(default_factory=list)  # sorted by index
+    first_bad: str | None = None  # PyTorch module name, or OUTPUT_BOUNDARY
+    last_good: str | None = None
+    note: str | None = None
+
+    @property
+    def unmapped(self) -> list[Boundary]:
+        return [b for b in self.boundaries if b.tensor is None]
+
+    def summary_line(self) -> str:
+        if self.first_bad is None:
+            return f"localization inconclusive: {self.note or 'no boundary exceeds the threshold'}"
+        growth = ", ".join(f"{c.module} {c.metrics.max_rel:.2e}" for c in self.checks)
+        after = f" (after {self.last_good})" if self.last_good else ""
+        return f"first diverging block: {self.first_bad}{after}; max_rel along the boundaries: {growth}"
+
+    def to_dict(self) -> dict:
+        return {
+            "first_bad": self.first_bad,
+            "last_good": self.last_good,
+            "input": self.input_label,
+            "threshold": {k: v for k, v in vars(self.threshold).items() if v is not None},
+            "checked": [c.to_dict() for c in self.checks],
+            "boundaries": [{"module": b.module, "tensor": b.tensor, **({"note": b.note} if b.note else {})}
+                           for b in self.boundaries],
+            "note": self.note,
+        }
+
+
+def boundary_threshold(tolerance: Tolerance) -> Tolerance:
+    """The per-tensor criterion for intermediate tensors: relative error and cosine only
+    (absolute error and top-1 agreement mean nothing for a feature map)."""
+    if tolerance.max_rel is None and tolerance.min_cosine is None:
+        return Tolerance(max_rel=1e-4)
+    return Tolerance(max_rel=tolerance.max_rel, atol=None, min_cosine=tolerance.min_cosine, min_top1=None)
+
+
+# ----------------------------------------------------------------------------- PyTorch side
+
+
+def torch_boundaries(model, x: np.ndarray) -> tuple[list[tuple[str, str]], dict[str, np.ndarray]]:
+    """Run the reference once with hooks. Returns the boundary modules in execution order as
+    (module name, ONNX scope prefix) and their outputs."""
+    import torch
+
+    names = {m: n for n, m in model.named_modules()}
+    stack: list[str] = []
+    scopes: dict[str, str] = {}
+    order: list[str] = []
+    outputs: dict[str, np.ndarray] = {}
+
+    def pre_hook(module, _args):
+        name = names[module]
+        stack.append(name)
+        if BOUNDARY_PATTERN.match(name) and name not in scopes:
+            # The call chain below the root, as the exporter's scopes see it.
+            scopes[name] = "/" + "/".join(unqualified_scope_name(n) for n in stack[1:]) + "/"
+
+    def post_hook(module, _args, output):
+        name = stack.pop()
+        if BOUNDARY_PATTERN.match(name) and name not in outputs and isinstance(output, torch.Tensor):
+            outputs[name] = output.detach().float().numpy().copy()
+            order.append(name)
+
+    handles = []
+    for module in names:
+        handles.append(module.register_forward_pre_hook(pre_hook))
+        handles.append(module.register_forward_hook(post_hook))
+    try:
+        with torch.inference_mode():
+            model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    finally:
+        for h in handles:
+            h.remove()
+    return [(name, scopes[name]) for name in order], outputs
+
+
+# ----------------------------------------------------------------------------- ONNX side
+
+
+def _data_dependent(graph) -> set[str]:
+    """Tensors whose values depend on the graph inputs' values (not only on their shapes)."""
+    initializers = {i.name for i in graph.initializer}
+    dynamic = {i.name for i in graph.input if i.name not in initializers}
+    for node in graph.node:
+        if node.op_type in _SHAPE_OPS:
+            continue
+        if any(i in dynamic for i in node.input if i):
+            dynamic.update(o for o in node.output if o)
+    return dynamic
+
+
+def map_boundaries(graph, modules: Sequence[tuple[str, str]]) -> list[Boundary]:
+    """ONNX tensor of each (module, scope prefix); see the module docstring for the rules."""
+    dynamic = _data_dependent(graph)
+    graph_outputs = {o.name for o in graph.output}
+    consumers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name:
+                consumers.setdefault(name, []).append(node.name)
+    result = []
+    for module, scope in modules:
+        inside = [n for n in graph.node if n.name.startswith(scope)]
+        if not inside:
+            result.append(Boundary(module, scope, None, f"no ONNX node is named under {scope}"))
+            continue
+        candidates = []
+        for node in inside:
+            for out in node.output:
+                if not out or out not in dynamic:
+                    continue
+                leaves = out in graph_outputs or any(
+                    not c.startswith(scope) for c in consumers.get(out, []))
+                if leaves:
+                    candidates.append(out)
+        if len(candidates) == 1:
+            result.append(Boundary(module, scope, candidates[0]))
+        else:
+            why = ("no data tensor leaves the scope" if not candidates
+                   else f"{len(candidates)} data tensors leave the scope ({', '.join(candidates[:4])})")
+            result.append(Boundary(module, scope, None, why))
+    return result
+
+
+class _Prober:
+    """Runs the ONNX model with one extra graph output at a time."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnx
+
+        self.path = Path(path)
+        try:
+            self.model = onnx.load(str(self.path), load_external_data=False)
+        except Exception as exc:
+            raise UserInputError(f"cannot read ONNX model {self.path}: {exc}") from exc
+        self.external = sorted({
+            entry.value for init in self.model.graph.initializer
+            if init.data_location == onnx.TensorProto.EXTERNAL
+            for entry in init.external_data if entry.key == "location"})
+        self.threads = threads
+
+    @property
+    def graph(self):
+        return self.model.graph
+
+    def run(self, x: np.ndarray, tensor: str) -> np.ndarray:
+        import onnx
+        import onnxruntime as ort
+
+        probe = onnx.ModelProto()
+        probe.CopyFrom(self.model)
+        if tensor not in {o.name for o in probe.graph.output}:
+            # Type and shape left open: onnxruntime infers them.
+            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads or os.cpu_count() or 1
+        options.log_severity_level = 3
+        input_arg = None
+        if self.external:
+            # Weights beside the file: write the probe next to links to them.
+            with tempfile.TemporaryDirectory(prefix="glmix-localize-") as tmp:
+                for location in self.external:
+                    target = Path(tmp) / location
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink((self.path.parent / location).resolve(), target)
+                probe_path = Path(tmp) / "probe.onnx"
+                onnx.save(probe, str(probe_path))
+                session = ort.InferenceSession(str(probe_path), options, providers=["CPUExecutionProvider"])
+                input_arg = session.get_inputs()[0]
+                return self._run(session, input_arg, x, tensor)
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        input_arg = session.get_inputs()[0]
+        return self._run(session, input_arg, x, tensor)
+
+    @staticmethod
+    def _run(session, input_arg, x: np.ndarray, tensor: str) -> np.ndarray:
+        dtype = np.float16 if input_arg.type == "tensor(float16)" else np.float32
+        (value,) = session.run([tensor], {input_arg.name: np.ascontiguousarray(x, dtype=dtype)})
+        return np.asarray(value)
+
+
+def localize(model, onnx_path: str | Path, x: np.ndarray, tolerance: Tolerance, *,
+             output_name: str | None = None, input_label: str = "", threads: int | None = None,
+             ) -> Localization:
+    """Bisect the block boundaries of `model` (the PyTorch reference) and the ONNX file at
+    `onnx_path` on input `x`, for the first boundary whose error exceeds `tolerance`."""
+    import torch
+
+    threshold = boundary_threshold(tolerance)
+    result = Localization(threshold=threshold, input_label=input_label)
+    modules, torch_outputs = torch_boundaries(model, x)
+    prober = _Prober(Path(onnx_path), threads=threads)
+    boundaries = map_boundaries(prober.graph, modules)
+    result.boundaries = boundaries
+
+    out_name = output_name or prober.graph.output[0].name
+    with torch.inference_mode():
+        reference_out = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+    # The ordered search space: mapped boundaries, then the model output itself.
+    ordered: list[tuple[str, str, np.ndarray]] = [
+        (b.module, b.tensor, torch_outputs[b.module]) for b in boundaries if b.tensor is not None]
+    ordered.append((OUTPUT_BOUNDARY, out_name, reference_out))
+    cache: dict[int, BoundaryCheck] = {}
+
+    def check(i: int) -> BoundaryCheck:
+        if i not in cache:
+            module, tensor, ref = ordered[i]
+            value = prober.run(x, tensor)
+            if value.shape != ref.shape:
+                raise _ShapeMismatch(module, tensor, ref.shape, value.shape)
+            metrics = compare(ref, value, classes=False)
+            cache[i] = BoundaryCheck(module, tensor, i, metrics, bool(threshold.violations(metrics)))
+        return cache[i]
+
+    while True:
+        try:
+            last = check(len(ordered) - 1)
+            if not last.exceeds:
+                result.note = ("the model output is within the per-tensor threshold "
+                               f"({'; '.join(_describe(threshold))}); the failure is in another criterion")
+                break
+            lo, hi = -1, len(ordered) - 1  # lo: agrees (the input), hi: exceeds
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if check(mid).exceeds:
+                    hi = mid
+                else:
+                    lo = mid
+            result.first_bad = ordered[hi][0]
+            result.last_good = ordered[lo][0] if lo >= 0 else None
+            break
+        except _ShapeMismatch as exc:
+            # Never compare tensors of different shapes: drop the boundary, say so, retry.
+            index = next(i for i, o in enumerate(ordered) if o[0] == exc.module)
+            if exc.module == OUTPUT_BOUNDARY:
+                raise UserInputError(f"ONNX output {exc.tensor!r} has shape {exc.got}, "
+                                     f"PyTorch {exc.expected}") from None
+            ordered.pop(index)
+            cache = {}
+            result.boundaries = [
+                Boundary(b.module, b.scope, None, f"ONNX tensor {b.tensor} has shape {exc.got}, "
+                         f"PyTorch output {exc.expected}") if b.module == exc.module else b
+                for b in result.boundaries]
+    result.checks = sorted(cache.values(), key=lambda c: c.index)
+    return result
+
+
+class _ShapeMismatch(Exception):
+    def __init__(self, module: str, tensor: str, expected, got):
+        super().__init__(module)
+        self.module, self.tensor, self.expected, self.got = module, tensor, tuple(expected), tuple(got)
+
+
+def _describe(t: Tolerance) -> list[str]:
+    parts = []
+    if t.max_rel is not None:
+        parts.append(f"max_rel <= {t.max_rel:g}")
+    if t.min_cosine is not None:
+        parts.append(f"cosine >= {t.min_cosine:g}")
+    return parts
