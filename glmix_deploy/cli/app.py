@@ -34,6 +34,17 @@ class StateKey(str, Enum):
 class Fmt(str, Enum):
     onnx = "onnx"
     trt = "trt"
+    triton = "triton"
+
+
+class TritonBackend(str, Enum):
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
+
+
+class InstanceKind(str, Enum):
+    gpu = "gpu"
+    cpu = "cpu"
 
 
 class Dynamic(str, Enum):

@@ -26,10 +26,12 @@ from .app import (
     Dynamic,
     Fmt,
     HeadDimOption,
+    InstanceKind,
     NumSlotsOption,
     State,
     StateKey,
     StateKeyOption,
+    TritonBackend,
     app,
 )
 
@@ -66,16 +68,19 @@ def inspect(
 @app.command()
 def export(
     ckpt: CkptOption,
-    fmt: Annotated[Fmt, typer.Option("--fmt", help="onnx, or trt (TensorRT engine from the ONNX).")] = Fmt.onnx,
+    fmt: Annotated[Fmt, typer.Option(
+        "--fmt", help="onnx; trt (TensorRT engine built from the verified ONNX); "
+                      "triton (a Triton model repository).")] = Fmt.onnx,
     out: Annotated[Optional[Path], typer.Option(
-        "--out", help="Output file (default: <checkpoint name>.onnx in the current directory).")] = None,
+        "--out", help="Output file, or repository folder for triton (default: <checkpoint name>.onnx/.engine "
+                      "or ./model_repository).")] = None,
     img_size: Annotated[Optional[int], typer.Option(
         "--img-size", min=32, help="Input height/width (default: the checkpoint's, 224).")] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size (default shape).")] = 1,
     dynamic: Annotated[Dynamic, typer.Option(
         "--dynamic", help="none: static; batch: dynamic batch; all: batch, height and width.")] = Dynamic.none,
     max_batch: Annotated[Optional[int], typer.Option(
-        "--max-batch", min=1, help="Largest batch of a dynamic export (default 8).")] = None,
+        "--max-batch", min=1, help="Largest batch of a dynamic export (default 8; triton: 64).")] = None,
     min_size: Annotated[Optional[int], typer.Option(
         "--min-size", min=32, help="Smallest height/width with --dynamic all (default img-size/2).")] = None,
     max_size: Annotated[Optional[int], typer.Option(
@@ -88,14 +93,45 @@ def export(
     state_key: StateKeyOption = StateKey.auto,
     head_dim: HeadDimOption = None,
     num_slots: NumSlotsOption = None,
+    # TensorRT (--fmt trt, and triton with --backend tensorrt)
+    min_shape: Annotated[Optional[str], typer.Option(
+        "--min-shape", rich_help_panel="TensorRT (--fmt trt)", help="TensorRT profile minimum, e.g. 1x3x160x160 (default: the ONNX's range).")] = None,
+    opt_shape: Annotated[Optional[str], typer.Option("--opt-shape", rich_help_panel="TensorRT (--fmt trt)", help="TensorRT profile optimum.")] = None,
+    max_shape: Annotated[Optional[str], typer.Option("--max-shape", rich_help_panel="TensorRT (--fmt trt)", help="TensorRT profile maximum.")] = None,
+    workspace: Annotated[float, typer.Option("--workspace", rich_help_panel="TensorRT (--fmt trt)", min=0.0625, help="TensorRT workspace limit, GiB.")] = 4.0,
+    timing_cache: Annotated[Optional[Path], typer.Option(
+        "--timing-cache", rich_help_panel="TensorRT (--fmt trt)", help="Persistent TensorRT timing cache file.")] = None,
+    builder_level: Annotated[int, typer.Option(
+        "--builder-level", rich_help_panel="TensorRT (--fmt trt)", min=0, max=5, help="TensorRT builder optimization level.")] = 3,
+    # Triton (--fmt triton)
+    backend: Annotated[TritonBackend, typer.Option(
+        "--backend", rich_help_panel="Triton (--fmt triton)", help="Triton backend serving the model.")] = TritonBackend.onnxruntime,
+    name: Annotated[str, typer.Option("--name", rich_help_panel="Triton (--fmt triton)", help="Triton model name.")] = "glnet",
+    preferred_batch: Annotated[str, typer.Option(
+        "--preferred-batch", rich_help_panel="Triton (--fmt triton)", help="Triton dynamic batcher preferred sizes, comma-separated.")] = "8,16,32",
+    queue_delay_us: Annotated[int, typer.Option(
+        "--queue-delay-us", rich_help_panel="Triton (--fmt triton)", min=0, help="Triton dynamic batcher max queue delay.")] = 100,
+    instances: Annotated[int, typer.Option("--instances", rich_help_panel="Triton (--fmt triton)", min=1, help="Triton instances per device.")] = 1,
+    kind: Annotated[InstanceKind, typer.Option("--kind", rich_help_panel="Triton (--fmt triton)", help="Triton instance kind.")] = InstanceKind.gpu,
+    with_preprocess: Annotated[bool, typer.Option(
+        "--with-preprocess", rich_help_panel="Triton (--fmt triton)", help="Triton ensemble accepting encoded JPEG/PNG bytes.")] = False,
+    force: Annotated[bool, typer.Option("--force", rich_help_panel="Triton (--fmt triton)", help="Replace an existing Triton model entry.")] = False,
 ) -> None:
-    """Export a checkpoint to ONNX (or TensorRT), verified against PyTorch at every declared shape."""
+    """Export a checkpoint to ONNX, TensorRT or a Triton repository, verified against PyTorch."""
     from ..exporters.onnx_export import ExportOptions, export_onnx
-    from ..exporters.tensorrt_support import require_tensorrt_builder
+    from . import targets
 
-    if out is None:
-        out = Path.cwd() / (ckpt.stem + ".onnx")
-    onnx_out = out if fmt is Fmt.onnx or out.suffix == ".onnx" else out.with_suffix(".onnx")
+    triton_options = None
+    if fmt is Fmt.triton:
+        # Validates the request and the target folder before any export work.
+        triton_options = targets.triton_options(
+            out, backend=backend.value, name=name, max_batch=max_batch, preferred_batch=preferred_batch,
+            queue_delay_us=queue_delay_us, instances=instances, kind=kind.value,
+            with_preprocess=with_preprocess, force=force)
+        max_batch = triton_options.max_batch
+        if dynamic is Dynamic.none:
+            dynamic = Dynamic.batch  # Triton batches requests: the batch axis must be dynamic
+    onnx_out = targets.onnx_path(fmt.value, out, ckpt)
     options = ExportOptions(img_size=img_size, batch=batch, dynamic=dynamic.value, opset=opset,
                             cluster_op=cluster_op.value, simplify=simplify, max_batch=max_batch,
                             min_size=min_size, max_size=max_size)
@@ -108,12 +144,18 @@ def export(
         progress=None if State.json else render.step,
         on_parity_case=None if State.json else render.parity_case,
     )
-    if State.json:
-        render.print_json({"checkpoint": loaded.summary(), "export": result.to_dict()})
-    else:
+    report = {"checkpoint": loaded.summary(), "export": result.to_dict()}
+    if not State.json:
         render.export_result(result)
+    trt_options = dict(min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape, workspace_gib=workspace,
+                       timing_cache=timing_cache, builder_level=builder_level)
     if fmt is Fmt.trt:
-        require_tensorrt_builder(onnx_out)
+        report["tensorrt"] = targets.build_trt(onnx_out, out, quiet=State.json, **trt_options)
+    elif fmt is Fmt.triton:
+        report["triton"] = targets.write_triton(loaded, onnx_out, triton_options, quiet=State.json,
+                                                trt_options=trt_options)
+    if State.json:
+        render.print_json(report)
 
 
 # Command modules register themselves on `app` when imported.

@@ -1,3 +1,186 @@
-"""verify / bench / eval commands (registered on the shared app)."""
+"""verify / bench / eval commands (registered on the shared app).
+
+Thin: parse options, call glmix_deploy.verify.*, render, write report files, and raise
+CheckFailed (exit 1) when a check fails; the `run()` boundary in cli.main maps errors to exit codes.
+"""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import CheckFailed, UserInputError
+from . import render, verify_render
+from .app import CkptOption, HeadDimOption, NumSlotsOption, State, StateKey, StateKeyOption, app
+
+ReportOption = Annotated[Optional[Path], typer.Option("--report", help="Write the full report as JSON.")]
+ThreadsOption = Annotated[Optional[int], typer.Option(
+    "--threads", min=1, help="CPU threads for every engine (default: PyTorch's default).")]
+
+
+def _emit_json(data: dict) -> None:
+    from ..verify.reports import dumps
+
+    sys.stdout.write(dumps(data))
+
+
+def _step(message: str) -> None:
+    if not State.json:
+        render.step(message)
+
+
+@app.command()
+def verify(
+    ckpt: CkptOption,
+    model: Annotated[Path, typer.Option("--model", help="Artifact to check (.onnx; .pth for another checkpoint).")],
+    shapes: Annotated[Optional[str], typer.Option(
+        "--shapes", help="Input shapes NxCxHxW, comma-separated (default: the artifact's min/opt/max).")] = None,
+    images: Annotated[Optional[Path], typer.Option(
+        "--images", help="Directory of real images to compare on too (any layout).")] = None,
+    atol: Annotated[Optional[float], typer.Option("--atol", help="Max absolute difference.")] = None,
+    rtol: Annotated[Optional[float], typer.Option(
+        "--rtol", help="Max relative difference, max|Δ| / max|ref| (fp32 default 1e-4).")] = None,
+    min_cos: Annotated[Optional[float], typer.Option(
+        "--min-cos", help="Min cosine similarity (fp16 default 0.999, int8 0.99).")] = None,
+    min_top1: Annotated[Optional[float], typer.Option(
+        "--min-top1", help="Min top-1 agreement, fraction or percent (fp16 default 99%, int8 97%).")] = None,
+    localize: Annotated[bool, typer.Option(
+        "--localize", help="On failure, bisect block boundaries for the first diverging block.")] = False,
+    report: ReportOption = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Compare even if the artifact was exported from a different checkpoint.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0,
+    threads: ThreadsOption = None,
+    state_key: StateKeyOption = StateKey.auto,
+    head_dim: HeadDimOption = None,
+    num_slots: NumSlotsOption = None,
+) -> None:
+    """Check an exported artifact against its PyTorch checkpoint (exit 1 when any threshold fails)."""
+    from ..verify.reports import check_output_path, write_json, write_junit
+    from ..verify.verify import parse_shapes, verify_artifact
+
+    report_path = check_output_path(report, "--report")
+    junit_path = check_output_path(junit, "--junit")
+    parsed = parse_shapes(shapes) if shapes is not None else None
+    result = verify_artifact(
+        ckpt, model, shapes=parsed, images=images, atol=atol, rtol=rtol, min_cos=min_cos,
+        min_top1=min_top1, localize=localize, force=force, seed=seed, threads=threads,
+        state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
+        on_case=None if State.json else verify_render.verify_case,
+        progress=None if State.json else render.step)
+    if report_path:
+        write_json(report_path, result.to_dict())
+    if junit_path:
+        write_junit(junit_path, result)
+    if not State.json:
+        verify_render.verify_report(result)
+        for label, path in (("JSON report", report_path), ("JUnit report", junit_path)):
+            if path:
+                render.step(f"wrote {label} {path}")
+    if not result.passed:
+        raise CheckFailed(result.summary_line(), report=result)
+    if State.json:
+        _emit_json(result.to_dict())
+
+
+@app.command()
+def bench(
+    ckpt: CkptOption,
+    model: Annotated[Optional[list[Path]], typer.Option(
+        "--model", help="Artifact to time beside PyTorch eager; repeat for several.")] = None,
+    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated (e.g. 1,8,32).")] = "1",
+    threads: ThreadsOption = None,
+    iters: Annotated[int, typer.Option("--iters", min=1, help="Timed iterations per engine and batch.")] = 50,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up iterations.")] = 10,
+    img_size: Annotated[Optional[int], typer.Option(
+        "--img-size", min=1, help="Input height/width (default: the first artifact's, else the checkpoint's).")
+    ] = None,
+    report: ReportOption = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG plot of latency and throughput.")] = None,
+    max_ratio: Annotated[Optional[float], typer.Option(
+        "--max-ratio", help="Exit 1 if any artifact's p50 exceeds R times eager's.")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(
+        "--baseline", help="Exit 1 if p50 is slower than this earlier --report by more than --tolerance.")] = None,
+    tolerance: Annotated[float, typer.Option(
+        "--tolerance", help="Allowed slowdown against --baseline: fraction (0.1) or percent (10).")] = 0.10,
+    state_key: StateKeyOption = StateKey.auto,
+    head_dim: HeadDimOption = None,
+    num_slots: NumSlotsOption = None,
+) -> None:
+    """Latency/throughput of PyTorch eager and each artifact, side by side, with optional gates."""
+    from ..verify.bench import apply_baseline, apply_max_ratio, load_baseline, parse_batches, run_bench
+    from ..verify.bench import plot as plot_bench
+    from ..verify.reports import check_output_path, write_json
+    from ..verify.verify import parse_fraction
+
+    report_path = check_output_path(report, "--report")
+    plot_path = check_output_path(plot, "--plot")
+    batches = parse_batches(batch)
+    share = parse_fraction(tolerance, "--tolerance")
+    if max_ratio is not None and not max_ratio > 0:
+        raise UserInputError(f"--max-ratio must be > 0, not {max_ratio:g}")
+    old = load_baseline(baseline) if baseline is not None else None
+    result = run_bench(
+        ckpt, model or [], batches=batches, threads=threads, iters=iters, warmup=warmup, img_size=img_size,
+        state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
+        progress=verify_render.progress_factory(enabled=not State.json), say=_step)
+    if max_ratio is not None:
+        apply_max_ratio(result, max_ratio)
+    if old is not None:
+        apply_baseline(result, old, share, source=str(baseline))
+    if report_path:
+        write_json(report_path, result.to_dict())
+    if plot_path:
+        plot_bench(result, plot_path)
+    if not State.json:
+        verify_render.bench_report(result)
+        for label, path in (("JSON report", report_path), ("plot", plot_path)):
+            if path:
+                render.step(f"wrote {label} {path}")
+    if not result.passed:
+        raise CheckFailed(result.summary_line(), report=result)
+    if State.json:
+        _emit_json(result.to_dict())
+
+
+@app.command("eval")
+def eval_command(
+    ckpt: CkptOption,
+    images: Annotated[Path, typer.Option("--images", help="ImageFolder: one subfolder of images per class.")],
+    model: Annotated[Optional[list[Path]], typer.Option(
+        "--model", help="Artifact to evaluate beside PyTorch; repeat for several.")] = None,
+    class_map: Annotated[Optional[Path], typer.Option(
+        "--class-map", help="Folder -> class index: JSON object/list, or one folder name per line.")] = None,
+    report: ReportOption = None,
+    img_size: Annotated[Optional[int], typer.Option("--img-size", min=1, help="Override the input size.")] = None,
+    crop_pct: Annotated[Optional[float], typer.Option("--crop-pct", help="Override the center-crop ratio.")] = None,
+    mean: Annotated[Optional[str], typer.Option("--mean", help="Override the mean, e.g. 0.5,0.5,0.5.")] = None,
+    std: Annotated[Optional[str], typer.Option("--std", help="Override the std, e.g. 0.5,0.5,0.5.")] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size for dynamic-batch engines.")] = 8,
+    threads: ThreadsOption = None,
+    state_key: StateKeyOption = StateKey.auto,
+    head_dim: HeadDimOption = None,
+    num_slots: NumSlotsOption = None,
+) -> None:
+    """Top-1/top-5 accuracy of PyTorch and each artifact on a labeled image folder."""
+    from ..verify.evaluate import PreprocessOverrides, evaluate, parse_triple
+    from ..verify.reports import check_output_path, write_json
+
+    report_path = check_output_path(report, "--report")
+    overrides = PreprocessOverrides(img_size=img_size, crop_pct=crop_pct, mean=parse_triple(mean, "--mean"),
+                                    std=parse_triple(std, "--std"))
+    result = evaluate(ckpt, images, model or [], class_map=class_map, overrides=overrides, batch=batch,
+                      threads=threads, state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
+                      progress=verify_render.progress_factory(enabled=not State.json), say=_step)
+    if report_path:
+        write_json(report_path, result.to_dict())
+    if State.json:
+        _emit_json(result.to_dict())
+        return
+    verify_render.eval_report(result)
+    if report_path:
+        render.step(f"wrote JSON report {report_path}")

@@ -33,19 +33,19 @@ def check_output_path(path: str | Path | None, option: str) -> Path | None:
     return path
 
 
-def _json_safe(value):
+def json_safe(value):
     """NaN/inf become null so the file is strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def dumps(data) -> str:
-    return json.dumps(_json_safe(data), indent=2, default=str, allow_nan=False) + "\n"
+    return json.dumps(json_safe(data), indent=2, default=str, allow_nan=False) + "\n"
 
 
 def write_text_atomic(path: str | Path, text: str | bytes) -> Path:
@@ -69,6 +69,8 @@ def write_json(path: str | Path, data) -> Path:
 def _fmt(value) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)

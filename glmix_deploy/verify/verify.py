@@ -145,7 +145,9 @@ class VerifyReport:
         return line
 
     def to_dict(self) -> dict:
-        return {
+        from .reports import json_safe
+
+        return json_safe({
             "artifact": self.artifact,
             "checkpoint": self.checkpoint,
             "passed": self.passed,
@@ -162,7 +164,7 @@ class VerifyReport:
             "localization": self.localization.to_dict() if self.localization else None,
             "localization_note": self.localization_note,
             "seconds": round(self.seconds, 3),
-        }
+        })
 
 
 def _metadata_config(metadata: Mapping[str, str]):

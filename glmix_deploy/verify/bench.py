@@ -1,0 +1,347 @@
+"""`bench`: latency and throughput of PyTorch eager (the baseline) and each artifact.
+
+Every engine runs with the same thread count, warm-up iterations first, then timed ones; the
+report records the machine and library versions so numbers are never read out of context.
+Gates: a maximum p50 ratio to eager, and/or no more than a tolerance slower than a baseline
+report of the same artifact and batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserInputError
+
+EAGER = "pytorch-eager"
+ProgressFactory = Callable[[str, int], "contextlib.AbstractContextManager[Callable[[], None]]"]
+
+
+@contextlib.contextmanager
+def _no_progress(_label: str, _total: int) -> Iterator[Callable[[], None]]:
+    yield lambda: None
+
+
+def parse_batches(text: str) -> list[int]:
+    try:
+        values = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise UserInputError(f"--batch must be comma-separated integers (e.g. 1,8,32), not {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserInputError(f"--batch needs positive batch sizes, not {text!r}")
+    return list(dict.fromkeys(values))
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    batch: int
+    iters: int
+    mean_ms: float
+    std_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+    throughput: float  # images per second at the mean latency
+
+    @classmethod
+    def from_samples(cls, seconds: Sequence[float], batch: int) -> "LatencyStats":
+        ms = np.asarray(seconds, dtype=np.float64) * 1e3
+        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+        mean = float(ms.mean())
+        return cls(batch, len(ms), mean, float(ms.std()), float(p50), float(p90), float(p99),
+                   float(ms.min()), float(ms.max()), batch / (mean / 1e3) if mean > 0 else float("inf"))
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
+
+
+@dataclass
+class BenchEntry:
+    name: str  # EAGER, or the artifact's file name
+    path: str
+    kind: str  # torch / onnxruntime / tensorrt
+    precision: str
+    batch: int
+    stats: LatencyStats | None = None
+    ratio_p50: float | None = None  # p50 / eager p50 at the same batch
+    skipped: str | None = None
+    providers: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "path": self.path, "kind": self.kind, "precision": self.precision,
+                "batch": self.batch, "stats": self.stats.to_dict() if self.stats else None,
+                "ratio_p50": round(self.ratio_p50, 4) if self.ratio_p50 is not None else None,
+                "skipped": self.skipped, "providers": self.providers}
+
+
+@dataclass
+class BenchReport:
+    checkpoint: str
+    machine: dict
+    versions: dict
+    settings: dict
+    entries: list[BenchEntry] = field(default_factory=list)
+    gate: dict = field(default_factory=dict)  # {"max_ratio": R, "baseline": path, "tolerance": t}
+    violations: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    def entry(self, name: str, batch: int) -> BenchEntry | None:
+        return next((e for e in self.entries if e.name == name and e.batch == batch), None)
+
+    def summary_line(self) -> str:
+        if self.passed:
+            return f"benchmark done: {sum(e.stats is not None for e in self.entries)} measurement(s)"
+        return f"benchmark gate failed: {' | '.join(self.violations)}"
+
+    def to_dict(self) -> dict:
+        from .reports import json_safe
+
+        return json_safe({"checkpoint": self.checkpoint, "passed": self.passed, "machine": self.machine,
+                          "versions": self.versions, "settings": self.settings,
+                          "results": [e.to_dict() for e in self.entries], "gate": self.gate,
+                          "violations": self.violations, "notes": self.notes})
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info(threads: int) -> dict:
+    import torch
+
+    gpu = None
+    if torch.cuda.is_available():
+        gpu = {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()}
+    return {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "threads_used": threads,
+            "platform": platform.platform(), "gpu": gpu}
+
+
+def library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+
+    out = {"python": platform.python_version(), "glmix_deploy": __version__}
+    for name in ("torch", "onnxruntime", "onnx", "numpy", "tensorrt"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            if name != "tensorrt":
+                out[name] = None
+    return out
+
+
+def time_engine(engine, x: np.ndarray, *, warmup: int, iters: int,
+                advance: Callable[[], None] = lambda: None) -> LatencyStats:
+    """Warm up, then time `iters` single inferences (wall clock, perf_counter)."""
+    feeds = {engine.inputs[0].name: x}
+    for _ in range(warmup):
+        engine.infer(feeds)
+        advance()
+    samples = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        engine.infer(feeds)
+        samples.append(time.perf_counter() - t0)
+        advance()
+    return LatencyStats.from_samples(samples, len(x))
+
+
+def _metadata_size(engine) -> int | None:
+    meta = getattr(engine, "metadata", None) or {}
+    try:
+        return int(json.loads(meta["input_size"])[-1])
+    except (KeyError, ValueError, TypeError, IndexError):
+        return None
+
+
+def run_bench(
+    ckpt: str | Path,
+    models: Sequence[str | Path] = (),
+    *,
+    batches: Sequence[int] = (1,),
+    threads: int | None = None,
+    iters: int = 50,
+    warmup: int = 10,
+    img_size: int | None = None,
+    state_key: str = "auto",
+    head_dim: int | None = None,
+    num_slots: int | None = None,
+    seed: int = 0,
+    progress: ProgressFactory | None = None,
+    say: Callable[[str], None] | None = None,
+) -> BenchReport:
+    """Measure eager PyTorch and each artifact at each batch size."""
+    import torch
+
+    from ..engines.base import engine_kind_for, open_engine
+    from ..engines.torch_engine import TorchEngine
+    from ..models.loader import load_checkpoint
+    from .parity import seeded_input
+
+    if iters < 1 or warmup < 0:
+        raise UserInputError("--iters must be >= 1 and --warmup >= 0")
+    if threads is not None and threads < 1:
+        raise UserInputError("--threads must be >= 1")
+    progress = progress or _no_progress
+    say = say or (lambda _m: None)
+    paths = [Path(m) for m in models]
+    for p in paths:
+        engine_kind_for(p)
+        if not p.is_file():
+            raise UserInputError(f"--model {p} does not exist")
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        names = [str(p) for p in paths]
+    if EAGER in names:
+        raise UserInputError(f"an artifact may not be named {EAGER}")
+
+    loaded = load_checkpoint(ckpt, state_key=state_key, head_dim=head_dim, num_slots=num_slots)
+    threads = threads or torch.get_num_threads()
+    eager = TorchEngine(loaded.model, threads=threads)
+    engines = []
+    try:
+        for p in paths:
+            engines.append(open_engine(p, threads=threads))
+        size = img_size or next((s for s in map(_metadata_size, engines) if s), None) or loaded.config.img_size
+        report = BenchReport(
+            checkpoint=str(ckpt), machine=machine_info(threads), versions=library_versions(),
+            settings={"batches": list(batches), "threads": threads, "iters": iters, "warmup": warmup,
+                      "img_size": size, "in_chans": loaded.config.in_chans, "seed": seed})
+        runners = [(EAGER, str(ckpt), eager, "fp32")] + [
+            (name, str(p), e, (getattr(e, "metadata", None) or {}).get("precision", "fp32"))
+            for name, p, e in zip(names, paths, engines)]
+        for batch in batches:
+            x = seeded_input((batch, loaded.config.in_chans, size, size), seed)
+            for name, path, engine, precision in runners:
+                entry = BenchEntry(name, path, engine.kind, precision, batch,
+                                   providers=list(getattr(engine, "providers", []) or []))
+                report.entries.append(entry)
+                spec = engine.inputs[0]
+                if not spec.accepts(x.shape):
+                    entry.skipped = (f"input {spec.name} is "
+                                     f"{'x'.join(str(d) if isinstance(d, int) else '?' for d in spec.shape)}")
+                    say(f"skipping {name} at batch {batch}: {entry.skipped}")
+                    continue
+                with progress(f"{name} batch {batch}", warmup + iters) as advance:
+                    entry.stats = time_engine(engine, x, warmup=warmup, iters=iters, advance=advance)
+        for entry in report.entries:
+            base = report.entry(EAGER, entry.batch)
+            if entry.stats and base and base.stats and base.stats.p50_ms > 0:
+                entry.ratio_p50 = entry.stats.p50_ms / base.stats.p50_ms
+    finally:
+        for e in engines:
+            e.close()
+    return report
+
+
+def apply_max_ratio(report: BenchReport, max_ratio: float) -> None:
+    if not max_ratio > 0:
+        raise UserInputError(f"--max-ratio must be > 0, not {max_ratio:g}")
+    report.gate["max_ratio"] = max_ratio
+    for e in report.entries:
+        if e.name != EAGER and e.ratio_p50 is not None and e.ratio_p50 > max_ratio:
+            report.violations.append(
+                f"{e.name} batch {e.batch}: p50 {e.stats.p50_ms:.3f} ms is {e.ratio_p50:.2f}x eager "
+                f"(max {max_ratio:g}x)")
+
+
+def load_baseline(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserInputError(f"--baseline {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserInputError(f"--baseline {path} is not a readable JSON report: {exc}") from exc
+    if isinstance(data, dict) and "result" in data and "results" not in data:
+        data = data["result"]  # a failed run's --json output
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise UserInputError(f"--baseline {path} is not a glmix-deploy bench report (no 'results' list)")
+    return data
+
+
+def apply_baseline(report: BenchReport, baseline: dict, tolerance: float, *, source: str = "") -> None:
+    """Fail every artifact/batch whose p50 is more than `tolerance` slower than the baseline's."""
+    if not tolerance >= 0:
+        raise UserInputError(f"--tolerance must be >= 0, not {tolerance:g}")
+    report.gate.update({"baseline": source, "tolerance": tolerance})
+    old: dict[tuple[str, int], float] = {}
+    for r in baseline["results"]:
+        try:
+            if r.get("stats"):
+                old[(str(r["name"]), int(r["batch"]))] = float(r["stats"]["p50_ms"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise UserInputError(f"--baseline {source}: malformed result entry {r!r:.80}") from None
+    compared = 0
+    for e in report.entries:
+        if e.stats is None:
+            continue
+        before = old.get((e.name, e.batch))
+        if before is None:
+            continue
+        compared += 1
+        if e.stats.p50_ms > before * (1 + tolerance):
+            report.violations.append(
+                f"{e.name} batch {e.batch}: p50 {e.stats.p50_ms:.3f} ms vs baseline {before:.3f} ms "
+                f"(+{(e.stats.p50_ms / before - 1):.0%}, allowed +{tolerance:.0%})")
+    report.gate["baseline_compared"] = compared
+    if not compared:
+        report.notes.append(f"no measurement matches the baseline {source} by name and batch")
+
+
+def plot(report: BenchReport, path: str | Path) -> Path:
+    """p50 latency (with p90 whiskers) and throughput per batch size, one line per engine."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(e.name for e in report.entries))
+    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in names:
+        rows = [e for e in report.entries if e.name == name and e.stats]
+        if not rows:
+            continue
+        b = [e.batch for e in rows]
+        p50 = np.array([e.stats.p50_ms for e in rows])
+        p90 = np.array([e.stats.p90_ms for e in rows])
+        ax_lat.errorbar(b, p50, yerr=[np.zeros_like(p50), p90 - p50], marker="o", capsize=3, label=name)
+        ax_thr.plot(b, [e.stats.throughput for e in rows], marker="o", label=name)
+    for ax, label in ((ax_lat, "latency p50 (ms), whisker p90"), (ax_thr, "throughput (images/s)")):
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(label)
+        ax.set_xscale("log", base=2)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    m = report.machine
+    fig.suptitle(f"{Path(report.checkpoint).name} - {m.get('cpu')} - {m.get('threads_used')} thread(s)",
+                 fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+    return path
+

@@ -1,0 +1,198 @@
+"""`eval`: top-1/top-5 accuracy of PyTorch and each artifact on a labeled ImageFolder.
+
+Each engine gets the preprocessing it was exported with (artifact metadata; the checkpoint's
+configuration for PyTorch), with the user's overrides on top; agreement is the share of images
+whose top-1 prediction equals PyTorch's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserInputError
+from .bench import ProgressFactory, _no_progress
+
+EVAL_BATCH = 8
+
+
+@dataclass(frozen=True)
+class PreprocessOverrides:
+    img_size: int | None = None
+    crop_pct: float | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    def validate(self) -> None:
+        if self.img_size is not None and self.img_size < 1:
+            raise UserInputError("--img-size must be positive")
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise UserInputError(f"--crop-pct must be in (0, 1], not {self.crop_pct:g}")
+        for name, value in (("--mean", self.mean), ("--std", self.std)):
+            if value is not None and len(value) != 3:
+                raise UserInputError(f"{name} needs 3 comma-separated values")
+        if self.std is not None and min(self.std) <= 0:
+            raise UserInputError("--std values must be positive")
+
+    def apply(self, prep):
+        changes = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return dataclasses.replace(prep, **changes) if changes else prep
+
+
+def parse_triple(text: str | None, option: str) -> tuple[float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UserInputError(f"{option} must be three comma-separated numbers, not {text!r}") from None
+    if len(values) != 3:
+        raise UserInputError(f"{option} must be three comma-separated numbers, not {text!r}")
+    return values  # type: ignore[return-value]
+
+
+@dataclass
+class EvalEntry:
+    name: str
+    path: str
+    format: str
+    file_bytes: int
+    preprocessing: dict
+    images: int = 0
+    top1: float | None = None
+    top5: float | None = None
+    agreement: float | None = None  # top-1 prediction equals PyTorch's
+    latency_ms_per_image: float | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EvalReport:
+    checkpoint: str
+    dataset: dict
+    num_classes: int
+    entries: list[EvalEntry] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"checkpoint": self.checkpoint, "dataset": self.dataset, "num_classes": self.num_classes,
+                "results": [e.to_dict() for e in self.entries]}
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, logits.shape[-1])
+    top = np.argpartition(-logits, k - 1, axis=-1)[:, :k]
+    return float(np.mean([label in row for label, row in zip(labels, top)]))
+
+
+def evaluate(
+    ckpt: str | Path,
+    images: str | Path,
+    models: Sequence[str | Path] = (),
+    *,
+    class_map: str | Path | None = None,
+    overrides: PreprocessOverrides = PreprocessOverrides(),
+    batch: int = EVAL_BATCH,
+    threads: int | None = None,
+    state_key: str = "auto",
+    head_dim: int | None = None,
+    num_slots: int | None = None,
+    progress: ProgressFactory | None = None,
+    say: Callable[[str], None] | None = None,
+) -> EvalReport:
+    from ..engines.base import engine_kind_for, open_engine
+    from ..engines.torch_engine import TorchEngine
+    from ..models.loader import load_checkpoint
+    from .images import engine_batch, image_size_of, load_images, read_class_map, run_batched, scan_image_folder
+    from .preprocess import Preprocessing
+
+    progress = progress or _no_progress
+    say = say or (lambda _m: None)
+    overrides.validate()
+    if batch < 1:
+        raise UserInputError("--batch must be >= 1")
+    paths = [Path(m) for m in models]
+    for p in paths:
+        engine_kind_for(p)
+        if not p.is_file():
+            raise UserInputError(f"--model {p} does not exist")
+    mapping = read_class_map(class_map) if class_map is not None else None
+    dataset = scan_image_folder(images, class_map=mapping)
+    loaded = load_checkpoint(ckpt, state_key=state_key, head_dim=head_dim, num_slots=num_slots)
+    num_classes = loaded.config.num_classes
+    if num_classes <= 0:
+        raise UserInputError(f"{ckpt} has no classifier head; eval needs class scores")
+    too_big = sorted({name for name, idx in dataset.classes.items() if idx >= num_classes})
+    if too_big:
+        raise UserInputError(f"class folder(s) {', '.join(too_big[:5])} map to indices >= the model's "
+                             f"{num_classes} classes; give --class-map")
+    labels_all = np.asarray(dataset.labels, dtype=np.int64)
+    say(f"{len(dataset)} image(s) in {len(dataset.classes)} class folder(s) under {dataset.root}"
+        + (f"; skipped {dataset.skipped} non-image file(s)" if dataset.skipped else ""))
+
+    cache: dict = {}
+
+    def images_for(prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+        if prep not in cache:
+            with progress(f"preprocessing ({prep.img_size}px)", len(dataset)) as advance:
+                cache[prep] = load_images(dataset, prep, on_image=lambda _i: advance())
+        return cache[prep]
+
+    report = EvalReport(checkpoint=str(ckpt), dataset={}, num_classes=num_classes)
+    torch_prep = overrides.apply(Preprocessing.from_config(loaded.config))
+    runners = [("pytorch", ckpt, "pytorch eager", lambda: TorchEngine(loaded.model, threads=threads), None)]
+    for p in paths:
+        runners.append((p.name, p, None, (lambda p=p: open_engine(p, threads=threads)), p))
+    reference_pred: dict[int, int] | None = None
+    for name, path, fmt, opener, artifact in runners:
+        engine = opener()
+        with engine:
+            metadata = dict(getattr(engine, "metadata", None) or {})
+            if artifact is None:
+                prep = torch_prep
+            else:
+                base = (Preprocessing.from_metadata(metadata) if "input_size" in metadata
+                        else Preprocessing.from_config(loaded.config))
+                prep = overrides.apply(base)
+                fmt = f"{engine.kind} {metadata.get('precision', 'fp32')}" if engine.kind != "torch" else "pytorch"
+            static = image_size_of(engine)
+            if static is not None and static != prep.img_size:
+                raise UserInputError(f"{Path(path).name} takes {static}x{static} images, not {prep.img_size} "
+                                     "(check --img-size)")
+            x, kept = images_for(prep)
+            labels = labels_all[kept]
+            size, fixed = engine_batch(engine, batch)
+            # One untimed batch: first-run allocations are not per-image latency.
+            run_batched(engine, x[:size], size, fixed=fixed)
+            timer: list[float] = []
+            with progress(f"{name}", len(x)) as advance:
+                logits_parts = []
+                for start in range(0, len(x), size):
+                    out = run_batched(engine, x[start:start + size], size, fixed=fixed, timer=timer)
+                    logits_parts.append(next(iter(out.values())))
+                    for _ in range(min(size, len(x) - start)):
+                        advance()
+            logits = np.concatenate(logits_parts)
+            pred = logits.argmax(-1)
+            entry = EvalEntry(
+                name=name, path=str(path), format=fmt, file_bytes=Path(path).stat().st_size,
+                preprocessing=dataclasses.asdict(prep), images=int(len(x)),
+                top1=topk_accuracy(logits, labels, 1), top5=topk_accuracy(logits, labels, 5),
+                latency_ms_per_image=1e3 * sum(timer) / max(1, len(x)))
+            by_index = dict(zip(kept.tolist(), pred.tolist()))
+            if reference_pred is None:
+                reference_pred = by_index
+                entry.agreement = 1.0
+            else:
+                common = [i for i in by_index if i in reference_pred]
+                entry.agreement = (float(np.mean([by_index[i] == reference_pred[i] for i in common]))
+                                   if common else None)
+            report.entries.append(entry)
+    report.dataset = dataset.summary()
+    return report
+
