@@ -6,9 +6,14 @@ exporters/triton.py; this module only adapts CLI values to them and renders thei
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserInputError
+
+if TYPE_CHECKING:
+    from ..exporters.triton import TritonOptions
 
 
 def onnx_path(fmt: str, out: Path | None, ckpt: Path) -> Path:
@@ -35,18 +40,142 @@ def parse_shape(text: str | None, flag: str) -> tuple[int, ...] | None:
     return dims
 
 
+def engine_path(onnx_out: Path, out: Path | None) -> Path:
+    """--out itself unless it names the ONNX; else the ONNX's name with .engine."""
+    if out is not None and out.suffix.lower() != ".onnx":
+        return out
+    return onnx_out.with_suffix(".engine")
+
+
 def build_trt(onnx_out: Path, out: Path | None, *, quiet: bool, **trt_options) -> dict:
-    from ..exporters.tensorrt_support import require_tensorrt_builder
+    """Build the engine from the verified ONNX (preflight first). Without TensorRT bindings or
+    trtexec this raises MissingDependencyError (exit 2) and the ONNX stays where it is."""
+    from ..errors import CheckFailed
+    from ..exporters.preflight import PreflightReport
+    from ..exporters.tensorrt_build import build_engine
+    from . import render, trt_commands
 
     for flag in ("min_shape", "opt_shape", "max_shape"):
         trt_options[flag] = parse_shape(trt_options[flag], "--" + flag.replace("_", "-"))
-    require_tensorrt_builder(onnx_out)
-    return {}
+    try:
+        result = build_engine(onnx_out, engine_path(onnx_out, out), progress=None if quiet else render.step,
+                              **trt_options)
+    except CheckFailed as exc:
+        if not quiet and isinstance(exc.report, PreflightReport):
+            trt_commands.preflight_report(exc.report)
+        raise
+    if not quiet:
+        trt_commands.build_result(result)
+    return result.to_dict()
 
 
-def triton_options(out: Path | None, **values):
-    raise UserInputError("--fmt triton is not available in this release yet")
+DEFAULT_PREFERRED_BATCH = "8,16,32"  # the --preferred-batch default in cli/main.py
 
 
-def write_triton(loaded, onnx_out: Path, options, *, quiet: bool, trt_options: dict) -> dict:
-    raise UserInputError("--fmt triton is not available in this release yet")
+@dataclass(frozen=True)
+class TritonTarget:
+    """A validated --fmt triton request: where the repository is and what goes in it."""
+
+    repo: Path
+    options: "TritonOptions"
+
+    @property
+    def max_batch(self) -> int:
+        return self.options.max_batch
+
+
+def triton_options(out: Path | None, *, backend: str, name: str, max_batch: int | None, preferred_batch: str,
+                   queue_delay_us: int, instances: int, kind: str, with_preprocess: bool,
+                   force: bool) -> TritonTarget:
+    """Validate a --fmt triton request and its target folder before any export work (exit 2)."""
+    from ..exporters.triton import DEFAULT_MAX_BATCH, TritonOptions, check_repository_target, parse_preferred_batch
+
+    repo = out if out is not None else Path.cwd() / "model_repository"
+    max_batch = max_batch or DEFAULT_MAX_BATCH
+    preferred = parse_preferred_batch(preferred_batch)
+    if preferred_batch == DEFAULT_PREFERRED_BATCH:
+        # The untouched default means "these, where they fit"; sizes a user types are checked strictly.
+        preferred = tuple(b for b in preferred if b <= max_batch)
+    options = TritonOptions(
+        name=name, backend=backend, max_batch=max_batch, preferred_batch=preferred,
+        queue_delay_us=queue_delay_us, instances=instances, kind=kind, with_preprocess=with_preprocess,
+        force=force).validate()
+    check_repository_target(repo, options)
+    return TritonTarget(repo, options)
+
+
+def _labels_for(loaded) -> tuple[list[str] | None, str | None, str | None]:
+    """(class names, their file, a note) from `labels.txt` beside the checkpoint: used only when
+    present with one line per class."""
+    from ..exporters.triton import LABELS_FILE, read_labels
+
+    path = Path(loaded.path).parent / LABELS_FILE
+    if not path.is_file():
+        return None, None, None
+    labels = read_labels(path)
+    if len(labels) != loaded.config.num_classes:
+        return None, None, f"ignored {path}: {len(labels)} lines for {loaded.config.num_classes} classes"
+    return labels, str(path), None
+
+
+def write_triton(loaded, onnx_out: Path, options: TritonTarget, *, quiet: bool, trt_options: dict) -> dict:
+    """Put the verified ONNX (or, with --backend tensorrt, an engine built from it) into the
+    repository; returns the report's `triton` section."""
+    from ..exporters.triton import read_onnx_signature, write_triton_repository
+
+    target = options
+    labels, labels_source, note = _labels_for(loaded)
+    report: dict = {}
+    if target.options.backend == "tensorrt":
+        engine = onnx_out.with_suffix(".engine")
+        trt = build_trt(onnx_out, engine, quiet=quiet, **trt_options) or {}
+        report["tensorrt"] = trt
+        engine = Path(trt.get("engine") or trt.get("path") or engine)
+        sidecar = trt.get("sidecar")
+        result = write_triton_repository(
+            engine, target.repo, target.options, labels, sidecar=Path(sidecar) if sidecar else None,
+            preprocessing=read_onnx_signature(onnx_out).preprocessing)
+    else:
+        result = write_triton_repository(onnx_out, target.repo, target.options, labels)
+    report.update(result.to_dict())
+    report["onnx"] = str(onnx_out)
+    report["labels_file"] = labels_source
+    if note:
+        report["labels_note"] = note
+    if not quiet:
+        _render_triton(result, note)
+    return report
+
+
+def _render_triton(result, note: str | None) -> None:
+    from rich.table import Table
+
+    from . import render
+
+    if note:
+        render.step(f"[yellow]{note}[/yellow]")
+    opts = result.options
+    table = Table(title=f"Triton repository {result.repository}", title_justify="left")
+    for col in ("model", "serves", "inputs", "outputs"):
+        table.add_column(col)
+
+    def tensors(specs) -> str:
+        return ", ".join(f"{s.name} {s.data_type.removeprefix('TYPE_')}[{','.join(map(str, s.dims))}]"
+                         for s in specs)
+
+    backend = "onnxruntime (model.onnx)" if opts.backend == "onnxruntime" else "tensorrt (model.plan)"
+    for name in result.models:
+        if name == opts.name:
+            table.add_row(name, backend, tensors(result.inputs), tensors(result.outputs))
+        elif name == opts.preprocess_name:
+            table.add_row(name, "python (model.py)", "image_bytes STRING[1]", tensors(result.inputs[:1]))
+        else:
+            table.add_row(name, "ensemble", "image_bytes STRING[1]", tensors(result.outputs))
+    render.out.print(table)
+    preferred = ",".join(map(str, opts.preferred_batch)) or "auto"
+    render.out.print(
+        f"max batch {opts.max_batch}, preferred {preferred}, queue delay {opts.queue_delay_us} us, "
+        f"{opts.instances} x KIND_{opts.kind.upper()}"
+        + (f", {result.labels} labels" if result.labels else ""))
+    render.out.print(f"[green]wrote {result.repository}[/green]; serve with: "
+                     f"tritonserver --model-repository {result.repository.resolve()}")
