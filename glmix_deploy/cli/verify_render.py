@@ -48,6 +48,8 @@ def verify_report(report) -> None:
                                         ("cosine >=", t.min_cosine), ("top-1 >=", t.min_top1)) if v is not None]
     if report.forced:
         render.step(f"[yellow]--force: {report.artifact} was exported from a different checkpoint[/yellow]")
+    elif report.checkpoint_matches is None:
+        render.step(f"[yellow]{report.artifact} records no checkpoint sha256; its origin was not checked[/yellow]")
     if report.images:
         im = report.images
         render.step(f"images: {im['used']} used from {im['root']}, {im['skipped_non_images']} non-image "

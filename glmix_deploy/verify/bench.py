@@ -334,6 +334,9 @@ def plot(report: BenchReport, path: str | Path) -> Path:
         ax.set_xlabel("batch size")
         ax.set_ylabel(label)
         ax.set_xscale("log", base=2)
+        batches = sorted({e.batch for e in report.entries})
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.minorticks_off()
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     m = report.machine

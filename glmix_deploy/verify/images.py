@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,5 +215,5 @@ def image_size_of(engine) -> int | None:
     return shape[2] if len(shape) == 4 and isinstance(shape[2], int) else None
 
 
-__all__: Sequence[str] = ("ImageSet", "scan_images", "scan_image_folder", "read_class_map",
-                          "load_images", "run_batched", "engine_batch")
+__all__ = ["ImageSet", "scan_images", "scan_image_folder", "read_class_map", "load_images", "run_batched",
+           "engine_batch", "image_size_of"]

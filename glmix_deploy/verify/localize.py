@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -224,50 +225,63 @@ class _Prober:
             self.model = onnx.load(str(self.path), load_external_data=False)
         except Exception as exc:
             raise UserInputError(f"cannot read ONNX model {self.path}: {exc}") from exc
-        self.external = sorted({
+        self.threads = threads
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        external = sorted({
             entry.value for init in self.model.graph.initializer
             if init.data_location == onnx.TensorProto.EXTERNAL
             for entry in init.external_data if entry.key == "location"})
-        self.threads = threads
+        if external:
+            # Weights beside the file: probes are written into a private folder holding hard links
+            # to them (a copy across filesystems); onnxruntime refuses symlinks leaving the folder.
+            self._tmp = tempfile.TemporaryDirectory(prefix="glmix-localize-")
+            for location in external:
+                source = (self.path.parent / location).resolve()
+                target = Path(self._tmp.name) / location
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
 
     @property
     def graph(self):
         return self.model.graph
 
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
     def run(self, x: np.ndarray, tensor: str) -> np.ndarray:
+        """The value of one ONNX tensor for input `x`."""
+        return self.run_many(x, [tensor])[0]
+
+    def run_many(self, x: np.ndarray, tensors: Sequence[str]) -> list[np.ndarray]:
         import onnx
         import onnxruntime as ort
 
         probe = onnx.ModelProto()
         probe.CopyFrom(self.model)
-        if tensor not in {o.name for o in probe.graph.output}:
-            # Type and shape left open: onnxruntime infers them.
-            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+        existing = {o.name for o in probe.graph.output}
+        for tensor in tensors:
+            if tensor not in existing:
+                # Type and shape left open: onnxruntime infers them.
+                probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads or os.cpu_count() or 1
         options.log_severity_level = 3
-        input_arg = None
-        if self.external:
-            # Weights beside the file: write the probe next to links to them.
-            with tempfile.TemporaryDirectory(prefix="glmix-localize-") as tmp:
-                for location in self.external:
-                    target = Path(tmp) / location
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.symlink((self.path.parent / location).resolve(), target)
-                probe_path = Path(tmp) / "probe.onnx"
-                onnx.save(probe, str(probe_path))
-                session = ort.InferenceSession(str(probe_path), options, providers=["CPUExecutionProvider"])
-                input_arg = session.get_inputs()[0]
-                return self._run(session, input_arg, x, tensor)
-        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        input_arg = session.get_inputs()[0]
-        return self._run(session, input_arg, x, tensor)
-
-    @staticmethod
-    def _run(session, input_arg, x: np.ndarray, tensor: str) -> np.ndarray:
-        dtype = np.float16 if input_arg.type == "tensor(float16)" else np.float32
-        (value,) = session.run([tensor], {input_arg.name: np.ascontiguousarray(x, dtype=dtype)})
-        return np.asarray(value)
+        if self._tmp is not None:
+            probe_path = Path(self._tmp.name) / "probe.onnx"
+            onnx.save(probe, str(probe_path))
+            session = ort.InferenceSession(str(probe_path), options, providers=["CPUExecutionProvider"])
+        else:
+            session = ort.InferenceSession(probe.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+        arg = session.get_inputs()[0]
+        dtype = np.float16 if arg.type == "tensor(float16)" else np.float32
+        values = session.run(list(tensors), {arg.name: np.ascontiguousarray(x, dtype=dtype)})
+        return [np.asarray(v) for v in values]
 
 
 def localize(model, onnx_path: str | Path, x: np.ndarray, tolerance: Tolerance, *,
@@ -275,12 +289,19 @@ def localize(model, onnx_path: str | Path, x: np.ndarray, tolerance: Tolerance, 
              ) -> Localization:
     """Bisect the block boundaries of `model` (the PyTorch reference) and the ONNX file at
     `onnx_path` on input `x`, for the first boundary whose error exceeds `tolerance`."""
-    import torch
-
     threshold = boundary_threshold(tolerance)
     result = Localization(threshold=threshold, input_label=input_label)
     modules, torch_outputs = torch_boundaries(model, x)
     prober = _Prober(Path(onnx_path), threads=threads)
+    try:
+        return _bisect(model, prober, modules, torch_outputs, x, threshold, result, output_name)
+    finally:
+        prober.close()
+
+
+def _bisect(model, prober: "_Prober", modules, torch_outputs, x, threshold, result, output_name):
+    import torch
+
     boundaries = map_boundaries(prober.graph, modules)
     result.boundaries = boundaries
 
@@ -292,6 +313,10 @@ def localize(model, onnx_path: str | Path, x: np.ndarray, tolerance: Tolerance, 
     ordered: list[tuple[str, str, np.ndarray]] = [
         (b.module, b.tensor, torch_outputs[b.module]) for b in boundaries if b.tensor is not None]
     ordered.append((OUTPUT_BOUNDARY, out_name, reference_out))
+    if len(ordered) == 1:
+        result.note = ("no block boundary could be mapped to an ONNX tensor (were node names stripped?); "
+                       "see the boundaries' notes")
+        return result
     cache: dict[int, BoundaryCheck] = {}
 
     def check(i: int) -> BoundaryCheck:
@@ -308,8 +333,8 @@ def localize(model, onnx_path: str | Path, x: np.ndarray, tolerance: Tolerance, 
         try:
             last = check(len(ordered) - 1)
             if not last.exceeds:
-                result.note = ("the model output is within the per-tensor threshold "
-                               f"({'; '.join(_describe(threshold))}); the failure is in another criterion")
+                result.note = ("the model output agrees within the per-tensor threshold "
+                               f"({'; '.join(_describe(threshold))}); nothing to localize")
                 break
             lo, hi = -1, len(ordered) - 1  # lo: agrees (the input), hi: exceeds
             while hi - lo > 1:

@@ -325,7 +325,9 @@ def verify_artifact(
 
                 x = inputs[first.input]
                 batch, fixed = engine_batch(candidate, min(len(x), IMAGE_BATCH))
-                x = x[:batch] if len(x) >= batch else x
+                if len(x) < batch:  # a static batch larger than the images: repeat the last one
+                    x = np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])
+                x = x[:batch]
                 say(f"localizing the divergence on {first.input} by bisecting block boundaries")
                 report.localization = run_localize(
                     loaded.model, model, x, tolerance, output_name=first.output,

@@ -1,0 +1,127 @@
+"""Session-wide tiny artifacts for the verify / bench / eval / engine tests: real checkpoints
+written the way training writes them, and real ONNX exports of them (exported once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.factory import TINY, random_glnet, save_training_checkpoint
+
+IMG = TINY.img_size  # 64
+
+
+def export_tiny(ckpt: Path, out: Path, **options) -> Path:
+    from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
+    from glmix_deploy.models.loader import load_checkpoint
+
+    export_onnx(load_checkpoint(ckpt), out, ExportOptions(**options))
+    return out
+
+
+def tamper(src: Path, dst: Path, scope: str = "/stages.2/blocks.1/", factor: float = 1.5) -> str:
+    """Copy `src` to `dst` with the largest initializer used only by nodes named under `scope`
+    multiplied by `factor`. Returns the initializer's name."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    users: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, set()).add(node.name)
+    owned = [init for init in model.graph.initializer
+             if users.get(init.name) and all(u.startswith(scope) for u in users[init.name])
+             and init.data_type == onnx.TensorProto.FLOAT]
+    assert owned, f"no initializer belongs to {scope} alone"
+    target = max(owned, key=lambda i: int(np.prod(i.dims)))
+    scaled = numpy_helper.to_array(target) * np.float32(factor)
+    target.CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), target.name))
+    onnx.save(model, str(dst))
+    return target.name
+
+
+def set_metadata(src: Path, dst: Path, **entries: str) -> Path:
+    import onnx
+
+    model = onnx.load(str(src))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(entries)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(dst))
+    return dst
+
+
+def write_image_folder(root: Path, classes=("cat", "dog", "zebra"), per_class: int = 2, seed: int = 0) -> Path:
+    """Real PNG/JPEG files in class folders, plus a stray text file and a corrupt '.jpg'."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (72 + 4 * i, 80, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / c / f"{i}.{'png' if i % 2 == 0 else 'jpg'}")
+    (root / "LABELS.txt").write_text("not an image\n")
+    (root / classes[0] / "notes.md").write_text("not an image either\n")
+    (root / classes[-1] / "broken.jpg").write_bytes(b"this is not a jpeg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_dir) -> Path:
+    return save_training_checkpoint(tiny_dir / "tiny.pth", random_glnet(TINY, seed=0), tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def other_ckpt(tiny_dir) -> Path:
+    """Same architecture, other weights: a different file for the checkpoint-identity check."""
+    return save_training_checkpoint(tiny_dir / "other.pth", random_glnet(TINY, seed=1), tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_ckpt):
+    from glmix_deploy.models.loader import load_checkpoint
+
+    return load_checkpoint(tiny_ckpt)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_ckpt, tiny_dir) -> Path:
+    """Dynamic batch 1..4, simplified by onnxsim (the default export)."""
+    return export_tiny(tiny_ckpt, tiny_dir / "tiny_dyn.onnx", dynamic="batch", max_batch=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_static(tiny_ckpt, tiny_dir) -> Path:
+    """Static 1x3x64x64, not simplified (raw TorchScript-exporter node names)."""
+    return export_tiny(tiny_ckpt, tiny_dir / "tiny_static.onnx", simplify=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_function(tiny_ckpt, tiny_dir) -> Path:
+    """glmix.cluster / glmix.dispatch as ONNX local functions."""
+    return export_tiny(tiny_ckpt, tiny_dir / "tiny_func.onnx", cluster_op="function")
+
+
+@pytest.fixture(scope="session")
+def tampered_onnx(tiny_onnx, tiny_dir) -> Path:
+    """The dynamic export with one weight of stages.2.blocks.1 scaled by 1.5 inside the ONNX."""
+    out = tiny_dir / "tiny_tampered.onnx"
+    tamper(tiny_onnx, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("images") / "val")
