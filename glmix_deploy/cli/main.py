@@ -90,6 +90,9 @@ def export(
         "--cluster-op", help="inline: plain ops; function: glmix.cluster/glmix.dispatch local functions.")
     ] = ClusterOp.inline,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxsim.")] = True,
+    cluster_logits: Annotated[bool, typer.Option(
+        "--cluster-logits", help="Add every GLMix block's clustering logits as extra outputs (for visualize).")
+    ] = False,
     state_key: StateKeyOption = StateKey.auto,
     head_dim: HeadDimOption = None,
     num_slots: NumSlotsOption = None,
@@ -133,7 +136,8 @@ def export(
             dynamic = Dynamic.batch  # Triton batches requests: the batch axis must be dynamic
     onnx_out = targets.onnx_path(fmt.value, out, ckpt)
     options = ExportOptions(img_size=img_size, batch=batch, dynamic=dynamic.value, opset=opset,
-                            cluster_op=cluster_op.value, simplify=simplify, max_batch=max_batch,
+                            cluster_op=cluster_op.value, cluster_logits=cluster_logits,
+                            simplify=simplify, max_batch=max_batch,
                             min_size=min_size, max_size=max_size)
     options.validate()
     loaded = _load(ckpt, state_key, head_dim, num_slots, img_size)
@@ -159,7 +163,7 @@ def export(
 
 
 # Command modules register themselves on `app` when imported.
-from . import verify_commands  # noqa: E402,F401
+from . import verify_commands, visualize_command  # noqa: E402,F401
 
 
 def _debug_requested(argv: list[str]) -> bool:

@@ -44,6 +44,7 @@ class ExportOptions:
     dynamic: str = "none"
     opset: int = DEFAULT_OPSET
     cluster_op: str = "inline"
+    cluster_logits: bool = False  # extra outputs: clustering logits of every GLMix block
     simplify: bool = True
     max_batch: int | None = None
     min_size: int | None = None
@@ -101,6 +102,8 @@ def _trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: Shap
 
     dummy = torch.zeros(shape_range.opt)
     functions = set(spec.function_modules) if options.cluster_op == "function" else False
+    outputs = spec.output_names(model, options.cluster_logits)
+    model.return_cluster_logits = options.cluster_logits
     with warnings.catch_warnings():
         # The TorchScript exporter announces its deprecation and tracer quirks on every call;
         # the parity check below is what tells whether the trace is right.
@@ -111,14 +114,16 @@ def _trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: Shap
                 dynamo=False,  # see README "Why the TorchScript exporter"
                 opset_version=options.opset,
                 input_names=[spec.input_name],
-                output_names=[spec.output_name],
-                dynamic_axes=spec.dynamic_axes(options.dynamic),
+                output_names=outputs,
+                dynamic_axes=spec.dynamic_axes(options.dynamic, outputs[1:]),
                 do_constant_folding=True,
                 export_modules_as_functions=functions,
             )
         except Exception as exc:  # torch raises many types here; report its first line
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ExportError(f"torch.onnx.export failed: {first}") from exc
+        finally:
+            model.return_cluster_logits = False
 
 
 def _rename_functions(model: "onnx.ModelProto", names: dict[str, str]) -> list[str]:
@@ -205,6 +210,7 @@ def _metadata(loaded: "LoadedCheckpoint", options: ExportOptions, img_size: int,
         "dynamic": options.dynamic,
         "shape_range": json.dumps(shape_range.to_dict()),
         "cluster_op": options.cluster_op,
+        "cluster_logits": json.dumps(options.cluster_logits),
         "opset": str(options.opset),
         "glmix_deploy_version": __version__,
         "torch_version": torch.__version__,

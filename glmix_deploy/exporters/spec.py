@@ -16,6 +16,7 @@ MIN_OPSET = 17  # LayerNormalization
 DEFAULT_OPSET = 17
 MAX_OPSET = 20  # the TorchScript exporter's highest
 FUNCTION_DOMAIN = "glmix"
+CLUSTER_LOGITS_PREFIX = "cluster_logits."
 STRIDE = 32  # total downsampling of a GLNet
 
 
@@ -56,13 +57,24 @@ class GLNetOnnxSpec:
 
         return {SoftCluster: "cluster", SoftDispatch: "dispatch"}
 
-    def dynamic_axes(self, dynamic: str) -> dict[str, dict[int, str]] | None:
+    def cluster_logit_outputs(self, model) -> list[str]:
+        """Names of the optional clustering-logit outputs, one per GLMix block, in forward order."""
+        return [f"{CLUSTER_LOGITS_PREFIX}{name}" for name, _ in model.glmix_blocks()]
+
+    def output_names(self, model, with_cluster_logits: bool) -> list[str]:
+        return [self.output_name] + (self.cluster_logit_outputs(model) if with_cluster_logits else [])
+
+    def dynamic_axes(self, dynamic: str, extra_outputs: list[str] | tuple = ()) -> dict[str, dict[int, str]] | None:
         if dynamic == "none":
             return None
         axes = {0: "batch"} if dynamic in ("batch", "all") else {}
         if dynamic == "all":
             axes.update({2: "height", 3: "width"})
-        return {self.input_name: axes, self.output_name: {0: "batch"}}
+        result = {self.input_name: axes, self.output_name: {0: "batch"}}
+        for name in extra_outputs:  # (B, slots, pixels): pixels vary with height/width
+            stage = name[len(CLUSTER_LOGITS_PREFIX):].split(".")[1]
+            result[name] = {0: "batch", 2: f"pixels_stage{stage}"} if dynamic == "all" else {0: "batch"}
+        return result
 
     def shape_range(self, *, dynamic: str, img_size: int, batch: int, max_batch: int | None = None,
                     min_size: int | None = None, max_size: int | None = None) -> ShapeRange:

@@ -339,6 +339,9 @@ class GLNet(nn.Module):
         self.head = nn.Linear(cfg.dims[-1], cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         if cfg.token_label_head:
             self.tklb_aux_head = nn.Linear(cfg.dims[-1], cfg.num_classes)
+        # When set, forward returns (logits, *clustering logits of every GLMix block), the
+        # extra outputs `export --cluster-logits` adds to the ONNX (for visualisation).
+        self.return_cluster_logits = False
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -374,8 +377,27 @@ class GLNet(nn.Module):
             return self.head(tokens.mean(dim=1)) + 0.5 * aux
         return self.head(x.mean((2, 3)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: torch.Tensor):
+        if not self.return_cluster_logits:
+            return self.forward_head(self.forward_features(x))
+        blocks = [block for _, block in self.glmix_blocks()]
+        for block in blocks:
+            block.keep_logits = True
+        try:
+            logits = self.forward_head(self.forward_features(x))
+            return (logits, *[block.last_logits for block in blocks])
+        finally:
+            for block in blocks:
+                block.keep_logits, block.last_logits = False, None
+
+    def cluster_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{GLMix block name: (B, slots, H*W) clustering logits} of one forward pass."""
+        self.return_cluster_logits = True
+        try:
+            _, *logits = self(x)
+        finally:
+            self.return_cluster_logits = False
+        return dict(zip([name for name, _ in self.glmix_blocks()], logits))
 
 
 def create_model(config: GLNetConfig | str, **overrides) -> GLNet:

@@ -38,8 +38,8 @@ class Preprocessing:
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise UserInputError(f"artifact metadata lacks preprocessing facts ({exc})") from exc
 
-    def load(self, path: str | Path) -> np.ndarray:
-        """(3, img_size, img_size) float32 for one image file."""
+    def crop(self, path: str | Path) -> np.ndarray:
+        """(img_size, img_size, 3) uint8: the resized, center-cropped RGB the model sees."""
         from PIL import Image, UnidentifiedImageError
 
         resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
@@ -53,8 +53,16 @@ class Preprocessing:
                 img = img.resize((w, h), resample)
                 left, top = (w - self.img_size) // 2, (h - self.img_size) // 2
                 img = img.crop((left, top, left + self.img_size, top + self.img_size))
-                array = np.asarray(img, dtype=np.float32) / 255.0
+                return np.asarray(img, dtype=np.uint8)
         except (UnidentifiedImageError, OSError) as exc:
             raise UserInputError(f"cannot read image {path}: {exc}") from exc
+
+    def normalize(self, rgb: np.ndarray) -> np.ndarray:
+        """(3, H, W) float32 model input from an (H, W, 3) uint8 image."""
+        array = rgb.astype(np.float32) / 255.0
         array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+    def load(self, path: str | Path) -> np.ndarray:
+        """(3, img_size, img_size) float32 for one image file."""
+        return self.normalize(self.crop(path))

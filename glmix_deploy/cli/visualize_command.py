@@ -1,0 +1,49 @@
+"""`visualize`: the soft clusters of every GLMix stage, from PyTorch and optionally an ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import render
+from .app import CkptOption, HeadDimOption, NumSlotsOption, State, StateKey, StateKeyOption, app
+
+
+@app.command()
+def visualize(
+    ckpt: CkptOption,
+    image: Annotated[Path, typer.Option("--image", help="An image file (PNG, JPEG, ...).")],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("clusters.png"),
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", help="ONNX exported with --cluster-logits: shown beside PyTorch, maps compared.")] = None,
+    state_key: StateKeyOption = StateKey.auto,
+    head_dim: HeadDimOption = None,
+    num_slots: NumSlotsOption = None,
+) -> None:
+    """Colour every pixel by the GLMix slot it is clustered into, per stage, over the image."""
+    from ..errors import UserInputError
+    from ..models.loader import load_checkpoint
+    from ..verify.preprocess import Preprocessing
+    from ..verify.visualize import agreement, onnx_slot_maps, render as render_png, torch_slot_maps
+
+    if not out.parent.exists():
+        raise UserInputError(f"output directory does not exist: {out.parent}")
+    loaded = load_checkpoint(ckpt, state_key=state_key.value, head_dim=head_dim, num_slots=num_slots)
+    prep = Preprocessing.from_config(loaded.config)
+    rgb = prep.crop(image)
+    x = prep.normalize(rgb)[None]
+    rows = [("PyTorch", torch_slot_maps(loaded.model, x))]
+    note, agree = None, None
+    if model is not None:
+        rows.append((f"ONNX ({model.name})", onnx_slot_maps(model, loaded.model, x)))
+        agree = agreement(rows[0][1], rows[1][1])
+        note = f"ONNX and PyTorch agree on {agree:.2%} of pixels"
+    render_png(rgb, rows, out, note=note)
+    result = {"out": str(out), "stages": [m.stage for m in rows[0][1]],
+              "blocks": [m.block for m in rows[0][1]], "pixel_agreement": agree}
+    if State.json:
+        render.print_json(result)
+    else:
+        render.step(f"wrote {out}" + (f" ({note})" if note else ""))
