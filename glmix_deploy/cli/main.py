@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -65,6 +66,50 @@ def inspect(
         render.checkpoint_summary(summary)
 
 
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class CalibMethod(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+_PRECISION_PANEL = "Precision (--precision fp16 / int8)"
+
+
+def _precision_summary(result) -> None:
+    """What the fp16/int8 conversion did: islands or exclusions, calibration, latency cost."""
+    rep = result.precision_report or {}
+    if result.precision == "fp16":
+        guard = rep.get("fp32_islands", {})
+        islands = guard.get("excluded") or []
+        forced = guard.get("forced_fp32_nodes") or []
+        render.step(f"fp16: FP32 islands: {', '.join(islands) if islands else 'none needed'}"
+                    + (f"; {len(forced)} node(s) kept fp32 for activations near the fp16 limit" if forced else ""))
+    elif result.precision == "int8":
+        guard, calib = rep.get("int8", {}), rep.get("calibration", {})
+        excluded = guard.get("excluded") or []
+        render.step(f"int8: {guard.get('quantized_nodes')} of {guard.get('candidate_nodes')} Conv/MatMul/Gemm "
+                    f"node(s) quantized (Q/DQ); kept in float: {', '.join(excluded) if excluded else 'nothing'}")
+        render.step(f"calibration: {calib.get('images')} {'SYNTHETIC input(s)' if calib.get('synthetic') else 'image(s)'}"
+                    f" from {calib.get('source')}, {calib.get('method')}; cache "
+                    f"{'reused' if calib.get('cache_reused') else 'written'}: {calib.get('cache')}")
+    cost = rep.get("latency_ms_cpu")
+    if cost:
+        render.step(f"latency on this CPU (onnxruntime, {'x'.join(map(str, cost['shape']))}): fp32 {cost['fp32']:.2f} ms, "
+                    f"everything converted {cost['all_converted']:.2f} ms, shipped {cost['shipped']:.2f} ms")
+    if rep and not rep.get("guard_passed", True):
+        render.step("[yellow]the accuracy guard could not reach its target even with every candidate kept "
+                    "out[/yellow]")
+    if rep.get("calibration", {}).get("synthetic"):
+        render.err.print("[bold yellow]WARNING: INT8 ranges come from SYNTHETIC random inputs "
+                         "(--calib-synthetic); recorded as calibration: synthetic. Use for timing only.[/bold yellow]")
+
+
 @app.command()
 def export(
     ckpt: CkptOption,
@@ -96,6 +141,32 @@ def export(
     state_key: StateKeyOption = StateKey.auto,
     head_dim: HeadDimOption = None,
     num_slots: NumSlotsOption = None,
+    # Precision
+    precision: Annotated[Precision, typer.Option(
+        "--precision", rich_help_panel=_PRECISION_PANEL,
+        help="fp32; fp16 (FP16 with measured FP32 islands); int8 (Q/DQ, static calibration).")] = Precision.fp32,
+    calib: Annotated[Optional[Path], typer.Option(
+        "--calib", rich_help_panel=_PRECISION_PANEL,
+        help="INT8 calibration images (ImageFolder or a folder of images), preprocessed like eval.")] = None,
+    calib_size: Annotated[Optional[int], typer.Option(
+        "--calib-size", rich_help_panel=_PRECISION_PANEL, min=1,
+        help="Calibration images to use (default 256, all when fewer).")] = None,
+    calib_method: Annotated[CalibMethod, typer.Option(
+        "--calib-method", rich_help_panel=_PRECISION_PANEL, help="Range calibration method.")] = CalibMethod.minmax,
+    calib_synthetic: Annotated[bool, typer.Option(
+        "--calib-synthetic", rich_help_panel=_PRECISION_PANEL,
+        help="Calibrate on random inputs (timing only; recorded in the metadata).")] = False,
+    calib_cache: Annotated[Optional[Path], typer.Option(
+        "--calib-cache", rich_help_panel=_PRECISION_PANEL,
+        help="Calibration cache folder (default $XDG_CACHE_HOME/glmix-deploy/calib).")] = None,
+    fp16_io: Annotated[bool, typer.Option(
+        "--fp16-io", rich_help_panel=_PRECISION_PANEL, help="FP16 model inputs/outputs (default FP32).")] = False,
+    min_top1: Annotated[Optional[float], typer.Option(
+        "--min-top1", rich_help_panel=_PRECISION_PANEL,
+        help="Top-1 agreement with fp32 the accuracy guard aims at (default 0.99; 99 means 99%).")] = None,
+    holdout: Annotated[Optional[Path], typer.Option(
+        "--holdout", rich_help_panel=_PRECISION_PANEL,
+        help="Held-out images for the accuracy guard (default: the calibration images).")] = None,
     # TensorRT (--fmt trt, and triton with --backend tensorrt)
     min_shape: Annotated[Optional[str], typer.Option(
         "--min-shape", rich_help_panel="TensorRT (--fmt trt)", help="TensorRT profile minimum, e.g. 1x3x160x160 (default: the ONNX's range).")] = None,
@@ -122,6 +193,7 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX, TensorRT or a Triton repository, verified against PyTorch."""
     from ..exporters.onnx_export import ExportOptions, export_onnx
+    from ..exporters.precision import PrecisionOptions
     from . import targets
 
     triton_options = None
@@ -138,7 +210,13 @@ def export(
     options = ExportOptions(img_size=img_size, batch=batch, dynamic=dynamic.value, opset=opset,
                             cluster_op=cluster_op.value, cluster_logits=cluster_logits,
                             simplify=simplify, max_batch=max_batch,
-                            min_size=min_size, max_size=max_size)
+                            min_size=min_size, max_size=max_size,
+                            precision=None if precision is Precision.fp32 and not (
+                                calib or calib_synthetic or fp16_io or holdout or min_top1 is not None)
+                            else PrecisionOptions(
+                                precision=precision.value, calib=calib, calib_size=calib_size,
+                                calib_method=calib_method.value, calib_synthetic=calib_synthetic,
+                                calib_cache=calib_cache, fp16_io=fp16_io, min_top1=min_top1, holdout=holdout))
     options.validate()
     loaded = _load(ckpt, state_key, head_dim, num_slots, img_size)
     if not State.json:
@@ -151,6 +229,7 @@ def export(
     report = {"checkpoint": loaded.summary(), "export": result.to_dict()}
     if not State.json:
         render.export_result(result)
+        _precision_summary(result)
     trt_options = dict(min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape, workspace_gib=workspace,
                        timing_cache=timing_cache, builder_level=builder_level)
     if fmt is Fmt.trt:
@@ -164,6 +243,7 @@ def export(
 
 # Command modules register themselves on `app` when imported.
 from . import verify_commands, visualize_command  # noqa: E402,F401
+from . import trt_commands  # noqa: E402,F401
 
 
 def _debug_requested(argv: list[str]) -> bool:

@@ -98,8 +98,8 @@ def open_engine(path: str | Path, **options) -> Engine:
         from .onnxruntime_engine import OnnxRuntimeEngine
 
         return OnnxRuntimeEngine(path, **options)
-    from ..errors import MissingDependencyError
+    # Lazy: tensorrt and CUDA are imported only here; without them TensorRTEngine raises
+    # MissingDependencyError (exit 2) with the install hint.
+    from .tensorrt_engine import TensorRTEngine
 
-    raise MissingDependencyError(
-        f"cannot run {path}: TensorRT engines need the tensorrt package and an NVIDIA GPU "
-        "(pip install 'glmix-deploy[trt]')")
+    return TensorRTEngine(path, **options)

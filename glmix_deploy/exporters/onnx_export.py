@@ -1,4 +1,4 @@
-"""Generic ONNX export: trace, (optionally) wrap local functions, simplify, stamp metadata,
+"""Generic ONNX export: trace, simplify, (optionally) fold local functions, stamp metadata,
 verify at every declared shape, and only then move the file into place.
 
 Model-specific facts come from a spec object (`exporters.spec.GLNetOnnxSpec`); nothing here knows
@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import CheckFailed, GlmixDeployError, UserInputError
 from .spec import DEFAULT_OPSET, FUNCTION_DOMAIN, MAX_OPSET, MIN_OPSET, GLNetOnnxSpec, ShapeRange
+
+if TYPE_CHECKING:
+    from .precision import PrecisionOptions
 
 if TYPE_CHECKING:
     import onnx
@@ -50,12 +53,20 @@ class ExportOptions:
     min_size: int | None = None
     max_size: int | None = None
     seed: int = 0
+    # fp16 / int8 (exporters.precision.PrecisionOptions); None: fp32
+    precision: "PrecisionOptions | None" = None
+
+    @property
+    def precision_name(self) -> str:
+        return self.precision.precision if self.precision is not None else "fp32"
 
     def validate(self) -> None:
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise UserInputError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, not {self.opset}")
         if self.cluster_op not in CLUSTER_OPS:
             raise UserInputError(f"--cluster-op must be one of {', '.join(CLUSTER_OPS)}, not {self.cluster_op!r}")
+        if self.precision is not None:
+            self.precision.validate()
 
 
 @dataclass
@@ -70,6 +81,8 @@ class ExportResult:
     op_counts: dict[str, int]
     parity: "ParityReport"
     seconds: dict[str, float] = field(default_factory=dict)
+    precision: str = "fp32"
+    precision_report: dict | None = None  # fp16 islands / int8 calibration, exclusions, latency cost
 
     def to_dict(self) -> dict:
         return {
@@ -83,6 +96,8 @@ class ExportResult:
             "op_counts": self.op_counts,
             "parity": self.parity.to_dict(),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "precision": self.precision,
+            "precision_report": self.precision_report,
         }
 
 
@@ -101,7 +116,6 @@ def _trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: Shap
     import torch
 
     dummy = torch.zeros(shape_range.opt)
-    functions = set(spec.function_modules) if options.cluster_op == "function" else False
     outputs = spec.output_names(model, options.cluster_logits)
     model.return_cluster_logits = options.cluster_logits
     with warnings.catch_warnings():
@@ -117,38 +131,12 @@ def _trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: Shap
                 output_names=outputs,
                 dynamic_axes=spec.dynamic_axes(options.dynamic, outputs[1:]),
                 do_constant_folding=True,
-                export_modules_as_functions=functions,
             )
         except Exception as exc:  # torch raises many types here; report its first line
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ExportError(f"torch.onnx.export failed: {first}") from exc
         finally:
             model.return_cluster_logits = False
-
-
-def _rename_functions(model: "onnx.ModelProto", names: dict[str, str]) -> list[str]:
-    """Move exported module functions into the `glmix` domain under readable names.
-
-    The TorchScript exporter names a function after the module's class and puts it in a domain
-    derived from the Python module path; users reading the graph should see glmix.cluster.
-    """
-    import onnx
-
-    renamed: dict[tuple[str, str], tuple[str, str]] = {}
-    for func in model.functions:
-        if func.name in names:
-            renamed[(func.domain, func.name)] = (FUNCTION_DOMAIN, names[func.name])
-            func.domain, func.name = FUNCTION_DOMAIN, names[func.name]
-    old_domains = {d for d, _ in renamed}
-    for nodes in [model.graph.node, *[f.node for f in model.functions]]:
-        for node in nodes:
-            key = (node.domain, node.op_type)
-            if key in renamed:
-                node.domain, node.op_type = renamed[key]
-    kept = [o for o in model.opset_import if o.domain not in old_domains | {FUNCTION_DOMAIN}]
-    del model.opset_import[:]
-    model.opset_import.extend(kept + [onnx.helper.make_opsetid(FUNCTION_DOMAIN, 1)])
-    return sorted({f"{d}.{n}" for d, n in renamed.values()})
 
 
 def _ort_outputs(model_bytes: bytes, x):
@@ -175,8 +163,6 @@ def _simplify(model: "onnx.ModelProto", spec: GLNetOnnxSpec, shape_range: ShapeR
         return model, False, f"onnxsim failed ({first}); kept the unsimplified graph"
     if not ok:
         return model, False, "onnxsim could not validate its result; kept the unsimplified graph"
-    if options.cluster_op == "function" and not simplified.functions:
-        return model, False, "onnxsim inlined the glmix functions; kept the unsimplified graph"
     x = seeded_input(shape_range.opt, options.seed + 1000)
     drift = compare(_ort_outputs(model.SerializeToString(), x),
                     _ort_outputs(simplified.SerializeToString(), x))
@@ -216,6 +202,25 @@ def _metadata(loaded: "LoadedCheckpoint", options: ExportOptions, img_size: int,
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
     }
+
+
+def _image_parity(reference, candidate, x, tolerance, on_case) -> list["ParityCase"]:
+    """Parity cases of `candidate` against `reference` on preprocessed images (batched)."""
+    from ..verify.images import engine_batch, run_batched
+    from ..verify.metrics import compare
+    from ..verify.parity import ParityCase
+
+    batch, fixed = engine_batch(candidate, 8)
+    ref = run_batched(reference, x, 8)
+    out = run_batched(candidate, x, batch, fixed=fixed)
+    cases = []
+    for name, ref_value in ref.items():
+        metrics = compare(ref_value, out[name])
+        case = ParityCase(tuple(x.shape), name, metrics, tuple(tolerance.violations(metrics)))
+        cases.append(case)
+        if on_case:
+            on_case(case)
+    return cases
 
 
 def _save(model: "onnx.ModelProto", path: Path) -> list[Path]:
@@ -274,8 +279,6 @@ def export_onnx(
         raw_path = work / "raw.onnx"
         _trace(loaded.model, spec, options, shape_range, raw_path)
         model = onnx.load(str(raw_path))
-        functions = (_rename_functions(model, {cls.__name__: name for cls, name in spec.function_modules.items()})
-                     if options.cluster_op == "function" else [])
         nodes_exported = count_nodes(model)
         seconds["export"] = time.perf_counter() - t0
 
@@ -286,7 +289,32 @@ def export_onnx(
             model, simplified, note = _simplify(model, spec, shape_range, options)
         seconds["simplify"] = time.perf_counter() - t0
 
-        for key, value in _metadata(loaded, options, img_size, shape_range).items():
+        precision = options.precision_name
+        converted = None
+        if precision != "fp32":
+            from .precision import convert_precision
+
+            t0 = time.perf_counter()
+            say(f"converting the verified fp32 graph to {precision}")
+            converted = convert_precision(model, loaded=loaded, spec=spec, shape_range=shape_range,
+                                          img_size=img_size, options=options.precision, seed=options.seed,
+                                          work=work, say=say)
+            model = converted.model
+            seconds["precision"] = time.perf_counter() - t0
+
+        functions: list[str] = []
+        if options.cluster_op == "function":
+            from .functions import FunctionExtractionError, extract_functions
+
+            try:
+                functions = extract_functions(model, spec.function_scopes(loaded.model), FUNCTION_DOMAIN)
+            except FunctionExtractionError as exc:
+                raise ExportError(f"--cluster-op function: {exc}") from exc
+
+        metadata = _metadata(loaded, options, img_size, shape_range, precision)
+        if converted is not None:
+            metadata.update(converted.metadata)
+        for key, value in metadata.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         staged = work / out.name
@@ -297,10 +325,20 @@ def export_onnx(
         shapes = spec.verification_shapes(shape_range)
         say(f"verifying against PyTorch at {len(shapes)} shape(s): "
             + ", ".join("x".join(map(str, s)) for s in shapes))
+        if converted is None:
+            tolerance = Tolerance(max_rel=spec.fp32_max_rel)
+        else:
+            from .precision import parity_tolerance
+
+            tolerance = parity_tolerance(precision, options.precision.min_top1)
         with OnnxRuntimeEngine(staged, providers=["CPUExecutionProvider"]) as candidate:
-            report = check_parity(TorchEngine(loaded.model), candidate, shapes,
-                                  Tolerance(max_rel=spec.fp32_max_rel), seed=options.seed,
+            reference = TorchEngine(loaded.model)
+            report = check_parity(reference, candidate, shapes, tolerance, seed=options.seed,
                                   artifact=str(out), on_case=on_parity_case)
+            if converted is not None and converted.image_case is not None:
+                say(f"verifying against PyTorch on {converted.image_case.label}")
+                report.cases.extend(_image_parity(reference, candidate, converted.image_case.x, tolerance,
+                                                  on_parity_case))
         seconds["verify"] = time.perf_counter() - t0
 
         final_nodes = count_nodes(model)
@@ -311,7 +349,8 @@ def export_onnx(
         shutil.rmtree(work, ignore_errors=True)
 
     result = ExportResult(out, shape_range, nodes_exported, final_nodes, simplified, note,
-                          functions, ops, report, seconds)
+                          functions, ops, report, seconds, precision,
+                          converted.report if converted is not None else None)
     if not report.passed:
         raise CheckFailed(f"{out}: {report.summary_line()}", report=result)
     return result

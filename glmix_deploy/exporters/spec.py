@@ -51,11 +51,14 @@ class GLNetOnnxSpec:
     # FP32 artifacts must match PyTorch to this relative error (max |Δ| / max |ref|).
     fp32_max_rel: float = 1e-4
 
-    @property
-    def function_modules(self):
+    def function_scopes(self, model) -> list:
+        """GLMix clustering and dispatching of every block, as `--cluster-op function` folds them."""
         from ..models.glnet import SoftCluster, SoftDispatch
+        from .functions import FunctionScope, onnx_scope
 
-        return {SoftCluster: "cluster", SoftDispatch: "dispatch"}
+        names = {SoftCluster: "cluster", SoftDispatch: "dispatch"}
+        return [FunctionScope(onnx_scope(name), names[type(m)])
+                for name, m in model.named_modules() if type(m) in names]
 
     def cluster_logit_outputs(self, model) -> list[str]:
         """Names of the optional clustering-logit outputs, one per GLMix block, in forward order."""

@@ -130,6 +130,13 @@ class SlotPool(nn.Module):
         return pooled.flatten(2).transpose(1, 2)
 
 
+def _l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """F.normalize(x, dim=-1) with the same arithmetic, but dividing by broadcasting instead of
+    an explicit expand: the exported graph then carries no shape-dependent constants, so every
+    GLMix block's clustering folds into one shared ONNX function, static shapes included."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(eps)
+
+
 class SoftCluster(nn.Module):
     """GLMix soft clustering: similarity logits between slots and pixels, slots = softmax @ X.
 
@@ -137,8 +144,7 @@ class SoftCluster(nn.Module):
     """
 
     def forward(self, init_slots: torch.Tensor, x_flat: torch.Tensor, slot_scale: torch.Tensor):
-        logits = F.normalize(init_slots, p=2, dim=-1) @ (
-            slot_scale * F.normalize(x_flat, p=2, dim=-1)).transpose(-1, -2)  # (B, S, HW)
+        logits = _l2_normalize(init_slots) @ (slot_scale * _l2_normalize(x_flat)).transpose(-1, -2)  # (B, S, HW)
         slots = torch.softmax(logits, dim=-1) @ x_flat  # (B, S, C)
         return logits, slots
 

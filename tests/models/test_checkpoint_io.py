@@ -9,10 +9,8 @@ import os
 import pathlib
 import pickle
 import random
-import shutil
 import subprocess
 import sys
-import textwrap
 import zipfile
 from collections.abc import Callable
 from pathlib import Path

@@ -1,0 +1,97 @@
+"""`preflight` (registered on the shared app) and the rendering of TensorRT preflight/build results.
+
+Thin: parse, call glmix_deploy.exporters.preflight / tensorrt_build, render; CheckFailed (exit 1)
+when preflight finds anything TensorRT's ONNX parser would reject.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import CheckFailed
+from . import render
+from .app import State, app
+
+ShapeOption = Optional[str]
+
+
+def preflight_report(report) -> None:
+    """Findings table (errors first) and the summary line."""
+    findings = report.errors + report.warnings
+    if findings:
+        table = Table(title=f"TensorRT preflight of {Path(report.path).name} ({report.table})", title_justify="left")
+        for col in ("", "where", "node / tensor", "op", "reason"):
+            table.add_column(col, overflow="fold")
+        for f in findings:
+            mark = "[red]error[/red]" if f.severity == "error" else "[yellow]warning[/yellow]"
+            table.add_row(mark, f.where, f.node, f.op_type or "-", f.reason)
+        render.out.print(table)
+    funcs = f"; local functions checked: {', '.join(report.functions)}" if report.functions else ""
+    for name, p in report.profiles.items():
+        render.step(f"profile for {name}: {'x'.join(map(str, p['min']))} .. {'x'.join(map(str, p['opt']))} .. "
+                    f"{'x'.join(map(str, p['max']))}")
+    render.step(f"opset {report.opset}, {report.nodes_checked} node(s), {len(report.op_counts)} op type(s){funcs}")
+    if report.passed:
+        render.out.print(f"[green]{report.summary_line()}[/green]")
+
+
+def build_result(result) -> None:
+    """Summary of an engine build."""
+    table = Table(title=f"TensorRT engine {result.engine}", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    gpu = f"{result.gpu.name} (compute capability {result.gpu.compute_capability})" if result.gpu else "unknown"
+    table.add_row("built with", f"TensorRT {result.tensorrt_version} ({result.backend})")
+    table.add_row("GPU", gpu)
+    table.add_row("precision", f"{result.precision} (strongly typed: from the ONNX graph)")
+    for p in result.profiles:
+        table.add_row(f"profile {p.input}", " / ".join("x".join(map(str, s)) for s in (p.min, p.opt, p.max)) +
+                      "  (min / opt / max)")
+    cache = result.timing_cache
+    if cache.get("path"):
+        table.add_row("timing cache", f"{cache['path']} ({'reused' if cache.get('loaded') else 'new'}"
+                                      f"{', saved' if cache.get('saved') else ''})")
+    table.add_row("sidecar", str(result.sidecar))
+    table.add_row("build time", f"{result.seconds:.1f} s")
+    render.out.print(table)
+    for w in result.preflight.warnings:
+        render.step(f"[yellow]preflight warning: {w.line()}[/yellow]")
+    render.out.print(f"[green]wrote {result.engine}[/green]")
+
+
+def _parse_shape(text: str | None, flag: str):
+    from .targets import parse_shape
+
+    return parse_shape(text, flag)
+
+
+@app.command()
+def preflight(
+    model: Annotated[Path, typer.Argument(help="ONNX model to check.")],
+    min_shape: Annotated[ShapeOption, typer.Option(
+        "--min-shape", help="Profile minimum the build would use, e.g. 1x3x160x160 (default: the ONNX's range).")] = None,
+    opt_shape: Annotated[ShapeOption, typer.Option("--opt-shape", help="Profile optimum.")] = None,
+    max_shape: Annotated[ShapeOption, typer.Option("--max-shape", help="Profile maximum.")] = None,
+) -> None:
+    """Would TensorRT's ONNX parser import this model? Runs anywhere; exit 1 if anything would fail."""
+    from ..exporters.preflight import load_model
+    from ..exporters.preflight import preflight as run_preflight
+    from ..exporters.tensorrt_build import derive_profiles
+
+    shapes = dict(min_shape=_parse_shape(min_shape, "--min-shape"), opt_shape=_parse_shape(opt_shape, "--opt-shape"),
+                  max_shape=_parse_shape(max_shape, "--max-shape"))
+    onnx_model = load_model(model)
+    profiles = None
+    if any(v is not None for v in shapes.values()):
+        profiles = {p.input: (p.min, p.opt, p.max) for p in derive_profiles(onnx_model, **shapes)}
+    report = run_preflight(onnx_model, profiles=profiles, path=str(model))
+    if not State.json:
+        preflight_report(report)
+    if not report.passed:
+        raise CheckFailed(report.summary_line(), report=report)
+    if State.json:
+        render.print_json(report.to_dict())

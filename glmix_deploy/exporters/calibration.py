@@ -1,0 +1,192 @@
+"""INT8 calibration data and the calibration cache.
+
+Calibration images are read from a folder (an ImageFolder or any tree of images) with the same
+preprocessing as evaluation (`Preprocessing.from_config` of the loaded checkpoint), or drawn at
+random with `--calib-synthetic`. The tensor ranges onnxruntime computes from them are cached in a
+file whose name is a hash of everything they depend on:
+
+* the model: sha256 of the verified fp32 ONNX (before metadata);
+* the data: the sorted relative file names and a hash of their contents, plus the preprocessing
+  (or, for synthetic data, the seed, count and shape);
+* the settings: method, image count, quantized op types, symmetry, onnxruntime version.
+
+A second run with the same inputs reuses the file; any change gives another key (another file).
+Location: `--calib-cache DIR`, default `$XDG_CACHE_HOME/glmix-deploy/calib` (`~/.cache/...`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserInputError
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIB_SIZE = 256
+SYNTHETIC_SEED = 20240
+CACHE_FORMAT = 1  # bump when the cached content or its key changes meaning
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or ""
+    root = Path(base) if base.strip() and Path(base).is_absolute() else Path.home() / ".cache"
+    return root / "glmix-deploy" / "calib"
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class CalibrationData:
+    """Preprocessed calibration inputs and what identifies them."""
+
+    arrays: np.ndarray  # (N, C, H, W) float32
+    source: str  # folder path or 'synthetic'
+    synthetic: bool
+    files: list[str]  # relative names of the images used (empty when synthetic)
+    available: int  # images found in the folder (N when synthetic)
+    data_hash: str  # sha256 over names + contents (+ preprocessing), or the synthetic recipe
+
+    def __len__(self) -> int:
+        return int(self.arrays.shape[0])
+
+    def describe(self) -> dict:
+        return {"source": self.source, "synthetic": self.synthetic, "images": len(self),
+                "available": self.available, "data_sha256": self.data_hash}
+
+
+def evenly_spaced(n_total: int, n: int) -> list[int]:
+    """`n` indices spread over range(n_total) (all of them when n >= n_total); deterministic.
+    Sorted files group by class folder, so a spread covers every class."""
+    if n >= n_total:
+        return list(range(n_total))
+    return sorted({int(i) for i in np.linspace(0, n_total - 1, n).round()})
+
+
+def load_calibration_images(root: str | Path, preprocessing, size: int | None = None) -> CalibrationData:
+    """`size` images (default 256, all when fewer) from `root`, preprocessed for the model."""
+    from ..verify.images import load_images, scan_images
+
+    images = scan_images(root, option="--calib")
+    wanted = DEFAULT_CALIB_SIZE if size is None else size
+    if wanted < 1:
+        raise UserInputError(f"--calib-size must be >= 1, not {wanted}")
+    available = len(images.files)
+    chosen = evenly_spaced(available, wanted)
+    images.files = [images.files[i] for i in chosen]
+    arrays, kept = load_images(images, preprocessing)
+    used = [images.files[i] for i in kept]
+    names = [p.relative_to(images.root).as_posix() for p in used]
+    digest = hashlib.sha256()
+    digest.update(json.dumps(_prep_dict(preprocessing), sort_keys=True).encode())
+    for name, path in sorted(zip(names, used)):
+        digest.update(name.encode() + b"\0")
+        digest.update(_sha256_bytes(path.read_bytes()).encode())
+    return CalibrationData(arrays, str(images.root), False, names, available, digest.hexdigest())
+
+
+def synthetic_calibration(shape: Sequence[int], size: int | None = None, seed: int = SYNTHETIC_SEED) -> CalibrationData:
+    """Random N(0, 1) inputs (normalised-image-like): only for timing or plumbing, never accuracy."""
+    n = min(DEFAULT_CALIB_SIZE if size is None else size, 64)
+    if n < 1:
+        raise UserInputError(f"--calib-size must be >= 1, not {n}")
+    c, h, w = (int(d) for d in shape[-3:])
+    rng = np.random.default_rng(seed)
+    arrays = rng.standard_normal((n, c, h, w), dtype=np.float32)
+    recipe = f"synthetic:normal(0,1):seed={seed}:n={n}:shape={c}x{h}x{w}"
+    return CalibrationData(arrays, "synthetic", True, [], n, _sha256_bytes(recipe.encode()))
+
+
+def _prep_dict(preprocessing) -> dict:
+    return {"img_size": preprocessing.img_size, "mean": list(preprocessing.mean), "std": list(preprocessing.std),
+            "crop_pct": preprocessing.crop_pct, "interpolation": preprocessing.interpolation}
+
+
+def cache_key(model_sha256: str, data_hash: str, settings: dict) -> str:
+    """The cache file stem: a hash of model, data and settings."""
+    import onnxruntime
+
+    payload = {"format": CACHE_FORMAT, "model": model_sha256, "data": data_hash, "settings": settings,
+               "onnxruntime": onnxruntime.__version__}
+    return _sha256_bytes(json.dumps(payload, sort_keys=True).encode())[:40]
+
+
+@dataclass
+class CalibrationCache:
+    """One cache entry: `<dir>/<key>.json` (onnxruntime's tensor ranges) and `<key>.meta.json`."""
+
+    directory: Path
+    key: str
+
+    @property
+    def ranges_path(self) -> Path:
+        return self.directory / f"{self.key}.json"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.directory / f"{self.key}.meta.json"
+
+    def exists(self) -> bool:
+        return self.ranges_path.is_file()
+
+    def prepare(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserInputError(f"cannot create the calibration cache {self.directory}: {exc}") from exc
+        if not os.access(self.directory, os.W_OK):
+            raise UserInputError(f"calibration cache {self.directory} is not writable")
+
+    def write_meta(self, meta: dict) -> None:
+        tmp = self.meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        os.replace(tmp, self.meta_path)
+
+
+class ArrayReader:
+    """onnxruntime CalibrationDataReader over preprocessed arrays, `batch` rows at a time
+    (the model's static batch: a short last chunk repeats its last row)."""
+
+    def __init__(self, arrays: np.ndarray, input_name: str, batch: int = 1, fixed: bool = True):
+        self.arrays, self.input_name, self.batch, self.fixed = arrays, input_name, batch, fixed
+        self._iter: Iterator[dict] | None = None
+        self._range = (0, len(self))
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """onnxruntime's strided calibration: only items [start, end) on the next pass."""
+        self._range = (start_index, end_index)
+        self._iter = None
+
+    def stride(self, most: int = 8) -> int | None:
+        """Items per calibration pass: the largest divisor of len(self) up to `most` (ranges are
+        merged across passes, so memory stays bounded on big models); None for a single pass."""
+        n = len(self)
+        if n <= most:
+            return None
+        return max(d for d in range(1, most + 1) if n % d == 0)
+
+    def _chunks(self) -> Iterator[dict]:
+        lo, hi = self._range
+        for start in range(lo * self.batch, min(hi * self.batch, len(self.arrays)), self.batch):
+            chunk = self.arrays[start:start + self.batch]
+            if self.fixed and len(chunk) < self.batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk), axis=0)])
+            yield {self.input_name: np.ascontiguousarray(chunk, dtype=np.float32)}
+
+    def get_next(self) -> dict | None:
+        if self._iter is None:
+            self._iter = self._chunks()
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = None
+
+    def __len__(self) -> int:
+        return -(-len(self.arrays) // self.batch)

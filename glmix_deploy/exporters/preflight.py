@@ -1,0 +1,746 @@
+"""TensorRT preflight: would TensorRT's ONNX parser import this graph? Answered on any machine.
+
+A static check of an ONNX model against what the onnx-tensorrt parser (the one inside TensorRT and
+trtexec) imports, so a CPU-only machine can tell *before* anyone rents a GPU what would fail and
+where: node name, op type, reason. It runs automatically before every engine build.
+
+Checked:
+- op types of the default domain against the onnx-tensorrt operator support matrix, and the key
+  restrictions that table lists per op (attributes, inputs that must be build-time constants);
+- nodes of any other domain: a call of a model-local function (FunctionProto) is fine and its body
+  is checked recursively; anything else would fall back to a plugin named after the op type, which
+  a stock TensorRT does not have;
+- data types (TensorRT has no STRING, COMPLEX, DOUBLE I/O, UINT16/32/64, INT16 ...);
+- dynamic dimensions: only network inputs can be dynamic, and an optimisation profile (the ONNX's
+  declared `shape_range` metadata, or shapes the caller gives) must cover them; ops whose output
+  shape depends on data (NonZero, NonMaxSuppression, Range on non-shape inputs, ...) are warnings;
+- explicit quantization: Q/DQ pairs, signed INT8 with zero points of 0, constant scales, per-tensor
+  activations and per-channel weights along the output-channel axis.
+
+Errors would make the parse or build fail; warnings would not (exit 0), but deserve a look.
+
+Source of the operator table: onnx-tensorrt `docs/operators.md` ("Supported ONNX Operators",
+TensorRT 10.15: opset 9 to 24), https://github.com/onnx/onnx-tensorrt/blob/main/docs/operators.md,
+and the data-type notes at its top. Quantization rules: TensorRT developer guide, "Working with
+Quantized Types" (explicit quantization; INT8 Q/DQ with zero point 0, per-tensor activations,
+per-channel weights).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import UserInputError
+
+if TYPE_CHECKING:
+    import onnx
+
+ERROR, WARNING = "error", "warning"
+DEFAULT_DOMAINS = ("", "ai.onnx")
+OPSET_MIN, OPSET_MAX = 9, 24  # "TensorRT 10.15 supports operators in the inclusive range of opset 9 to opset 24"
+TABLE_SOURCE = "onnx-tensorrt docs/operators.md (TensorRT 10.15)"
+
+# Default-domain ops the parser imports ("Y" rows of the support matrix).
+SUPPORTED_OPS = frozenset("""
+Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh Attention AveragePool BatchNormalization
+BlackmanWindow Cast CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh
+CumSum DeformConv DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike
+Flatten Floor Gather GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
+Greater GreaterOrEqual GridSample GroupNormalization GRU HammingWindow HannWindow HardSigmoid HardSwish
+Hardmax Identity If ImageScaler InstanceNormalization IsInf IsNaN LayerNormalization LeakyRelu Less
+LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean
+MeanVarianceNormalization Min Mish Mod Mul Neg NonMaxSuppression NonZero Not OneHot Or Pad
+ParametricSoftplus Pow PRelu QuantizeLinear RandomNormal RandomNormalLike RandomUniform RandomUniformLike
+Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd
+ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RMSNormalization RNN RoiAlign
+RotaryEmbedding Round STFT ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Shrink Sigmoid
+Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh
+TensorScatter ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
+""".split())
+
+# "N" rows: listed by the table as not supported.
+UNSUPPORTED_OPS = frozenset("""
+AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor CenterCropPad Col2Im Compress
+ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder MatMulInteger MaxRoiPool
+MaxUnpool MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional OptionalGetElement
+OptionalHasElement QLinearConv QLinearMatMul RegexFullMatch SequenceAt SequenceConstruct SequenceEmpty
+SequenceErase SequenceInsert SequenceLength SequenceMap SoftmaxCrossEntropyLoss SplitToSequence
+StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique
+""".split())
+
+# Ops whose output shape depends on tensor *values*: TensorRT builds them (data-dependent shapes),
+# but they defeat shape inference and often run slower. Warnings.
+DATA_DEPENDENT_OPS = frozenset({"NonZero", "NonMaxSuppression"})
+# Inputs that decide an output shape: fine when they come from shapes or constants.
+SHAPE_INPUTS = {"Range": (0, 1, 2), "Expand": (1,), "Reshape": (1,), "ConstantOfShape": (0,), "Tile": (1,),
+                "Slice": (1, 2, 3, 4), "Pad": (1,), "Resize": (2, 3), "OneHot": (1,)}
+# Ops that keep "computed from shapes/constants only" (shape arithmetic the exporters emit).
+_SHAPE_PASSTHROUGH = frozenset({
+    "Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Max", "Min", "Floor", "Ceil", "Cast", "Concat",
+    "Gather", "Slice", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Equal", "Less", "Greater",
+    "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "Where", "ReduceProd", "ReduceSum",
+    "ReduceMax", "ReduceMin", "Range", "ConstantOfShape", "Expand", "Sqrt", "Pow", "Clip", "Sign",
+    "Round", "Flatten", "Tile", "CumSum"})
+
+# TensorProto data types. TensorRT: FLOAT, FLOAT16, BFLOAT16, INT32, INT64, BOOL; UINT8 as network
+# I/O only; INT8/INT4/FP8(E4M3FN)/FP4(E2M1) as quantized types; DOUBLE initializers are cast down.
+_DTYPE_NAMES = {0: "UNDEFINED", 1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32",
+                7: "INT64", 8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64",
+                14: "COMPLEX64", 15: "COMPLEX128", 16: "BFLOAT16", 17: "FLOAT8E4M3FN", 18: "FLOAT8E4M3FNUZ",
+                19: "FLOAT8E5M2", 20: "FLOAT8E5M2FNUZ", 21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1",
+                24: "FLOAT8E8M0", 25: "UINT2", 26: "INT2", 27: "FLOAT6E2M3", 28: "FLOAT6E3M2"}
+SUPPORTED_DTYPES = frozenset({"FLOAT", "FLOAT16", "BFLOAT16", "INT32", "INT64", "BOOL", "UINT8", "INT8",
+                              "INT4", "FLOAT8E4M3FN", "FLOAT4E2M1"})
+QUANTIZED_DTYPES = frozenset({"INT8", "INT4", "FLOAT8E4M3FN", "FLOAT4E2M1"})
+DOUBLE = "DOUBLE"
+
+_REDUCE_OPS = frozenset({"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
+                         "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare"})
+_RESIZE_COORDINATE_MODES = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
+_RESIZE_MODES = {"nearest", "linear"}
+_RESIZE_NEAREST_MODES = {"floor", "ceil", "round_prefer_floor", "round_prefer_ceil"}
+_TOPK_MAX_K = 3840
+
+
+def dtype_name(elem_type: int) -> str:
+    return _DTYPE_NAMES.get(int(elem_type), f"type {elem_type}")
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # ERROR or WARNING
+    where: str  # "graph", "function glmix.cluster", "graph > If 'x'.then_branch", ...
+    node: str  # node name (or tensor name for dtype/shape findings)
+    op_type: str  # "" for tensors
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"severity": self.severity, "where": self.where, "node": self.node, "op_type": self.op_type,
+                "reason": self.reason}
+
+    def line(self) -> str:
+        what = f"{self.op_type} node {self.node!r}" if self.op_type else f"tensor {self.node!r}"
+        return f"{self.where}: {what}: {self.reason}"
+
+
+@dataclass
+class PreflightReport:
+    path: str
+    opset: int | None
+    nodes_checked: int
+    functions: list[str]
+    op_counts: dict[str, int]
+    profiles: dict[str, dict[str, list[int]]]
+    findings: list[Finding] = field(default_factory=list)
+    table: str = TABLE_SOURCE
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == WARNING]
+
+    @property
+    def passed(self) -> bool:
+        return not self.errors
+
+    def summary_line(self) -> str:
+        name = Path(self.path).name
+        if self.passed:
+            extra = f", {len(self.warnings)} warning(s)" if self.warnings else ""
+            return (f"TensorRT preflight passed for {name}: {self.nodes_checked} node(s) checked"
+                    f"{extra}")
+        first = self.errors[0].line()
+        more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        return f"TensorRT preflight failed for {name}: {len(self.errors)} error(s): {first}{more}"
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "passed": self.passed, "opset": self.opset, "nodes_checked": self.nodes_checked,
+                "functions": self.functions, "op_counts": self.op_counts, "profiles": self.profiles,
+                "errors": [f.to_dict() for f in self.errors], "warnings": [f.to_dict() for f in self.warnings],
+                "table": self.table}
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX I/O helpers shared with tensorrt_build
+# --------------------------------------------------------------------------------------------
+
+Dim = int | str  # a fixed size, or a symbolic name ("?" when unnamed)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[Dim, ...] | None  # None: rank unknown
+    dtype: str  # TensorProto name, e.g. FLOAT
+
+    @property
+    def dynamic_axes(self) -> list[int]:
+        return [i for i, d in enumerate(self.shape or ()) if not isinstance(d, int)]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": None if self.shape is None else
+                [d if isinstance(d, int) else -1 for d in self.shape], "dtype": self.dtype,
+                "dims": None if self.shape is None else list(self.shape)}
+
+
+def _value_info(vi) -> TensorInfo:
+    t = vi.type.tensor_type
+    shape = None
+    if t.HasField("shape"):
+        dims: list[Dim] = []
+        for d in t.shape.dim:
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            else:
+                dims.append(d.dim_param or "?")
+        shape = tuple(dims)
+    return TensorInfo(vi.name, shape, dtype_name(t.elem_type))
+
+
+def graph_io(model: "onnx.ModelProto") -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """Network inputs (initializers excluded, as old IR versions list them too) and outputs."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [_value_info(i) for i in model.graph.input if i.name not in inits]
+    return inputs, [_value_info(o) for o in model.graph.output]
+
+
+def metadata(model: "onnx.ModelProto") -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def declared_shape_range(meta: dict[str, str]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
+    """The `shape_range` metadata our exporter writes ({min, opt, max}), or None if absent/invalid."""
+    try:
+        data = json.loads(meta["shape_range"])
+        ranges = tuple(tuple(int(d) for d in data[k]) for k in ("min", "opt", "max"))
+    except (KeyError, ValueError, TypeError):
+        return None
+    if len({len(r) for r in ranges}) != 1 or not ranges[0]:
+        return None
+    return ranges  # type: ignore[return-value]
+
+
+def load_model(path: str | Path) -> "onnx.ModelProto":
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"ONNX model not found: {path}")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # protobuf DecodeError, missing external data, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserInputError(f"cannot read {path} as ONNX: {first}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# The checker
+# --------------------------------------------------------------------------------------------
+
+class _Scope:
+    """One graph or function body: its constants, producers and consumers."""
+
+    def __init__(self, where: str, nodes, initializers, constant_outputs, inputs: set[str], outputs: set[str],
+                 parent: "_Scope | None" = None):
+        self.where = where
+        self.parent = parent  # the enclosing graph of an If/Loop/Scan body (outer-scope names)
+        self.nodes = list(nodes)
+        self.initializers = initializers  # name -> TensorProto
+        self.constants = dict(constant_outputs)  # name -> TensorProto (Constant nodes' values, None if unknown)
+        self.inputs = inputs
+        self.outputs = outputs
+        self.producer = {o: n for n in self.nodes for o in n.output if o}
+        self.consumers: dict[str, list] = {}
+        for n in self.nodes:
+            for i in n.input:
+                if i:
+                    self.consumers.setdefault(i, []).append(n)
+        self._shape_derived: dict[str, bool] = {}
+
+    def _proto(self, name: str):
+        scope = self
+        while scope is not None:
+            if name in scope.initializers:
+                return scope.initializers[name]
+            if name in scope.constants:
+                return scope.constants[name]
+            if name in scope.producer or name in scope.inputs:
+                return None  # computed (or an input) in this scope
+            scope = scope.parent
+        return None
+
+    def is_constant(self, name: str) -> bool:
+        scope = self
+        while scope is not None:
+            if name in scope.initializers or name in scope.constants:
+                return True
+            if name in scope.producer or name in scope.inputs:
+                return False
+            scope = scope.parent
+        return False
+
+    def constant_value(self, name: str):
+        import numpy as np
+        from onnx import numpy_helper
+
+        proto = self._proto(name)
+        if proto is None:
+            return None
+        try:
+            return np.asarray(numpy_helper.to_array(proto))
+        except Exception:  # external data not loaded, exotic types
+            return None
+
+    def constant_dtype(self, name: str) -> str | None:
+        proto = self._proto(name)
+        return dtype_name(proto.data_type) if proto is not None else None
+
+    def constant_dims(self, name: str) -> list[int] | None:
+        proto = self._proto(name)
+        return list(proto.dims) if proto is not None else None
+
+    def shape_derived(self, name: str, _depth: int = 0) -> bool:
+        """True if `name` is computed from constants and tensor shapes only (a shape tensor)."""
+        if name in self._shape_derived:
+            return self._shape_derived[name]
+        if self.is_constant(name):
+            return True
+        node = self.producer.get(name)
+        result = False
+        if node is not None and _depth < 200:
+            if node.op_type in ("Shape", "Size"):
+                result = True
+            elif node.op_type in _SHAPE_PASSTHROUGH:
+                result = all(self.shape_derived(i, _depth + 1) for i in node.input if i)
+        self._shape_derived[name] = result
+        return result
+
+
+def _attr(node, name: str, default=None):
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Checker:
+    def __init__(self, model: "onnx.ModelProto"):
+        self.model = model
+        self.findings: list[Finding] = []
+        self.functions = {(f.domain, f.name): f for f in model.functions}
+        self.checked_functions: set[tuple[str, str]] = set()
+        self.model_opset: int | None = None
+        self.op_counts: Counter[str] = Counter()
+        self.nodes_checked = 0
+
+    def add(self, severity: str, where: str, node, reason: str) -> None:
+        if isinstance(node, str):
+            self.findings.append(Finding(severity, where, node, "", reason))
+        else:
+            self.findings.append(Finding(severity, where, node.name or f"(unnamed {node.op_type})",
+                                         node.op_type if not node.domain else f"{node.domain}.{node.op_type}",
+                                         reason))
+
+    # -- data types ------------------------------------------------------------------------
+    def check_dtype(self, where: str, tensor: str, elem_type: int, role: str) -> None:
+        name = dtype_name(elem_type)
+        if name == "UNDEFINED" or name in SUPPORTED_DTYPES:
+            if name == "UINT8" and role == "value":
+                self.add(WARNING, where, tensor, "UINT8 is supported only as a network input or output type")
+            return
+        if name == DOUBLE:
+            if role in ("initializer", "constant"):
+                self.add(WARNING, where, tensor, "DOUBLE weights: TensorRT casts them down to FLOAT, clamping "
+                                                 "to +-FLT_MAX")
+            elif role in ("input", "output"):
+                self.add(ERROR, where, tensor, f"network {role} of type DOUBLE: TensorRT has no DOUBLE tensors "
+                                               "(export as FLOAT)")
+            else:
+                self.add(WARNING, where, tensor, "DOUBLE intermediate tensor: TensorRT has no DOUBLE type and "
+                                                 "computes it as FLOAT")
+            return
+        self.add(ERROR, where, tensor, f"{role} of type {name}: not a TensorRT data type")
+
+    # -- graphs and functions --------------------------------------------------------------
+    def check_graph(self, graph, where: str, opset: int | None, top: bool = False,
+                    parent: _Scope | None = None) -> None:
+        inits = {i.name: i for i in graph.initializer}
+        constants = {}
+        for n in graph.node:
+            if n.op_type == "Constant" and n.domain in DEFAULT_DOMAINS and n.output:
+                constants[n.output[0]] = _attr(n, "value")
+        scope = _Scope(where, graph.node, inits, constants, {i.name for i in graph.input},
+                       {o.name for o in graph.output}, parent)
+        for init in graph.initializer:
+            self.check_dtype(where, init.name, init.data_type, "initializer")
+        for vi in graph.input:
+            if vi.name not in inits:
+                self.check_dtype(where, vi.name, vi.type.tensor_type.elem_type, "input" if top else "value")
+                if not vi.type.HasField("tensor_type"):
+                    self.add(ERROR, where, vi.name, "input is not a tensor (sequence/map/optional types "
+                                                    "are not supported)")
+        for vi in graph.output:
+            self.check_dtype(where, vi.name, vi.type.tensor_type.elem_type, "output" if top else "value")
+            if top and vi.name in scope.producer and scope.producer[vi.name].op_type == "QuantizeLinear":
+                self.add(ERROR, where, scope.producer[vi.name],
+                         "a quantized tensor is a network output; end the Q/DQ pair with DequantizeLinear")
+        for vi in graph.value_info:
+            if vi.type.HasField("tensor_type"):
+                self.check_dtype(where, vi.name, vi.type.tensor_type.elem_type, "value")
+        self.check_nodes(scope, opset)
+
+    def check_function(self, func) -> None:
+        key = (func.domain, func.name)
+        if key in self.checked_functions:
+            return
+        self.checked_functions.add(key)
+        where = f"function {func.domain}.{func.name}" if func.domain else f"function {func.name}"
+        opset = next((o.version for o in func.opset_import if o.domain in DEFAULT_DOMAINS), self.model_opset)
+        constants = {}
+        for n in func.node:
+            if n.op_type == "Constant" and n.domain in DEFAULT_DOMAINS and n.output:
+                constants[n.output[0]] = _attr(n, "value")
+        scope = _Scope(where, func.node, {}, constants, set(func.input), set(func.output))
+        for vi in getattr(func, "value_info", []):
+            if vi.type.HasField("tensor_type"):
+                self.check_dtype(where, vi.name, vi.type.tensor_type.elem_type, "value")
+        if opset is not None and not OPSET_MIN <= opset <= OPSET_MAX:
+            self.add(ERROR, where, func.name, f"function body uses opset {opset}; TensorRT imports opset "
+                                              f"{OPSET_MIN} to {OPSET_MAX}")
+        self.check_nodes(scope, opset)
+
+    def check_nodes(self, scope: _Scope, opset: int | None) -> None:
+        from onnx import AttributeProto
+
+        for node in scope.nodes:
+            self.nodes_checked += 1
+            if node.domain in DEFAULT_DOMAINS:
+                self.op_counts[node.op_type] += 1
+                self.check_default_op(scope, node, opset)
+            else:
+                self.op_counts[f"{node.domain}.{node.op_type}"] += 1
+                func = self.functions.get((node.domain, node.op_type))
+                if func is not None:
+                    self.check_function(func)
+                else:
+                    self.add(ERROR, scope.where, node,
+                             f"custom-domain op with no local function defining it: TensorRT would look for a "
+                             f"plugin named {node.op_type!r} (none is registered by default)")
+            for a in node.attribute:  # If/Loop/Scan bodies see the enclosing scope's names
+                if a.type == AttributeProto.GRAPH:
+                    self.check_graph(a.g, f"{scope.where} > {node.op_type} {node.name!r}.{a.name}", opset,
+                                     parent=scope)
+                elif a.type == AttributeProto.GRAPHS:
+                    for i, g in enumerate(a.graphs):
+                        self.check_graph(g, f"{scope.where} > {node.op_type} {node.name!r}.{a.name}[{i}]", opset,
+                                         parent=scope)
+
+    # -- default-domain ops ----------------------------------------------------------------
+    def check_default_op(self, scope: _Scope, node, opset: int | None) -> None:
+        op = node.op_type
+        where = scope.where
+        if op in UNSUPPORTED_OPS:
+            self.add(ERROR, where, node, f"{op} is not supported by the TensorRT ONNX parser ({TABLE_SOURCE})")
+            return
+        if op not in SUPPORTED_OPS:
+            self.add(ERROR, where, node, f"{op} is not in the TensorRT ONNX parser's operator table; it would fall "
+                                         f"back to a plugin named {op!r}")
+            return
+        check = getattr(self, f"_op_{op}", None)
+        if check is not None:
+            check(scope, node)
+        if op in _REDUCE_OPS:
+            self._reduce(scope, node)
+        if op in DATA_DEPENDENT_OPS:
+            self.add(WARNING, where, node, "output shape depends on tensor values (data-dependent shape)")
+        for idx in SHAPE_INPUTS.get(op, ()):
+            if idx < len(node.input) and node.input[idx] and not scope.shape_derived(node.input[idx]):
+                self.add(WARNING, where, node, f"input {idx} ({node.input[idx]!r}) decides an output shape and is "
+                                               "computed from tensor values, not shapes: data-dependent shape")
+                break
+
+    def _needs_constant(self, scope: _Scope, node, idx: int, what: str, severity: str = ERROR) -> None:
+        if idx < len(node.input) and node.input[idx] and not scope.is_constant(node.input[idx]):
+            self.add(severity, scope.where, node, f"{what} must be a build-time constant (initializer or Constant)")
+
+    def _pool(self, scope: _Scope, node) -> None:
+        kernel = _attr(node, "kernel_shape", [])
+        if len(kernel) not in (2, 3):
+            self.add(ERROR, scope.where, node, f"{len(kernel)}D pooling: TensorRT pools 2D or 3D only")
+        dilations = _attr(node, "dilations", [])
+        if dilations and any(d != 1 for d in dilations):
+            self.add(ERROR, scope.where, node, f"dilations {list(dilations)}: must be empty or all ones")
+
+    def _op_AveragePool(self, scope, node):
+        self._pool(scope, node)
+
+    def _op_LpPool(self, scope, node):
+        self._pool(scope, node)
+
+    def _op_MaxPool(self, scope, node):
+        self._pool(scope, node)
+        if len(node.output) > 1 and node.output[1]:
+            self.add(ERROR, scope.where, node, "the Indices output of MaxPool is not supported")
+
+    def _op_Resize(self, scope, node):
+        mode = _text(_attr(node, "mode", b"nearest"))
+        coord = _text(_attr(node, "coordinate_transformation_mode", b"half_pixel"))
+        nearest = _text(_attr(node, "nearest_mode", b"round_prefer_floor"))
+        if mode not in _RESIZE_MODES:
+            self.add(ERROR, scope.where, node, f"Resize mode {mode!r}: TensorRT supports nearest and linear")
+        if coord not in _RESIZE_COORDINATE_MODES:
+            self.add(ERROR, scope.where, node, f"coordinate_transformation_mode {coord!r} is not supported")
+        if mode == "nearest" and nearest not in _RESIZE_NEAREST_MODES:
+            self.add(ERROR, scope.where, node, f"nearest_mode {nearest!r} is not supported")
+        if _attr(node, "antialias", 0):
+            self.add(ERROR, scope.where, node, "antialiasing is not supported")
+        policy = _text(_attr(node, "keep_aspect_ratio_policy", b"stretch"))
+        if policy != "stretch":
+            self.add(ERROR, scope.where, node, f"keep_aspect_ratio_policy {policy!r}: only 'stretch' is supported")
+
+    def _op_LayerNormalization(self, scope, node):
+        if any(o for o in node.output[1:]):
+            self.add(ERROR, scope.where, node, "only the first output Y is supported (Mean/InvStdDev are not)")
+
+    def _op_Dropout(self, scope, node):
+        if len(node.input) > 2 and node.input[2]:
+            value = scope.constant_value(node.input[2])
+            if value is None or bool(value.reshape(-1)[0]):
+                self.add(ERROR, scope.where, node, "is_training must be an initializer that evaluates to False")
+
+    def _op_CumSum(self, scope, node):
+        self._needs_constant(scope, node, 1, "axis")
+
+    def _op_OneHot(self, scope, node):
+        self._needs_constant(scope, node, 1, "depth")
+
+    def _op_Squeeze(self, scope, node):
+        self._needs_constant(scope, node, 1, "axes")
+
+    def _op_Unsqueeze(self, scope, node):
+        self._needs_constant(scope, node, 1, "axes")
+
+    def _reduce(self, scope, node):
+        self._needs_constant(scope, node, 1, "axes")
+
+    def _op_TopK(self, scope, node):
+        if _attr(node, "sorted", 1) != 1:
+            self.add(ERROR, scope.where, node, "sorted must be 1")
+        if len(node.input) > 1 and node.input[1]:
+            value = scope.constant_value(node.input[1])
+            if value is None:
+                self.add(WARNING, scope.where, node, "K is not a build-time constant: data-dependent shape")
+            elif int(value.reshape(-1)[0]) >= _TOPK_MAX_K:
+                self.add(ERROR, scope.where, node, f"K = {int(value.reshape(-1)[0])}: must be less than {_TOPK_MAX_K}")
+
+    def _op_ScatterND(self, scope, node):
+        reduction = _text(_attr(node, "reduction", b"none"))
+        if reduction != "none":
+            self.add(ERROR, scope.where, node, f"reduction {reduction!r}: only 'none' is supported")
+
+    def _op_LSTM(self, scope, node):
+        if _attr(node, "input_forget", 0) != 0:
+            self.add(ERROR, scope.where, node, "input_forget must be 0")
+        if _attr(node, "layout", 0) != 0:
+            self.add(ERROR, scope.where, node, "layout must be 0")
+
+    def _op_Constant(self, scope, node):
+        for a in node.attribute:
+            if a.name in ("sparse_value", "value_string", "value_strings"):
+                self.add(ERROR, scope.where, node, f"Constant with {a.name} is not supported")
+            elif a.name == "value":
+                self.check_dtype(scope.where, node.output[0] if node.output else node.name, a.t.data_type, "constant")
+
+    def _op_Cast(self, scope, node):
+        to = _attr(node, "to")
+        if to is not None:
+            name = dtype_name(to)
+            if name == DOUBLE:
+                self.add(WARNING, scope.where, node, "Cast to DOUBLE: TensorRT has no DOUBLE type and casts to "
+                                                     "FLOAT instead")
+            elif name not in SUPPORTED_DTYPES:
+                self.add(ERROR, scope.where, node, f"Cast to {name}: not a TensorRT data type")
+
+    # -- explicit quantization ---------------------------------------------------------------
+    def _qdq_common(self, scope, node, quantize: bool) -> str | None:
+        """Scale constant and positive, zero point constant 0, signed quantized type. Returns the
+        quantized dtype name (or None if unknown)."""
+        where = scope.where
+        scale = node.input[1] if len(node.input) > 1 else ""
+        if not scale or not scope.is_constant(scale):
+            self.add(ERROR, where, node, "the scale must be a build-time constant (initializer or Constant)")
+        else:
+            value = scope.constant_value(scale)
+            if value is not None and value.size and not (value > 0).all():
+                self.add(ERROR, where, node, "the scale must be positive and finite")
+        zp = node.input[2] if len(node.input) > 2 else ""
+        qtype = None
+        if zp:
+            qtype = scope.constant_dtype(zp)
+            if not scope.is_constant(zp):
+                self.add(ERROR, where, node, "the zero point must be a build-time constant equal to 0")
+            else:
+                value = scope.constant_value(zp)
+                if value is not None and value.size and (value.astype("float64") != 0).any():
+                    self.add(ERROR, where, node, "the zero point must be 0 (TensorRT quantization is symmetric)")
+        elif quantize:
+            out_dtype = _attr(node, "output_dtype", 0)
+            qtype = dtype_name(out_dtype) if out_dtype else "UINT8"  # ONNX default without a zero point
+        if qtype is not None and qtype not in QUANTIZED_DTYPES:
+            self.add(ERROR, where, node, f"quantized type {qtype}: TensorRT quantizes to INT8 (signed), INT4, "
+                                         "FP8 E4M3FN or FP4 E2M1 only")
+        return qtype
+
+    def _op_QuantizeLinear(self, scope, node):
+        where = scope.where
+        self._qdq_common(scope, node, quantize=True)
+        x = node.input[0] if node.input else ""
+        scale = scope.constant_value(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        if x and not scope.is_constant(x) and scale is not None and scale.size > 1:
+            self.add(ERROR, where, node, "activations must be quantized per-tensor (a scalar scale); per-channel "
+                                         "scales are for weights")
+        out = node.output[0] if node.output else ""
+        for consumer in scope.consumers.get(out, []):
+            if consumer.op_type != "DequantizeLinear" or consumer.domain not in DEFAULT_DOMAINS:
+                self.add(ERROR, where, node, f"its output feeds {consumer.op_type} {consumer.name!r}; explicit "
+                                             "quantization needs every QuantizeLinear followed by DequantizeLinear")
+                break
+        if out and not scope.consumers.get(out) and out not in scope.outputs:
+            self.add(WARNING, where, node, "output is never used")
+
+    def _op_DequantizeLinear(self, scope, node):
+        where = scope.where
+        self._qdq_common(scope, node, quantize=False)
+        x = node.input[0] if node.input else ""
+        if not x:
+            return
+        producer = scope.producer.get(x)
+        if scope.is_constant(x):  # stored quantized weights
+            wdtype = scope.constant_dtype(x)
+            if wdtype is not None and wdtype not in QUANTIZED_DTYPES:
+                self.add(ERROR, where, node, f"weights of type {wdtype}: TensorRT dequantizes INT8, INT4, FP8 or "
+                                             "FP4 only")
+            self._weight_axis(scope, node, x)
+        elif producer is not None and producer.op_type == "QuantizeLinear":
+            q_in = producer.input[0] if producer.input else ""
+            if q_in and scope.is_constant(q_in):  # float weights quantized in the graph (Q -> DQ)
+                self._weight_axis(scope, node, q_in)
+        else:
+            self.add(WARNING, where, node, "input is neither a QuantizeLinear output nor constant weights; "
+                                           "TensorRT needs Q/DQ pairs on activations")
+
+    def _weight_axis(self, scope, node, weights: str) -> None:
+        """Per-channel weight scales must run along the consumer's output-channel axis."""
+        where = scope.where
+        scale = scope.constant_value(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        if scale is None or scale.size <= 1 or _attr(node, "block_size", 0):
+            return  # per-tensor, unknown, or blocked (INT4 weights)
+        dims = scope.constant_dims(weights)
+        rank = len(dims) if dims else None
+        axis = _attr(node, "axis", 1)
+        if rank:
+            axis = axis + rank if axis < 0 else axis
+            if not 0 <= axis < rank or dims[axis] != scale.size:
+                self.add(ERROR, where, node, f"per-channel scale of {scale.size} values does not match axis {axis} "
+                                             f"of weights {dims}")
+                return
+        out = node.output[0] if node.output else ""
+        for consumer in scope.consumers.get(out, []):
+            idx = list(consumer.input).index(out)
+            expected = None
+            if consumer.op_type == "Conv" and idx == 1:
+                expected = 0
+            elif consumer.op_type == "ConvTranspose" and idx == 1:
+                expected = 1
+            elif consumer.op_type == "MatMul" and idx == 1 and rank:
+                expected = rank - 1
+            elif consumer.op_type == "Gemm" and idx == 1:
+                expected = 0 if _attr(consumer, "transB", 0) else 1
+            if expected is not None and axis != expected:
+                self.add(ERROR, where, node, f"per-channel weight scales along axis {axis}; {consumer.op_type} "
+                                             f"{consumer.name!r} needs them along its output-channel axis {expected}")
+
+    # -- dynamic shapes ----------------------------------------------------------------------
+    def check_inputs(self, inputs: list[TensorInfo], profiles: dict[str, tuple] | None,
+                     declared: tuple | None, explicit: bool) -> dict[str, dict[str, list[int]]]:
+        covered: dict[str, dict[str, list[int]]] = {}
+        for info in inputs:
+            if info.shape is None:
+                self.add(ERROR, "graph", info.name, "network input of unknown rank: TensorRT needs the rank of "
+                                                    "every input")
+                continue
+            if not info.dynamic_axes:
+                continue
+            profile = (profiles or {}).get(info.name)
+            source = "the given profile" if explicit else "the declared shape_range"
+            if profile is None and declared is not None and len(inputs) == 1 and len(declared[0]) == len(info.shape):
+                profile = declared
+            if profile is None:
+                dims = ", ".join(f"{i}:{info.shape[i]}" for i in info.dynamic_axes)
+                self.add(ERROR if explicit else WARNING, "graph", info.name,
+                         f"dynamic dimension(s) {dims} and no optimisation profile covers them: pass "
+                         "--min-shape/--opt-shape/--max-shape (or export with a declared shape_range)")
+                continue
+            lo, opt, hi = (tuple(p) for p in profile)
+            if not len(lo) == len(opt) == len(hi) == len(info.shape):
+                self.add(ERROR, "graph", info.name, f"{source} has rank {len(lo)}; the input has rank "
+                                                    f"{len(info.shape)}")
+                continue
+            bad = [i for i, d in enumerate(info.shape) if isinstance(d, int) and not lo[i] == opt[i] == hi[i] == d]
+            if bad:
+                self.add(ERROR, "graph", info.name, f"{source} varies or differs on static axis/axes {bad} "
+                                                    f"(input is {list(info.shape)})")
+                continue
+            if not all(1 <= a <= b <= c for a, b, c in zip(lo, opt, hi)):
+                self.add(ERROR, "graph", info.name, f"{source} is not ordered 1 <= min <= opt <= max: "
+                                                    f"{list(lo)} / {list(opt)} / {list(hi)}")
+                continue
+            covered[info.name] = {"min": list(lo), "opt": list(opt), "max": list(hi)}
+        return covered
+
+
+def preflight(model: "onnx.ModelProto | str | Path", *, profiles: dict[str, tuple] | None = None,
+              path: str | None = None) -> PreflightReport:
+    """Check `model` (a ModelProto or a path) against the TensorRT ONNX parser's support.
+
+    `profiles` maps input names to (min, opt, max) shapes the build will use; without it, the
+    ONNX's declared `shape_range` metadata stands in, and dynamic inputs nothing covers are
+    warnings rather than errors (a build then needs explicit shapes).
+    """
+    if not hasattr(model, "graph"):
+        path = str(model)
+        model = load_model(model)
+    checker = _Checker(model)
+    opset = next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), None)
+    checker.model_opset = opset
+    if opset is None:
+        checker.add(ERROR, "graph", "opset_import", "the model imports no default-domain opset")
+    elif not OPSET_MIN <= opset <= OPSET_MAX:
+        checker.add(ERROR, "graph", "opset_import", f"opset {opset}: TensorRT imports opset {OPSET_MIN} to {OPSET_MAX}")
+    for o in model.opset_import:
+        if o.domain == "ai.onnx.ml":
+            checker.add(WARNING, "graph", "opset_import", "imports ai.onnx.ml (classic ML ops are not supported)")
+    inputs, _outputs = graph_io(model)
+    covered = checker.check_inputs(inputs, profiles, declared_shape_range(metadata(model)), profiles is not None)
+    checker.check_graph(model.graph, "graph", opset, top=True)
+    used = {(n.domain, n.op_type) for n in model.graph.node}
+    for key, func in checker.functions.items():
+        if key not in checker.checked_functions and key in used:
+            checker.check_function(func)
+    return PreflightReport(
+        path=path or "<model>", opset=opset, nodes_checked=checker.nodes_checked,
+        functions=sorted(f"{d}.{n}" if d else n for d, n in checker.checked_functions),
+        op_counts=dict(checker.op_counts.most_common()), profiles=covered, findings=checker.findings)

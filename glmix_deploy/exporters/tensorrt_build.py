@@ -1,0 +1,768 @@
+"""Build a TensorRT engine from our verified ONNX: Python bindings, else trtexec, else exit 2.
+
+Precision belongs to the ONNX graph (FP16 tensors, INT8 Q/DQ): every network is built strongly
+typed, which TensorRT 11 makes the only mode and 10.x offers as a creation flag. No builder
+precision flags, no implicit INT8 calibration.
+
+The code that touches TensorRT (`_build_python`) or runs trtexec (`_build_trtexec`) is kept thin;
+every decision lives in pure functions below (profile derivation, timing-cache key, sidecar
+content, compatibility check, trtexec command and output parsing) and is tested on any machine.
+
+What a build writes, beside the ONNX by default:
+    model.engine       the plain serialized engine (no header: trtexec --loadEngine and Triton's
+                       tensorrt_plan backend load it as is)
+    model.engine.json  the sidecar: TensorRT version, GPU, precision, profiles, I/O, checkpoint and
+                       ONNX sha256, build time; engines/tensorrt_engine.py checks it before loading
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import CheckFailed, MissingDependencyError, UserInputError
+from .preflight import TensorInfo, declared_shape_range, graph_io, load_model, metadata, preflight
+from .tensorrt_support import INSTALL_HINT
+
+if TYPE_CHECKING:
+    import onnx
+
+    from .preflight import PreflightReport
+
+SIDECAR_FORMAT = "glmix-deploy.tensorrt-engine"
+SIDECAR_VERSION = 1
+MIN_TENSORRT_MAJOR = 10
+TRTEXEC_TIMEOUT_S = 3 * 3600
+Progress = Callable[[str], None]
+Shape = tuple[int, ...]
+
+_NUMPY_DTYPES = {"FLOAT": "float32", "FLOAT16": "float16", "BFLOAT16": "bfloat16", "INT32": "int32",
+                 "INT64": "int64", "INT8": "int8", "UINT8": "uint8", "BOOL": "bool", "DOUBLE": "float64"}
+
+
+def fmt_shape(shape: Sequence[int | str] | None) -> str:
+    return "?" if shape is None else "x".join(str(d) for d in shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimisation profiles
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Profile:
+    """One input's optimisation-profile shapes."""
+
+    input: str
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    @property
+    def is_static(self) -> bool:
+        return self.min == self.opt == self.max
+
+    def contains(self, shape: Sequence[int]) -> bool:
+        return len(shape) == len(self.min) and all(a <= s <= b for a, s, b in zip(self.min, shape, self.max))
+
+    def to_dict(self) -> dict:
+        return {"input": self.input, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Profile":
+        return cls(str(data["input"]), *(tuple(int(d) for d in data[k]) for k in ("min", "opt", "max")))
+
+
+def derive_profile(inp: TensorInfo, declared: tuple[Shape, Shape, Shape] | None = None, *,
+                   min_shape: Shape | None = None, opt_shape: Shape | None = None,
+                   max_shape: Shape | None = None) -> Profile:
+    """The profile for `inp`: the ONNX's declared range (its `shape_range` metadata, or the input's
+    own dims when all are static), with any of --min/--opt/--max-shape replacing its end.
+
+    Given shapes must have the input's rank, keep its fixed axes (channels) unchanged, satisfy
+    min <= opt <= max on every axis and lie inside the declared range. Raises UserInputError.
+    """
+    name, shape = inp.name, inp.shape
+    if shape is None:
+        raise UserInputError(f"input {name!r} has unknown rank; TensorRT needs the rank of every input")
+    rank = len(shape)
+    given = {"min": min_shape, "opt": opt_shape, "max": max_shape}
+    if declared is not None:
+        if any(len(s) != rank for s in declared):
+            raise UserInputError(f"the ONNX's declared shape_range has rank {len(declared[0])}; input {name!r} "
+                                 f"is {fmt_shape(shape)}")
+        for i, d in enumerate(shape):
+            if isinstance(d, int) and any(s[i] != d for s in declared):
+                raise UserInputError(f"the ONNX's declared shape_range ({fmt_shape(declared[0])} .. "
+                                     f"{fmt_shape(declared[2])}) disagrees with input {name!r} "
+                                     f"({fmt_shape(shape)}) on axis {i}")
+        base: tuple[Shape, Shape, Shape] | None = declared
+    elif not inp.dynamic_axes:
+        static = tuple(int(d) for d in shape)
+        base = (static, static, static)
+    else:
+        base = None
+        missing = [f"--{k}-shape" for k, v in given.items() if v is None]
+        if missing:
+            axes = ", ".join(f"{i} ({shape[i]})" for i in inp.dynamic_axes)
+            raise UserInputError(f"input {name!r} ({fmt_shape(shape)}) has dynamic axes {axes} and the ONNX "
+                                 f"declares no shape_range: pass {', '.join(missing)}")
+    for key, s in given.items():
+        if s is None:
+            continue
+        if len(s) != rank:
+            raise UserInputError(f"--{key}-shape {fmt_shape(s)} has {len(s)} dims; input {name!r} has {rank} "
+                                 f"({fmt_shape(shape)})")
+        if min(s) < 1:
+            raise UserInputError(f"--{key}-shape {fmt_shape(s)}: every dimension must be >= 1")
+        for i, d in enumerate(shape):
+            if isinstance(d, int) and s[i] != d:
+                what = "the channel count" if rank == 4 and i == 1 else f"axis {i}"
+                raise UserInputError(f"--{key}-shape {fmt_shape(s)}: {what} is fixed at {d} in the ONNX "
+                                     f"(input {name!r} is {fmt_shape(shape)})")
+        if base is not None and not all(lo <= x <= hi for lo, x, hi in zip(base[0], s, base[2])):
+            raise UserInputError(f"--{key}-shape {fmt_shape(s)} is outside the ONNX's declared range "
+                                 f"{fmt_shape(base[0])} .. {fmt_shape(base[2])}")
+    lo = tuple(min_shape) if min_shape is not None else base[0]  # type: ignore[index]
+    opt = tuple(opt_shape) if opt_shape is not None else base[1]  # type: ignore[index]
+    hi = tuple(max_shape) if max_shape is not None else base[2]  # type: ignore[index]
+    if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+        raise UserInputError(f"the profile must satisfy min <= opt <= max on every axis; got min {fmt_shape(lo)}, "
+                             f"opt {fmt_shape(opt)}, max {fmt_shape(hi)}")
+    return Profile(name, tuple(lo), tuple(opt), tuple(hi))
+
+
+def derive_profiles(model: "onnx.ModelProto", *, min_shape: Shape | None = None, opt_shape: Shape | None = None,
+                    max_shape: Shape | None = None) -> list[Profile]:
+    """One profile entry per network input (see `derive_profile`)."""
+    inputs, _ = graph_io(model)
+    overrides = dict(min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape)
+    if len(inputs) != 1:
+        if any(v is not None for v in overrides.values()):
+            raise UserInputError(f"--min-shape/--opt-shape/--max-shape apply to single-input models; this one has "
+                                 f"{len(inputs)} inputs")
+        return [derive_profile(i) for i in inputs]
+    return [derive_profile(inputs[0], declared_shape_range(metadata(model)), **overrides)]
+
+
+# --------------------------------------------------------------------------------------------
+# GPU identity, versions, timing cache
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    compute_capability: str  # "9.0"
+
+    @property
+    def sm(self) -> str:
+        return "sm" + self.compute_capability.replace(".", "")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "compute_capability": self.compute_capability}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "GpuInfo | None":
+        if not data or not data.get("name"):
+            return None
+        return cls(str(data["name"]), str(data.get("compute_capability", "")))
+
+
+def parse_nvidia_smi(text: str) -> GpuInfo | None:
+    """First GPU of `nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader`."""
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.rsplit(",", 1)]
+        if len(parts) == 2 and re.fullmatch(r"\d+\.\d+", parts[1]) and parts[0]:
+            return GpuInfo(parts[0], parts[1])
+    return None
+
+
+def detect_gpu(device: int = 0) -> GpuInfo | None:
+    """The GPU TensorRT will build for/run on: from torch.cuda, else nvidia-smi; None if none."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(device)
+            return GpuInfo(props.name, f"{props.major}.{props.minor}")
+    except Exception:  # a CPU build of torch, a broken driver: try nvidia-smi
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        proc = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader", f"--id={device}"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_nvidia_smi(proc.stdout) if proc.returncode == 0 else None
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for p in str(version).split("."):
+        m = re.match(r"\d+", p)
+        if not m:
+            break
+        parts.append(int(m.group()))
+    return tuple(parts)
+
+
+def same_tensorrt_version(a: str, b: str) -> bool:
+    """Equal on every component both spell (trtexec's banner gives 10.12.0, the bindings 10.12.0.36)."""
+    ta, tb = version_tuple(a), version_tuple(b)
+    n = min(len(ta), len(tb))
+    if n >= 3:
+        return ta[:n] == tb[:n]
+    return n > 0 and ta == tb
+
+
+def network_creation_flags(tensorrt_version: str) -> list[str]:
+    """Names of the NetworkDefinitionCreationFlag members to set for a strongly typed network.
+
+    TensorRT 10.x: STRONGLY_TYPED must be asked for ("pass a value of 1 << int(NetworkDefinition
+    CreationFlag.STRONGLY_TYPED) to create_network()",
+    https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html).
+    TensorRT 11.0: the flag is "[DEPRECATED] ... Strongly typed mode is always enabled ... retained for
+    API compatibility but is ignored"
+    (https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/_static/python-api/infer/Core/Builder.html),
+    and BuilderFlag.FP16/INT8 and IBuilderConfig.int8_calibrator are removed
+    (https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html),
+    so nothing is set and no precision flag is ever used, on either version.
+    """
+    major = (version_tuple(tensorrt_version) or (0,))[0]
+    if major < MIN_TENSORRT_MAJOR:
+        raise MissingDependencyError(f"TensorRT {tensorrt_version} is too old: glmix-deploy builds with TensorRT "
+                                     f"{MIN_TENSORRT_MAJOR} or newer. Install: {INSTALL_HINT}")
+    return [] if major >= 11 else ["STRONGLY_TYPED"]
+
+
+def workspace_bytes(workspace_gib: float) -> int:
+    if not workspace_gib > 0:
+        raise UserInputError(f"--workspace must be > 0 GiB, not {workspace_gib:g}")
+    return int(workspace_gib * 2**30)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def timing_cache_name(tensorrt_version: str, gpu: GpuInfo | None) -> str:
+    """Timing caches are only valid for one TensorRT version on one GPU model: the file name says
+    which, so caches for different machines never mix."""
+    gpu_part = f"{_slug(gpu.name)}-{gpu.sm}" if gpu else "unknown-gpu"
+    return f"timing-trt{_slug(tensorrt_version)}-{gpu_part}.cache"
+
+
+def default_cache_dir(env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("GLMIX_DEPLOY_CACHE_DIR"):
+        return Path(env["GLMIX_DEPLOY_CACHE_DIR"]) / "tensorrt"
+    base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "glmix-deploy" / "tensorrt"
+
+
+def resolve_timing_cache(option: Path | None, tensorrt_version: str, gpu: GpuInfo | None,
+                         cache_dir: Path | None = None) -> Path:
+    """--timing-cache FILE is used as is; a directory (or nothing) gets the keyed default name."""
+    name = timing_cache_name(tensorrt_version, gpu)
+    if option is None:
+        return (cache_dir or default_cache_dir()) / name
+    option = Path(option)
+    return option / name if option.is_dir() else option
+
+
+# --------------------------------------------------------------------------------------------
+# Sidecar
+# --------------------------------------------------------------------------------------------
+
+def sidecar_path(engine: str | Path) -> Path:
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def io_entries(tensors: Sequence[TensorInfo]) -> list[dict]:
+    return [{"name": t.name, "shape": None if t.shape is None else [d if isinstance(d, int) else -1 for d in t.shape],
+             "dtype": _NUMPY_DTYPES.get(t.dtype, t.dtype.lower())} for t in tensors]
+
+
+def graph_precision(model: "onnx.ModelProto") -> str:
+    """fp32 / fp16 / int8 from the metadata our exporters write, else from the graph itself."""
+    meta = metadata(model)
+    if meta.get("precision"):
+        return meta["precision"]
+    ops = {n.op_type for n in model.graph.node} | {n.op_type for f in model.functions for n in f.node}
+    if {"QuantizeLinear", "DequantizeLinear"} & ops:
+        return "int8"
+    types = {i.data_type for i in model.graph.initializer} | {
+        v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.input)}
+    return "fp16" if 10 in types else "fp32"
+
+
+def sidecar_content(*, engine: Path, onnx_path: Path, onnx_sha256: str, onnx_metadata: dict[str, str],
+                    tensorrt_version: str, gpu: GpuInfo | None, precision: str, profiles: Sequence[Profile],
+                    inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], backend: str,
+                    workspace_gib: float, builder_level: int, timing_cache: Path | None,
+                    build_seconds: float, engine_sha256: str | None = None,
+                    built_at: str | None = None) -> dict:
+    from .. import __version__
+
+    return {
+        "format": SIDECAR_FORMAT,
+        "format_version": SIDECAR_VERSION,
+        "engine": engine.name,
+        "engine_sha256": engine_sha256,
+        "tensorrt_version": tensorrt_version,
+        "gpu": gpu.to_dict() if gpu else None,
+        "precision": precision,
+        "strongly_typed": True,
+        "profiles": [p.to_dict() for p in profiles],
+        "inputs": io_entries(inputs),
+        "outputs": io_entries(outputs),
+        "checkpoint_sha256": onnx_metadata.get("checkpoint_sha256"),
+        "onnx": {"file": onnx_path.name, "sha256": onnx_sha256, "metadata": dict(onnx_metadata)},
+        "builder": {"backend": backend, "workspace_gib": workspace_gib, "builder_optimization_level": builder_level,
+                    "timing_cache": str(timing_cache) if timing_cache else None},
+        "build_seconds": round(build_seconds, 3),
+        "built_at": built_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "glmix_deploy_version": __version__,
+    }
+
+
+_REQUIRED_SIDECAR_KEYS = ("tensorrt_version", "gpu", "precision", "profiles", "inputs", "outputs")
+
+
+def read_sidecar(engine: str | Path) -> dict:
+    """The sidecar of `engine`; UserInputError (exit 2) when it is missing or not ours."""
+    path = sidecar_path(engine)
+    if not path.is_file():
+        raise UserInputError(f"{engine} has no sidecar {path.name}: it records the TensorRT version and GPU the "
+                             "engine was built for; rebuild with `glmix-deploy export --fmt trt`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserInputError(f"{path} is not a readable JSON sidecar: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        raise UserInputError(f"{path} is not a glmix-deploy TensorRT engine sidecar")
+    missing = [k for k in _REQUIRED_SIDECAR_KEYS if k not in data]
+    if missing:
+        raise UserInputError(f"{path} lacks {', '.join(missing)}")
+    if int(data.get("format_version", 0)) > SIDECAR_VERSION:
+        raise UserInputError(f"{path} was written by a newer glmix-deploy (format {data['format_version']})")
+    return data
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_sidecar(engine: Path, content: dict) -> Path:
+    path = sidecar_path(engine)
+    _atomic_write(path, (json.dumps(content, indent=2) + "\n").encode())
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Compatibility of a built engine with this machine
+# --------------------------------------------------------------------------------------------
+
+def compatibility_problems(sidecar: dict, tensorrt_version: str, gpu: GpuInfo | None, *,
+                           strict_gpu_model: bool = True) -> list[str]:
+    """Why the engine described by `sidecar` cannot be loaded here ([] if it can).
+
+    TensorRT engines are not portable across TensorRT versions, nor across GPU architectures
+    (compute capability); across GPU models of one architecture TensorRT loads them with a warning
+    that performance or correctness may suffer, which `strict_gpu_model` turns into a refusal.
+    """
+    problems = []
+    built = str(sidecar.get("tensorrt_version") or "")
+    if not built or not same_tensorrt_version(built, tensorrt_version):
+        problems.append(f"it was built with TensorRT {built or 'unknown'} and this machine has TensorRT "
+                        f"{tensorrt_version}; engines load only in the TensorRT version that built them")
+    built_gpu = GpuInfo.from_dict(sidecar.get("gpu"))
+    if gpu is None:
+        problems.append("no CUDA GPU is visible here")
+    elif built_gpu is not None:
+        if built_gpu.compute_capability and built_gpu.compute_capability != gpu.compute_capability:
+            problems.append(f"it was built for {built_gpu.name} (compute capability {built_gpu.compute_capability}) "
+                            f"and this GPU is {gpu.name} (compute capability {gpu.compute_capability})")
+        elif strict_gpu_model and built_gpu.name != gpu.name:
+            problems.append(f"it was built on {built_gpu.name} and this GPU is {gpu.name}; TensorRT tunes engines "
+                            "per GPU model")
+    return problems
+
+
+def check_compatible(engine: str | Path, sidecar: dict, tensorrt_version: str, gpu: GpuInfo | None, *,
+                     strict_gpu_model: bool = True) -> None:
+    problems = compatibility_problems(sidecar, tensorrt_version, gpu, strict_gpu_model=strict_gpu_model)
+    if problems:
+        raise UserInputError(f"cannot load {engine}: {'; '.join(problems)}. Rebuild it here from "
+                             f"{(sidecar.get('onnx') or {}).get('file', 'its ONNX')} (glmix-deploy export --fmt trt)")
+
+
+# --------------------------------------------------------------------------------------------
+# trtexec
+# --------------------------------------------------------------------------------------------
+
+def parse_trtexec_version(text: str) -> str | None:
+    """trtexec's banner: '&&&& RUNNING TensorRT.trtexec [TensorRT v101200] ...' -> '10.12.0'."""
+    m = re.search(r"\[TensorRT v(\d+)\]", text)
+    if not m:
+        m2 = re.search(r"TensorRT version:?\s*(\d+\.\d+(?:\.\d+){0,2})", text)
+        return m2.group(1) if m2 else None
+    n = int(m.group(1))
+    return f"{n // 10000}.{(n // 100) % 100}.{n % 100}"
+
+
+def trtexec_strongly_typed(version: str | None, help_text: str) -> bool:
+    """Whether to pass --stronglyTyped. TensorRT 11 removed --fp16/--int8/--best and says
+    "--stronglyTyped is no longer needed - it is always enabled"
+    (https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/api/migration/tensorrt-10x-to-11x-trtexec.html),
+    so it is left out; on 10.x it is passed when trtexec --help lists it."""
+    if version and (version_tuple(version) or (0,))[0] >= 11:
+        return False
+    return "--stronglyTyped" in help_text
+
+
+def _shape_spec(profiles: Sequence[Profile], which: str) -> str:
+    parts = []
+    for p in profiles:
+        name = p.input if re.fullmatch(r"[A-Za-z0-9_./\-]+", p.input) else "'" + p.input.replace("'", "") + "'"
+        parts.append(f"{name}:{fmt_shape(getattr(p, which))}")
+    return ",".join(parts)
+
+
+def trtexec_command(trtexec: str, onnx_path: Path, engine: Path, profiles: Sequence[Profile], *,
+                    dynamic_inputs: Sequence[str], workspace_gib: float, timing_cache: Path | None,
+                    builder_level: int, strongly_typed: bool, skip_inference: bool = True) -> list[str]:
+    """The trtexec call that builds what `_build_python` builds. Shapes are passed only for inputs
+    with dynamic axes (trtexec refuses shapes for static models). The workspace goes through
+    --memPoolSize=workspace:<size>M, which replaced --workspace in 10.x
+    (https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-8x-to-10x-trtexec.html)."""
+    mib = max(1, int(round(workspace_bytes(workspace_gib) / 2**20)))
+    cmd = [trtexec, f"--onnx={onnx_path}", f"--saveEngine={engine}"]
+    shaped = [p for p in profiles if p.input in set(dynamic_inputs)]
+    if shaped:
+        cmd += [f"--minShapes={_shape_spec(shaped, 'min')}", f"--optShapes={_shape_spec(shaped, 'opt')}",
+                f"--maxShapes={_shape_spec(shaped, 'max')}"]
+    cmd.append(f"--memPoolSize=workspace:{mib}M")
+    if timing_cache is not None:
+        cmd.append(f"--timingCacheFile={timing_cache}")
+    cmd.append(f"--builderOptimizationLevel={builder_level}")
+    if strongly_typed:
+        cmd.append("--stronglyTyped")
+    if skip_inference:
+        cmd.append("--skipInference")
+    return cmd
+
+
+_LOG_PREFIX = re.compile(r"^\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\]\s*")
+
+
+def parse_trtexec_output(returncode: int, output: str, *, tail: int = 6) -> tuple[bool, str]:
+    """(succeeded, message): the '&&&& PASSED/FAILED' verdict and exit status, and the last error
+    lines ('[E] ...', timestamps dropped), or the last lines when there are none."""
+    lines = [_LOG_PREFIX.sub("", ln).strip() for ln in output.splitlines() if ln.strip()]
+    failed = returncode != 0 or any(ln.startswith("&&&& FAILED") for ln in lines)
+    if not failed:
+        passed = any(ln.startswith("&&&& PASSED") for ln in lines)
+        return True, "trtexec passed" if passed else "trtexec exited 0"
+    errors = [ln[len("[E]"):].strip() for ln in lines if ln.startswith("[E]")]
+    chosen = errors[-tail:] if errors else [ln for ln in lines if not ln.startswith("&&&&")][-tail:]
+    verdict = f"trtexec exited with status {returncode}" if returncode != 0 else "trtexec reported FAILED"
+    return False, verdict + (": " + " | ".join(chosen) if chosen else "")
+
+
+# --------------------------------------------------------------------------------------------
+# Parser errors
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ParserMessage:
+    desc: str
+    code: str = ""
+    node: int = -1
+    node_name: str = ""
+    node_operator: str = ""
+    functions: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        where = []
+        if self.node_name or self.node >= 0:
+            where.append(f"node {self.node_name!r}" if self.node_name else f"node #{self.node}")
+        if self.node_operator:
+            where.append(f"({self.node_operator})")
+        if self.functions:
+            where.append("in function " + " > ".join(self.functions))
+        prefix = " ".join(where)
+        code = f" [{self.code}]" if self.code else ""
+        return f"{prefix}: {self.desc}{code}" if prefix else f"{self.desc}{code}"
+
+
+def format_parser_errors(onnx_path: Path, messages: Sequence[ParserMessage], limit: int = 5) -> str:
+    if not messages:
+        return f"TensorRT's ONNX parser rejected {onnx_path} without saying why"
+    shown = "; ".join(m.line() for m in messages[:limit])
+    more = f" (and {len(messages) - limit} more)" if len(messages) > limit else ""
+    return f"TensorRT's ONNX parser rejected {onnx_path}: {shown}{more}"
+
+
+# --------------------------------------------------------------------------------------------
+# The build
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class BuildResult:
+    engine: Path
+    sidecar: Path
+    onnx: Path
+    backend: str  # "python" or "trtexec"
+    tensorrt_version: str
+    gpu: GpuInfo | None
+    precision: str
+    profiles: list[Profile]
+    timing_cache: dict
+    seconds: float
+    preflight: "PreflightReport"
+    command: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"engine": str(self.engine), "sidecar": str(self.sidecar), "onnx": str(self.onnx),
+                "backend": self.backend, "tensorrt_version": self.tensorrt_version,
+                "gpu": self.gpu.to_dict() if self.gpu else None, "precision": self.precision,
+                "profiles": [p.to_dict() for p in self.profiles], "timing_cache": self.timing_cache,
+                "seconds": round(self.seconds, 3), "preflight": self.preflight.to_dict(),
+                "command": self.command}
+
+
+def import_tensorrt():
+    """The tensorrt module, or None where it is absent or cannot load (no libnvinfer, no driver)."""
+    try:
+        import tensorrt  # noqa: PLC0415
+
+        return tensorrt
+    except (ImportError, OSError):
+        return None
+
+
+def choose_backend(onnx_path: Path) -> str:
+    """'python' when the tensorrt bindings import, else 'trtexec' when it is on PATH, else exit 2."""
+    from .tensorrt_support import trtexec_path
+
+    if import_tensorrt() is not None:
+        return "python"
+    if trtexec_path() is not None:
+        return "trtexec"
+    raise MissingDependencyError(
+        f"TensorRT and an NVIDIA GPU are needed to build an engine; the verified ONNX is at {onnx_path}. "
+        f"Install: {INSTALL_HINT}")
+
+
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path | None = None,
+    *,
+    min_shape: Shape | None = None,
+    opt_shape: Shape | None = None,
+    max_shape: Shape | None = None,
+    workspace_gib: float = 4.0,
+    timing_cache: Path | None = None,
+    builder_level: int = 3,
+    backend: str = "auto",
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Preflight, derive the profile, build with TensorRT (bindings or trtexec), write the engine
+    atomically and its sidecar. UserInputError (2) for bad options, parser/builder refusals and a
+    missing TensorRT; CheckFailed (1, carrying the PreflightReport) when preflight finds errors."""
+    say = progress or (lambda _m: None)
+    onnx_path = Path(onnx_path)
+    engine = Path(engine_path) if engine_path is not None else onnx_path.with_suffix(".engine")
+    if engine.suffix.lower() == ".onnx":
+        raise UserInputError(f"the engine path {engine} ends in .onnx; use .engine or .plan")
+    if engine.is_dir():
+        raise UserInputError(f"the engine path {engine} is a directory")
+    if not engine.parent.is_dir():
+        raise UserInputError(f"output directory does not exist: {engine.parent}")
+    if not 0 <= builder_level <= 5:
+        raise UserInputError(f"--builder-level must be between 0 and 5, not {builder_level}")
+    workspace_bytes(workspace_gib)
+    model = load_model(onnx_path)
+    profiles = derive_profiles(model, min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape)
+    say("TensorRT preflight of " + onnx_path.name)
+    report = preflight(model, profiles={p.input: (p.min, p.opt, p.max) for p in profiles}, path=str(onnx_path))
+    if not report.passed:
+        raise CheckFailed(report.summary_line(), report=report)
+    chosen = choose_backend(onnx_path) if backend == "auto" else backend
+    inputs, outputs = graph_io(model)
+    meta = metadata(model)
+    precision = graph_precision(model)
+    dynamic_inputs = [i.name for i in inputs if i.dynamic_axes]
+    del model  # the bindings parse the file themselves
+
+    started = time.perf_counter()
+    if chosen == "python":
+        trt_version, gpu, plan, cache_info, command = _build_python(
+            onnx_path, profiles, workspace_gib=workspace_gib, timing_cache=timing_cache,
+            builder_level=builder_level, say=say)
+        _atomic_write(engine, plan)
+    elif chosen == "trtexec":
+        trt_version, gpu, cache_info, command = _build_trtexec(
+            onnx_path, engine, profiles, dynamic_inputs, workspace_gib=workspace_gib, timing_cache=timing_cache,
+            builder_level=builder_level, say=say)
+    else:
+        raise UserInputError(f"unknown TensorRT backend {chosen!r} (python, trtexec)")
+    seconds = time.perf_counter() - started
+    content = sidecar_content(
+        engine=engine, onnx_path=onnx_path, onnx_sha256=sha256_of(onnx_path), onnx_metadata=meta,
+        tensorrt_version=trt_version, gpu=gpu, precision=precision, profiles=profiles, inputs=inputs,
+        outputs=outputs, backend=chosen, workspace_gib=workspace_gib, builder_level=builder_level,
+        timing_cache=Path(cache_info["path"]) if cache_info.get("path") else None, build_seconds=seconds,
+        engine_sha256=sha256_of(engine))
+    side = write_sidecar(engine, content)
+    return BuildResult(engine, side, onnx_path, chosen, trt_version, gpu, precision, profiles, cache_info,
+                       seconds, report, command)
+
+
+def _build_python(onnx_path: Path, profiles: Sequence[Profile], *, workspace_gib: float,
+                  timing_cache: Path | None, builder_level: int, say: Progress):
+    """The TensorRT Python API, as documented for 10.x and 11.x (named tensors, strongly typed)."""
+    trt = import_tensorrt()
+    if trt is None:
+        raise MissingDependencyError(f"the tensorrt Python package does not import. Install: {INSTALL_HINT}")
+    version = trt.__version__
+    flags = network_creation_flags(version)
+    gpu = detect_gpu()
+    if gpu is None:
+        raise MissingDependencyError(f"TensorRT {version} is installed but no NVIDIA GPU is visible; building an "
+                                     f"engine needs one. Install: {INSTALL_HINT}")
+    logger = _logger(trt)
+    try:
+        builder = trt.Builder(logger)
+    except (RuntimeError, TypeError) as exc:  # CUDA initialisation failures surface here
+        raise MissingDependencyError(f"TensorRT could not start a builder ({exc}); check the NVIDIA driver") from exc
+    mask = 0
+    for name in flags:
+        mask |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    network = builder.create_network(mask)
+    parser = trt.OnnxParser(network, logger)
+    say(f"parsing {onnx_path.name} with TensorRT {version}")
+    if not parser.parse_from_file(str(onnx_path)):
+        raise UserInputError(format_parser_errors(onnx_path, [_parser_message(parser.get_error(i))
+                                                              for i in range(parser.num_errors)]))
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes(workspace_gib))
+    config.builder_optimization_level = builder_level
+    if any(not p.is_static for p in profiles):
+        profile = builder.create_optimization_profile()
+        for p in profiles:
+            profile.set_shape(p.input, p.min, p.opt, p.max)
+        config.add_optimization_profile(profile)
+    cache_path = resolve_timing_cache(timing_cache, version, gpu)
+    loaded = cache_path.is_file()
+    cache = config.create_timing_cache(cache_path.read_bytes() if loaded else b"")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        cache, loaded = config.create_timing_cache(b""), False  # a cache from elsewhere: start afresh
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    say(f"building ({gpu.name}, builder level {builder_level}, workspace {workspace_gib:g} GiB"
+        f"{', timing cache ' + cache_path.name if loaded else ''})")
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise UserInputError(f"TensorRT could not build {onnx_path}: " + (" | ".join(logger.errors[-5:]) or
+                                                                          "no error was logged"))
+    _atomic_write(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
+    cache_info = {"path": str(cache_path), "loaded": loaded, "saved": True}
+    return version, gpu, bytes(memoryview(plan)), cache_info, []
+
+
+def _logger(trt):
+    """A TensorRT logger that keeps errors for our messages and passes warnings through."""
+
+    class _Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg):
+            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                self.errors.append(str(msg))
+
+    return _Logger()
+
+
+def _parser_message(error) -> ParserMessage:
+    """IParserError -> ParserMessage (node_name/node_operator/local_function_stack: TensorRT 10)."""
+
+    def call(name, default):
+        fn = getattr(error, name, None)
+        try:
+            return fn() if callable(fn) else default
+        except Exception:
+            return default
+
+    return ParserMessage(desc=str(call("desc", "")), code=str(call("code", "")).split(".")[-1],
+                         node=int(call("node", -1)), node_name=str(call("node_name", "")),
+                         node_operator=str(call("node_operator", "")),
+                         functions=tuple(str(f) for f in call("local_function_stack", []) or []))
+
+
+def _build_trtexec(onnx_path: Path, engine: Path, profiles: Sequence[Profile], dynamic_inputs: Sequence[str], *,
+                   workspace_gib: float, timing_cache: Path | None, builder_level: int, say: Progress):
+    from .tensorrt_support import trtexec_path
+
+    exe = trtexec_path()
+    if exe is None:
+        raise MissingDependencyError(f"trtexec is not on PATH. Install: {INSTALL_HINT}")
+    try:
+        probe = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise MissingDependencyError(f"cannot run {exe}: {exc}") from exc
+    help_text = probe.stdout + probe.stderr
+    version = parse_trtexec_version(help_text) or "unknown"
+    gpu = detect_gpu()
+    cache_path = resolve_timing_cache(timing_cache, version, gpu)
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    loaded = cache_path.is_file()
+    tmp_engine = engine.with_name(f".{engine.name}.{os.getpid()}.tmp")
+    cmd = trtexec_command(exe, onnx_path, tmp_engine, profiles, dynamic_inputs=dynamic_inputs,
+                          workspace_gib=workspace_gib, timing_cache=cache_path, builder_level=builder_level,
+                          strongly_typed=trtexec_strongly_typed(version, help_text),
+                          skip_inference="--skipInference" in help_text)
+    say("building with " + " ".join(cmd[:1] + [c for c in cmd[1:] if not c.startswith("--onnx")]))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TRTEXEC_TIMEOUT_S)
+        ok, message = parse_trtexec_output(proc.returncode, proc.stdout + "\n" + proc.stderr)
+        if not ok or not tmp_engine.is_file():
+            raise UserInputError(f"trtexec could not build {onnx_path}: {message}")
+        os.replace(tmp_engine, engine)
+    except subprocess.TimeoutExpired as exc:
+        raise UserInputError(f"trtexec did not finish within {TRTEXEC_TIMEOUT_S} s") from exc
+    finally:
+        tmp_engine.unlink(missing_ok=True)
+    cache_info = {"path": str(cache_path), "loaded": loaded, "saved": cache_path.is_file()}
+    return version, gpu, cache_info, cmd
