@@ -75,7 +75,7 @@ def export_result(result) -> None:
         step(f"[yellow]{result.simplify_note}[/yellow]")
     funcs = f", local functions: {', '.join(result.functions)}" if result.functions else ""
     step(f"nodes: {result.nodes_exported} exported -> {result.nodes_final} final{funcs}")
-    table = Table(title="parity vs PyTorch (float32)", title_justify="left")
+    table = Table(title=f"parity vs PyTorch float32 ({result.precision} artifact)", title_justify="left")
     for col in ("shape", "output", "max abs", "max rel", "mean abs", "cosine", "top-1", "result"):
         table.add_column(col, justify="right" if col not in ("output", "result") else "left")
     for c in result.parity.cases:

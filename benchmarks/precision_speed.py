@@ -1,0 +1,181 @@
+"""INT8 latency on this CPU against PyTorch eager fp32, measured in one run, with accuracy.
+
+A random-weight glnet_4g (tests.factory.random_glnet, saved the way training saves it) is exported
+to the verified fp32 ONNX and to the shipped INT8 Q/DQ artifact (synthetic calibration, which is
+fine for timing), and the CPU-only INT8 variant is built from the same fp32 graph. Then, at batch 1
+with the same thread count everywhere, PyTorch eager fp32 and each onnxruntime model are timed in
+interleaved rounds (so load changes hit all of them alike), and each is compared with PyTorch on
+seeded inputs (cosine, top-1).
+
+    .venv/bin/python benchmarks/precision_speed.py [--variant glnet_4g] [--img-size 224] [--threads 2]
+
+Target (issue: precision): INT8 p50 <= 0.35 x PyTorch eager fp32 p50, cosine >= 0.99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGET_RATIO = 0.35
+MIN_COSINE = 0.99
+
+
+def cpu_info() -> dict:
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(),
+            "isa": sorted(f for f in flags if f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="glnet_4g")
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=30, help="timed rounds (each runs every engine once)")
+    parser.add_argument("--block", type=int, default=5,
+                        help="rounds per block; ratios are also reported for the quietest block")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--calib-size", type=int, default=16, help="synthetic calibration inputs")
+    parser.add_argument("--inputs", type=int, default=4, help="seeded inputs for the accuracy comparison")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the ONNX files in this folder")
+    args = parser.parse_args()
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from glmix_deploy.exporters.calibration import synthetic_calibration
+    from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
+    from glmix_deploy.exporters.precision import PrecisionOptions, build_cpu_int8
+    from glmix_deploy.models.loader import load_checkpoint
+    from glmix_deploy.verify.metrics import compare
+    from glmix_deploy.verify.parity import seeded_input
+    from tests.factory import random_glnet, save_training_checkpoint
+
+    load_before = os.getloadavg()
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        out = args.keep or tmp
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt = save_training_checkpoint(tmp / f"{args.variant}.pth", random_glnet(args.variant), tmp)
+        loaded = load_checkpoint(ckpt)
+        t0 = time.perf_counter()
+        fp32_path = out / "fp32.onnx"
+        export_onnx(loaded, fp32_path, ExportOptions(img_size=args.img_size))
+        int8_path = out / "int8_qdq.onnx"
+        int8 = export_onnx(loaded, int8_path, ExportOptions(img_size=args.img_size, precision=PrecisionOptions(
+            precision="int8", calib_synthetic=True, calib_size=args.calib_size, calib_cache=tmp / "cache")))
+        calibration = synthetic_calibration((3, args.img_size, args.img_size), args.calib_size)
+        cpu_model, cpu_info_ = build_cpu_int8(onnx.load(str(fp32_path)), calibration, tmp, cache_dir=tmp / "cache")
+        cpu_path = out / "int8_cpu_qoperator.onnx"
+        onnx.save(cpu_model, str(cpu_path))
+        build_s = time.perf_counter() - t0
+
+        torch.set_num_threads(args.threads)
+        model = loaded.model.eval()
+        sessions = {}
+        for name, path in (("onnxruntime fp32", fp32_path), ("onnxruntime int8 Q/DQ (TensorRT artifact)", int8_path),
+                           ("onnxruntime int8 CPU variant (QOperator u8s8)", cpu_path)):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = args.threads
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.log_severity_level = 3
+            sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        x = seeded_input((1, 3, args.img_size, args.img_size), 0)
+
+        def eager():
+            with torch.inference_mode():
+                return model(torch.from_numpy(x)).numpy()
+
+        runners = {"pytorch eager fp32": eager}
+        for name, session in sessions.items():
+            runners[name] = (lambda s: lambda: s.run(None, {"images": x})[0])(session)
+        for _ in range(args.warmup):
+            for run in runners.values():
+                run()
+        times: dict[str, list[float]] = {k: [] for k in runners}
+        for _ in range(args.iters):
+            for name, run in runners.items():
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+        load_after = os.getloadavg()
+
+        accuracy: dict[str, dict] = {}
+        inputs = [seeded_input((1, 3, args.img_size, args.img_size), 100 + i) for i in range(args.inputs)]
+        with torch.inference_mode():
+            refs = [model(torch.from_numpy(v)).numpy() for v in inputs]
+        for name, session in sessions.items():
+            outs = [session.run(None, {"images": v})[0] for v in inputs]
+            m = compare(np.concatenate(refs), np.concatenate(outs))
+            per_input = [compare(r, o).cosine for r, o in zip(refs, outs)]
+            accuracy[name] = {"cosine": round(m.cosine, 6), "worst_cosine": round(min(per_input), 6),
+                              "top1_agreement": m.top1}
+
+    eager_p50 = float(np.median(times["pytorch eager fp32"]))
+    # Other jobs on a shared machine come and go; OpenMP spin-waits make eager suffer far more
+    # than onnxruntime when they do. The quietest block of rounds (least total time) is the
+    # fairest comparison; all rounds are reported too.
+    blocks = [slice(i, i + args.block) for i in range(0, args.iters - args.block + 1, args.block)] or [slice(None)]
+    quiet = min(blocks, key=lambda b: sum(float(np.median(v[b])) for v in times.values()))
+    quiet_eager = float(np.median(times["pytorch eager fp32"][quiet]))
+    results = {}
+    for name, samples in times.items():
+        ms = np.asarray(samples) * 1e3
+        results[name] = {"p50_ms": round(float(np.median(ms)), 2), "min_ms": round(float(ms.min()), 2),
+                         "ratio_to_eager_p50": round(float(np.median(samples)) / eager_p50, 3),
+                         "quietest_block_p50_ms": round(float(np.median(ms[quiet])), 2),
+                         "quietest_block_ratio": round(float(np.median(samples[quiet])) / quiet_eager, 3),
+                         **accuracy.get(name, {})}
+    best = min((n for n in results if "int8" in n), key=lambda n: results[n]["quietest_block_ratio"])
+    cores = os.cpu_count() or 1
+    loaded_machine = max(load_before[0], load_after[0]) > 0.75 * cores
+    spread = max(times["pytorch eager fp32"]) / min(times["pytorch eager fp32"])
+    reliable = not loaded_machine and spread < 2.0
+    met = (results[best]["quietest_block_ratio"] <= TARGET_RATIO and results[best]["worst_cosine"] >= MIN_COSINE
+           if reliable else None)
+    if not reliable:
+        notes.append(f"other jobs loaded the machine (load {load_before[0]:.2f} -> {load_after[0]:.2f} on {cores} "
+                     f"cores, eager max/min {spread:.1f}x): PyTorch's OpenMP spin-waits inflate eager far more "
+                     "than onnxruntime, so the ratios flatter INT8; target not judged (met: null)")
+    report = {
+        "variant": args.variant, "img_size": args.img_size, "batch": 1, "threads": args.threads,
+        "iters": args.iters, "results": results,
+        "target": {"max_ratio_to_eager": TARGET_RATIO, "min_cosine": MIN_COSINE, "best_int8": best, "met": met},
+        "int8_artifact": {"excluded": int8.precision_report["int8"]["excluded"],
+                          "qdq": int8.precision_report["int8"]["qdq"]},
+        "cpu_variant": cpu_info_,
+        "load_avg_before": [round(v, 2) for v in load_before], "load_avg_after": [round(v, 2) for v in load_after],
+        "build_s": round(build_s, 1),
+        "machine": {**cpu_info(), "python": platform.python_version(), "torch": torch.__version__,
+                    "onnxruntime": ort.__version__},
+        "calibration": f"synthetic ({args.calib_size} random inputs): timing only",
+        "notes": notes,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""`export --precision fp16|int8` as a user meets it, and the artifacts in verify / bench / eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from glmix_deploy.cli.main import run
+
+
+def run_json(capsys, *args: str) -> tuple[int, dict]:
+    rc = run(["--json", *args])
+    return rc, json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_ckpt, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("precision_cli")
+    paths = {"fp16": root / "tiny_fp16.onnx", "int8": root / "tiny_int8.onnx"}
+    assert run(["--json", "export", "--ckpt", str(tiny_ckpt), "--precision", "fp16", "--dynamic", "batch",
+                "--max-batch", "4", "--out", str(paths["fp16"])]) == 0
+    assert run(["--json", "export", "--ckpt", str(tiny_ckpt), "--precision", "int8", "--calib-synthetic",
+                "--calib-size", "8", "--calib-cache", str(root / "cache"), "--out", str(paths["int8"])]) == 0
+    return paths
+
+
+def test_int8_without_calibration_exits_2_with_one_line(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert run(["export", "--ckpt", str(tiny_ckpt), "--precision", "int8", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --precision int8 needs calibration images")
+    assert "--calib-synthetic" in err[0]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["--fp16-io"],  # fp32 export
+    ["--precision", "fp16", "--calib-synthetic"],
+    ["--precision", "int8", "--calib-synthetic", "--calib-method", "kl"],
+    ["--precision", "int8", "--calib", "does-not-exist"],
+    ["--precision", "int8", "--calib-synthetic", "--min-top1", "150"],
+])
+def test_precision_usage_errors_exit_2(tiny_ckpt, tmp_path, capsys, args):
+    assert run(["export", "--ckpt", str(tiny_ckpt), "--out", str(tmp_path / "m.onnx"), *args]) == 2, args
+    assert capsys.readouterr().err.strip().startswith("error:")
+
+
+def test_synthetic_calibration_is_loud_and_recorded(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "s8.onnx"
+    rc = run(["export", "--ckpt", str(tiny_ckpt), "--precision", "int8", "--calib-synthetic", "--calib-size", "4",
+              "--calib-cache", str(tmp_path / "cache"), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "WARNING" in captured.err and "SYNTHETIC" in captured.err
+    assert "int8:" in captured.err and "quantized (Q/DQ)" in captured.err
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["calibration"] == "synthetic" and meta["precision"] == "int8"
+    rc, data = run_json(capsys, "export", "--ckpt", str(tiny_ckpt), "--precision", "int8", "--calib-synthetic",
+                        "--calib-size", "4", "--calib-cache", str(tmp_path / "cache"), "--out", str(out))
+    calibration = data["export"]["precision_report"]["calibration"]
+    assert rc == 0 and calibration["synthetic"] is True and calibration["cache_reused"] is True
+    assert data["export"]["precision"] == "int8"
+
+
+def test_verify_uses_the_artifacts_precision(tiny_ckpt, artifacts, image_folder, capsys):
+    for precision, path in artifacts.items():
+        rc, data = run_json(capsys, "verify", "--ckpt", str(tiny_ckpt), "--model", str(path),
+                            "--images", str(image_folder), "--threads", "1")
+        assert rc == 0 and data["precision"] == precision
+        assert data["tolerance"]["max_rel"] is None and data["tolerance"]["min_cosine"] in (0.999, 0.99)
+
+
+def test_bench_and_eval_rows_for_fp16_and_int8(tiny_ckpt, artifacts, image_folder, capsys):
+    models = [arg for path in artifacts.values() for arg in ("--model", str(path))]
+    rc, data = run_json(capsys, "bench", "--ckpt", str(tiny_ckpt), *models, "--iters", "2", "--warmup", "1",
+                        "--threads", "1")
+    assert rc == 0
+    rows = {r["name"]: r for r in data["results"]}
+    assert rows["tiny_fp16.onnx"]["precision"] == "fp16" and rows["tiny_int8.onnx"]["precision"] == "int8"
+    assert all(r["stats"] and r["stats"]["p50_ms"] > 0 for r in rows.values())
+    rc, data = run_json(capsys, "eval", "--ckpt", str(tiny_ckpt), "--images", str(image_folder), *models,
+                        "--threads", "1")
+    assert rc == 0
+    formats = {e["name"]: e["format"] for e in data["results"]}
+    assert formats["tiny_fp16.onnx"] == "onnxruntime fp16" and formats["tiny_int8.onnx"] == "onnxruntime int8"
+    assert all(e["agreement"] is not None for e in data["results"] if e["format"] != "pytorch")
