@@ -32,6 +32,20 @@ def _step(message: str) -> None:
         render.step(message)
 
 
+def _finish(result, render_human, written: tuple[tuple[str, Path | None], ...]) -> None:
+    """The common ending of verify and bench: the human rendering and the files written, then the
+    gate (exit 1 through CheckFailed), then the JSON of a passing run."""
+    if not State.json:
+        render_human(result)
+        for label, path in written:
+            if path:
+                render.step(f"wrote {label} {path}")
+    if not result.passed:
+        raise CheckFailed(result.summary_line(), report=result)
+    if State.json:
+        _emit_json(result.to_dict())
+
+
 @app.command()
 def verify(
     ckpt: CkptOption,
@@ -76,15 +90,7 @@ def verify(
         write_json(report_path, result.to_dict())
     if junit_path:
         write_junit(junit_path, result)
-    if not State.json:
-        verify_render.verify_report(result)
-        for label, path in (("JSON report", report_path), ("JUnit report", junit_path)):
-            if path:
-                render.step(f"wrote {label} {path}")
-    if not result.passed:
-        raise CheckFailed(result.summary_line(), report=result)
-    if State.json:
-        _emit_json(result.to_dict())
+    _finish(result, verify_render.verify_report, (("JSON report", report_path), ("JUnit report", junit_path)))
 
 
 @app.command()
@@ -136,15 +142,7 @@ def bench(
         write_json(report_path, result.to_dict())
     if plot_path:
         plot_bench(result, plot_path)
-    if not State.json:
-        verify_render.bench_report(result)
-        for label, path in (("JSON report", report_path), ("plot", plot_path)):
-            if path:
-                render.step(f"wrote {label} {path}")
-    if not result.passed:
-        raise CheckFailed(result.summary_line(), report=result)
-    if State.json:
-        _emit_json(result.to_dict())
+    _finish(result, verify_render.bench_report, (("JSON report", report_path), ("plot", plot_path)))
 
 
 @app.command("eval")

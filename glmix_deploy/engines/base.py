@@ -72,6 +72,21 @@ class Engine(abc.ABC):
         self.close()
 
 
+class FixedIOEngine(Engine):
+    """An engine whose I/O description is fixed at load time (`_inputs`, `_outputs`)."""
+
+    _inputs: list[TensorSpec]
+    _outputs: list[TensorSpec]
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
+
+
 ENGINE_SUFFIXES = {
     ".pth": "torch", ".pt": "torch", ".bin": "torch", ".ckpt": "torch", ".safetensors": "torch",
     ".onnx": "onnxruntime",

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MissingDependencyError, UserInputError
-from .base import Engine, TensorSpec
+from .base import FixedIOEngine, TensorSpec
 
 # TensorRT DataType member name -> numpy dtype name / torch dtype attribute.
 TRT_DTYPES = {"FLOAT": ("float32", "float32"), "HALF": ("float16", "float16"), "BF16": ("bfloat16", "bfloat16"),
@@ -71,7 +71,7 @@ def _require_runtime(device: int):
     return trt, torch
 
 
-class TensorRTEngine(Engine):
+class TensorRTEngine(FixedIOEngine):
     kind = "tensorrt"
 
     def __init__(self, path: str | Path, *, threads: int | None = None, device: int = 0,
@@ -111,14 +111,6 @@ class TensorRTEngine(Engine):
                 self._inputs.append(spec)
             else:
                 self._outputs.append(spec)
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
 
     def _profile_range(self, name: str) -> str:
         try:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Engine, TensorSpec
+from .base import FixedIOEngine, TensorSpec
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 
 
-class TorchEngine(Engine):
+class TorchEngine(FixedIOEngine):
     kind = "torch"
 
     def __init__(self, model, *, threads: int | None = None):
@@ -33,14 +33,6 @@ class TorchEngine(Engine):
         from ..models.loader import load_checkpoint
 
         return cls(load_checkpoint(path, state_key=state_key, **load_options).model, threads=threads)
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
