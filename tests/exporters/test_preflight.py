@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
+from glmix_deploy.exporters.precision import PrecisionOptions
 from glmix_deploy.exporters.preflight import (
     ERROR,
     OPSET_MAX,
@@ -115,16 +116,27 @@ def test_profiles_outside_the_onnx_are_errors(exports: dict[str, Path]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(RELEASES))
-def test_release_variants_fp32_static_exports_pass(name: str, tmp_path: Path) -> None:
+def test_release_variants_fp32_fp16_int8_exports_pass(name: str, tmp_path: Path) -> None:
     # Random weights straight from the model zoo (checkpoint reading has its own tests), and a small
     # input: the verified export stays quick and the graph's op types do not depend on the size.
+    # The precision guard is switched off (targets 0): random weights say nothing about accuracy
+    # (the trained sample's tests do); what matters here is what TensorRT's parser would see.
     model = random_glnet(name)
     loaded = LoadedCheckpoint(model, model.config, name, tmp_path / f"{name}.pth", "0" * 64,
                               RELEASE_STATE_KEYS.get(name, "model"), ())
-    result = export_onnx(loaded, tmp_path / "static.onnx", ExportOptions(img_size=96))
-    report = preflight(result.path)
-    assert report.passed and not report.warnings, [f.line() for f in report.findings]
-    assert report.nodes_checked == result.nodes_final
+    for precision in ("fp32", "fp16", "int8"):
+        options = None if precision == "fp32" else PrecisionOptions(
+            precision=precision, calib_synthetic=precision == "int8", calib_size=4, min_top1=0.0,
+            min_cosine=0.0, calib_cache=tmp_path / "calib-cache")
+        result = export_onnx(loaded, tmp_path / f"{precision}.onnx", ExportOptions(img_size=64, precision=options))
+        report = preflight(result.path)
+        assert report.passed and not report.warnings, (precision, [f.line() for f in report.findings])
+        assert report.nodes_checked == result.nodes_final
+        ops = report.op_counts
+        if precision == "int8":
+            assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0
+        if precision == "fp16":
+            assert ops.get("Cast", 0) > 0
 
 
 # ----------------------------------------------------------------------------------------------
