@@ -58,6 +58,18 @@ class ClusterOp(str, Enum):
     function = "function"
 
 
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class CalibMethod(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
 CkptOption = Annotated[Path, typer.Option("--ckpt", help="Checkpoint (.pth/.pt/.bin/.ckpt/.safetensors).")]
 StateKeyOption = Annotated[StateKey, typer.Option(
     "--state-key", help="Checkpoint entry holding the weights; auto picks 'model'.")]

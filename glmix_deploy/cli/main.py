@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,6 +21,7 @@ from .app import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    CalibMethod,
     CkptOption,
     ClusterOp,
     Dynamic,
@@ -29,6 +29,7 @@ from .app import (
     HeadDimOption,
     InstanceKind,
     NumSlotsOption,
+    Precision,
     State,
     StateKey,
     StateKeyOption,
@@ -64,18 +65,6 @@ def inspect(
         render.print_json(summary)
     else:
         render.checkpoint_summary(summary)
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
-
-
-class CalibMethod(str, Enum):
-    minmax = "minmax"
-    entropy = "entropy"
-    percentile = "percentile"
 
 
 _PRECISION_PANEL = "Precision (--precision fp16 / int8)"
