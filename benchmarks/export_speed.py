@@ -24,16 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="glnet_4g")
@@ -41,6 +31,7 @@ def main() -> None:
     parser.add_argument("--dynamic", default="all")
     args = parser.parse_args()
 
+    from glmix_deploy.verify.bench import cpu_model
     from tests.factory import random_glnet, save_training_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:

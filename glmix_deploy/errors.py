@@ -10,6 +10,12 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty): what a one-line
+    error report quotes from a third-party failure."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class GlmixDeployError(Exception):
     """Base class of every error a user can cause or a check can raise."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserInputError
+from ..errors import UserInputError, first_line
 from .base import Engine, TensorSpec
 
 _ORT_TYPES = {
@@ -45,8 +45,7 @@ class OnnxRuntimeEngine(Engine):
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserInputError(f"onnxruntime cannot load {self.path}: {first_line}") from exc
+            raise UserInputError(f"onnxruntime cannot load {self.path}: {first_line(exc)}") from exc
         self.providers = self.session.get_providers()
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import CheckFailed, GlmixDeployError, UserInputError
+from ..errors import CheckFailed, GlmixDeployError, UserInputError, first_line
 from .spec import DEFAULT_OPSET, FUNCTION_DOMAIN, MAX_OPSET, MIN_OPSET, GLNetOnnxSpec, ShapeRange
 
 if TYPE_CHECKING:
@@ -133,8 +133,7 @@ def _trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: Shap
                 do_constant_folding=True,
             )
         except Exception as exc:  # torch raises many types here; report its first line
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ExportError(f"torch.onnx.export failed: {first}") from exc
+            raise ExportError(f"torch.onnx.export failed: {first_line(exc)}") from exc
         finally:
             model.return_cluster_logits = False
 
@@ -159,8 +158,7 @@ def _simplify(model: "onnx.ModelProto", spec: GLNetOnnxSpec, shape_range: ShapeR
             warnings.simplefilter("ignore")
             simplified, ok = onnxsim.simplify(model)
     except Exception as exc:  # onnxsim raises RuntimeError/ValidationError/...; any means "no"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return model, False, f"onnxsim failed ({first}); kept the unsimplified graph"
+        return model, False, f"onnxsim failed ({first_line(exc)}); kept the unsimplified graph"
     if not ok:
         return model, False, "onnxsim could not validate its result; kept the unsimplified graph"
     x = seeded_input(shape_range.opt, options.seed + 1000)

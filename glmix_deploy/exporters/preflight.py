@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import UserInputError
+from ..errors import UserInputError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -236,8 +236,7 @@ def load_model(path: str | Path) -> "onnx.ModelProto":
     try:
         return onnx.load(str(path))
     except Exception as exc:  # protobuf DecodeError, missing external data, ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserInputError(f"cannot read {path} as ONNX: {first}") from exc
+        raise UserInputError(f"cannot read {path} as ONNX: {first_line(exc)}") from exc
 
 
 # --------------------------------------------------------------------------------------------

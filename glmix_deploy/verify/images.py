@@ -63,22 +63,35 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
+class _Skipped:
+    """Non-image files met while scanning: a count and the first few names, for the report."""
+
+    def __init__(self, root: Path):
+        self.root, self.count, self.examples = root, 0, []
+
+    def add(self, path: Path) -> None:
+        self.count += 1
+        if len(self.examples) < 5:
+            self.examples.append(str(path.relative_to(self.root)))
+
+    def suffix(self) -> str:
+        return f"; skipped {self.count} other file(s)" if self.count else ""
+
+
 def scan_images(root: str | Path, *, option: str = "--images") -> ImageSet:
     """Every image file under `root` (any depth), sorted; other files skipped and counted."""
     root = Path(root)
     _check_dir(root, option)
-    files, skipped, examples = [], 0, []
+    files, skipped = [], _Skipped(root)
     for path in _walk(root):
         if _is_image(path):
             files.append(path)
         else:
-            skipped += 1
-            if len(examples) < 5:
-                examples.append(str(path.relative_to(root)))
+            skipped.add(path)
     if not files:
         raise UserInputError(f"{option} {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
-                             + (f"; skipped {skipped} other file(s)" if skipped else ""))
-    return ImageSet(root, files, skipped=skipped, skipped_examples=examples)
+                             + skipped.suffix())
+    return ImageSet(root, files, skipped=skipped.count, skipped_examples=skipped.examples)
 
 
 def read_class_map(path: str | Path) -> dict[str, int]:
@@ -135,24 +148,19 @@ def scan_image_folder(root: str | Path, *, class_map: dict[str, int] | None = No
         classes = {f: int(f) for f in folders}
     else:
         classes = {f: i for i, f in enumerate(folders)}
-    files, labels, skipped, examples = [], [], 0, []
+    files, labels, skipped = [], [], _Skipped(root)
     for path in sorted(p for p in root.iterdir() if not p.is_dir() and not p.name.startswith(".")):
-        skipped += 1
-        if len(examples) < 5:
-            examples.append(path.name)
+        skipped.add(path)  # files beside the class folders belong to no class
     for folder in folders:
         for path in _walk(root / folder):
             if _is_image(path):
                 files.append(path)
                 labels.append(classes[folder])
             else:
-                skipped += 1
-                if len(examples) < 5:
-                    examples.append(str(path.relative_to(root)))
+                skipped.add(path)
     if not files:
-        raise UserInputError(f"{option} {root} holds no image files in its class folders"
-                             + (f"; skipped {skipped} other file(s)" if skipped else ""))
-    return ImageSet(root, files, labels, classes, skipped, examples)
+        raise UserInputError(f"{option} {root} holds no image files in its class folders" + skipped.suffix())
+    return ImageSet(root, files, labels, classes, skipped.count, skipped.examples)
 
 
 def load_images(images: ImageSet, preprocessing: Preprocessing, *,
