@@ -206,16 +206,31 @@ def block_units(node_names: Iterable[str], kind: str = "block") -> list[Unit]:
     return [Unit(block, tuple(nodes), kind) for block, nodes in groups.items()]
 
 
+def _scope(node_name: str) -> str:
+    return node_name.rsplit("/", 1)[0]
+
+
+def channel_layernorm_scopes(model: "onnx.ModelProto") -> set[str]:
+    """Module scopes holding a written-out LayerNorm (the export form's channel LayerNorm over
+    NCHW: ReduceMean -> Sub -> ... -> Sqrt), recognised by those ops sharing a scope."""
+    ops_by_scope: dict[str, set[str]] = defaultdict(set)
+    for node in model.graph.node:
+        if "/" in node.name:
+            ops_by_scope[_scope(node.name)].add(node.op_type)
+    return {scope for scope, ops in ops_by_scope.items() if {"ReduceMean", "Sub", "Sqrt"} <= ops}
+
+
 def fp16_island_candidates(model: "onnx.ModelProto") -> list[Unit]:
     """The FP32-island candidates of GLNet, by node names and types:
-    LayerNormalization; GLMix clustering/dispatching normalize -> scale -> logits -> softmax
+    LayerNorm (LayerNormalization nodes and written-out channel LayerNorms); GLMix clustering/dispatching normalize -> scale -> logits -> softmax
     (or the glmix.cluster / glmix.dispatch local functions); attention softmax."""
     producers = {o: n for n in model.graph.node for o in n.output}
     layernorm, glmix, attention = [], [], []
+    norm_scopes = channel_layernorm_scopes(model)
     for node in model.graph.node:
         name = node.name
         in_glmix = "/cluster/" in name or "/dispatch/" in name
-        if node.op_type == "LayerNormalization":
+        if node.op_type == "LayerNormalization" or _scope(name) in norm_scopes:
             layernorm.append(name)
         elif node.domain and node.op_type in ("cluster", "dispatch"):
             glmix.append(name)
@@ -702,87 +717,6 @@ def build_cpu_int8(fp32_model: "onnx.ModelProto", calibration: CalibrationData, 
     return quantized, {**info, "variant": CPU_VARIANT, "cache": str(cache.ranges_path), "cache_reused": reused}
 
 
-def restore_gelu_pattern(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", int]:
-    """x * (1 + erf(x / sqrt 2)) followed by a Conv/MatMul whose weights absorbed GELU's 0.5
-    (onnxsim folds it) -> the full x * (1 + erf(x / sqrt 2)) * 0.5 that onnxruntime fuses into one
-    Gelu kernel, with the consumer's weights doubled back. Exact in real arithmetic.
-    Returns the new model and how many GELUs were restored."""
-    from onnx import helper, numpy_helper
-
-    model = copy.deepcopy(model)
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = defaultdict(list)
-    for n in g.node:
-        for i in n.input:
-            consumers[i].append(n)
-    tensors = dict(inits)  # weights: initializers and Constant nodes (onnxsim leaves some)
-    tensors.update({n.output[0]: n.attribute[0].t for n in g.node
-                    if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
-    weight_users: dict[str, int] = defaultdict(int)
-    for n in g.node:
-        for i in n.input:
-            if i in tensors:
-                weight_users[i] += 1
-
-    def const(name: str) -> float | None:
-        if name in inits and int(np.prod(inits[name].dims)) == 1:
-            return float(numpy_helper.to_array(inits[name]).reshape(-1)[0])
-        node = producer.get(name)
-        if node is not None and node.op_type == "Constant":
-            value = numpy_helper.to_array(node.attribute[0].t)
-            return float(value.reshape(-1)[0]) if value.size == 1 else None
-        return None
-
-    restored = 0
-    new_nodes: dict[int, list] = {}
-    for mul in g.node:
-        if mul.op_type != "Mul" or len(mul.input) != 2:
-            continue
-        for x_idx in (0, 1):
-            x, other = mul.input[x_idx], mul.input[1 - x_idx]
-            add = producer.get(other)
-            if add is None or add.op_type != "Add":
-                continue
-            erf = next((producer.get(i) for i in add.input if producer.get(i) is not None
-                        and producer[i].op_type == "Erf"), None)
-            one = next((const(i) for i in add.input if erf is None or i != erf.output[0]), None)
-            if erf is None or one is None or abs(one - 1.0) > 1e-6:
-                continue
-            div = producer.get(erf.input[0])
-            if div is None or div.op_type != "Div" or div.input[0] != x:
-                continue
-            root2 = const(div.input[1])
-            if root2 is None or abs(root2 - 2 ** 0.5) > 1e-4:
-                continue
-            users = consumers[mul.output[0]]
-            weights = [u.input[1] for u in users if u.op_type in ("Conv", "MatMul") and u.input[0] == mul.output[0]
-                       and u.input[1] in tensors and weight_users[u.input[1]] == 1]
-            if not users or len(weights) != len(users):
-                continue
-            half_name = f"{mul.output[0]}/gelu_half"
-            out_name = f"{mul.output[0]}/gelu"
-            g.initializer.append(numpy_helper.from_array(np.array(0.5, dtype=np.float32), half_name))
-            new_nodes[id(mul)] = [helper.make_node("Mul", [mul.output[0], half_name], [out_name],
-                                                   name=f"{mul.name}/gelu_half")]
-            for user in users:
-                user.input[0] = out_name
-            for w in weights:
-                tensor = tensors[w]
-                tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * np.float32(2.0), tensor.name))
-            restored += 1
-            break
-    if new_nodes:
-        ordered = []
-        for n in g.node:
-            ordered.append(n)
-            ordered.extend(new_nodes.get(id(n), []))
-        del g.node[:]
-        g.node.extend(ordered)
-    return model, restored
-
-
 def drop_broadcast_expands(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", int]:
     """Div(x, Expand(norm, Shape(x))) -> Div(x, norm): F.normalize's Expand is what Div's
     broadcasting does anyway (one node and one full-size tensor less per normalize)."""
@@ -820,10 +754,10 @@ def drop_broadcast_expands(model: "onnx.ModelProto") -> tuple["onnx.ModelProto",
 
 def cpu_fp32_rewrites(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", dict]:
     """Exact rewrites that help onnxruntime on a CPU (not needed by TensorRT, which fuses these
-    itself): restore the fusable GELU pattern, drop normalize's redundant Expand."""
-    model, gelus = restore_gelu_pattern(model)
+    itself): drop normalize's redundant Expand. (GELU stays fusable: the export keeps onnxsim
+    from folding its 0.5 into the next Conv.)"""
     model, expands = drop_broadcast_expands(model)
-    return model, {"gelu_restored": gelus, "expand_dropped": expands}
+    return model, {"expand_dropped": expands}
 
 
 def check_qdq(model: "onnx.ModelProto") -> dict:

@@ -1,17 +1,21 @@
 """GLNet / GLMix, re-implemented for deployment.
 
 State-dict keys, shapes and eval-mode numerics follow the official code (rayleizhu/GLMix,
-models/glnet.py and models/glnet_tklb.py). Two things differ on purpose, both exact in real
-arithmetic and equal to float32 rounding:
+models/glnet.py and models/glnet_tklb.py). The forward written to ONNX (the "export form") differs
+on purpose, exact in real arithmetic and equal to float32 rounding, so that the graph is small,
+correct at every resolution and stays in the NCHW layout its convolutions run in:
 
 * the adaptive average pooling that seeds the slots is two MatMuls with pooling matrices computed
-  from the runtime size (`adaptive_pool_matrix`), so ONNX gets a few standard ops that are correct
-  at every resolution instead of the stock Gather/GatherND cascade;
+  from the runtime size (`adaptive_pool_matrix`), instead of the stock Gather/GatherND cascade;
 * attention is written out (linear -> heads -> softmax -> out_proj) instead of calling
-  nn.MultiheadAttention, whose eval fast path (`_native_multi_head_attention`) is not exportable.
+  nn.MultiheadAttention, whose eval fast path (`_native_multi_head_attention`) is not exportable;
+  in the NCHW attention blocks it runs on (B, heads, head_dim, H*W) with 1x1-conv projections;
+* channel LayerNorms are written out over dim 1 (`channel_layer_norm`), and clustering and
+  dispatching take and return channels-first pixels: no permute round trips between the
+  convolutions and the norms or the token ops (each was a pair of Transposes in ONNX).
 
-`reference=True` on the model switches both back to the PyTorch library calls the official code
-uses (F.adaptive_avg_pool2d, F.multi_head_attention_forward); tests compare the two paths.
+`set_reference(True)` on the model switches all of these back to the PyTorch library calls and
+token layouts the official code uses; tests compare the two forms.
 """
 
 from __future__ import annotations
@@ -27,13 +31,29 @@ from .config import GLNetConfig
 # ---------------------------------------------------------------------------------------------
 
 
+def channel_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm over dim 1 of a channels-first tensor ((B, C, N) or (B, C, H, W)), written out.
+
+    Same two-pass arithmetic as F.layer_norm, but with no permute to channels-last and back: the
+    exported graph keeps the NCHW layout its convolutions run in (no Transpose pair per norm).
+    """
+    mean = x.mean(1, keepdim=True)
+    centred = x - mean
+    var = (centred * centred).mean(1, keepdim=True)
+    affine_shape = (-1,) + (1,) * (x.dim() - 2)
+    return centred * torch.rsqrt(var + eps) * weight.reshape(affine_shape) + bias.reshape(affine_shape)
+
+
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of an NCHW tensor (timm's LayerNorm2d, eps 1e-6)."""
 
     def __init__(self, num_channels: int, eps: float = 1e-6):
         super().__init__(num_channels, eps=eps)
+        self.reference = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.reference:
+            return channel_layer_norm(x, self.weight, self.bias, self.eps)
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
@@ -89,6 +109,23 @@ class MultiheadAttention(nn.Module):
         out = attn.softmax(dim=-1) @ v  # (B, heads, N, head_dim)
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
+    def forward_nchw(self, x: torch.Tensor) -> torch.Tensor:
+        """Self-attention over the H*W positions of an NCHW tensor, returned as NCHW.
+
+        The projections are 1x1 convolutions and the heads are (B, heads, head_dim, N) slices, so
+        every transpose is a MatMul flag (onnxruntime's FusedMatMul, TensorRT's MatrixMultiply
+        op) rather than a copy: no tokens <-> NCHW round trip around the block. Export form only;
+        the reference form is `forward` on tokens.
+        """
+        dim = self.out_proj.weight.shape[0]
+        qkv = F.conv2d(x, self.in_proj_weight.reshape(3 * dim, dim, 1, 1), self.in_proj_bias)
+        qkv = qkv.flatten(2).unflatten(1, (3, self.num_heads, self.head_dim))  # (B, 3, heads, hd, N)
+        q, k, v = qkv.unbind(1)
+        attn = (q * self.head_dim**-0.5).transpose(-2, -1) @ k  # (B, heads, N, N)
+        out = v @ attn.softmax(dim=-1).transpose(-2, -1)  # (B, heads, hd, N)
+        out = out.flatten(1, 2).reshape(x.shape)
+        return F.conv2d(out, self.out_proj.weight.reshape(dim, dim, 1, 1), self.out_proj.bias)
+
     def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         x_t = x.transpose(0, 1)
         out, _ = F.multi_head_attention_forward(
@@ -140,20 +177,39 @@ def _l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 class SoftCluster(nn.Module):
     """GLMix soft clustering: similarity logits between slots and pixels, slots = softmax @ X.
 
+    Takes the pixels channels-first, (B, C, HW), the layout the convolutions around it use. The
+    export form scales the (S, HW) logits by 1/|x| instead of normalising the (C, HW) pixels: one
+    small multiply instead of a full-size divide and no transpose (equal in real arithmetic).
     A module of its own so export can emit it as an ONNX local function (`--cluster-op function`).
     """
 
-    def forward(self, init_slots: torch.Tensor, x_flat: torch.Tensor, slot_scale: torch.Tensor):
-        logits = _l2_normalize(init_slots) @ (slot_scale * _l2_normalize(x_flat)).transpose(-1, -2)  # (B, S, HW)
-        slots = torch.softmax(logits, dim=-1) @ x_flat  # (B, S, C)
+    def __init__(self):
+        super().__init__()
+        self.reference = False
+
+    def forward(self, init_slots: torch.Tensor, x: torch.Tensor, slot_scale: torch.Tensor):
+        if self.reference:  # the official token-layout formula
+            x_flat = x.transpose(1, 2)
+            logits = F.normalize(init_slots, dim=-1) @ (slot_scale * F.normalize(x_flat, dim=-1)).transpose(-1, -2)
+            return logits, torch.softmax(logits, dim=-1) @ x_flat
+        pixel_norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12)  # (B, 1, HW)
+        logits = (_l2_normalize(init_slots) @ x) * (slot_scale / pixel_norm)  # (B, S, HW)
+        slots = torch.softmax(logits, dim=-1) @ x.transpose(1, 2)  # (B, S, C)
         return logits, slots
 
 
 class SoftDispatch(nn.Module):
-    """GLMix soft dispatching: every pixel takes a softmax-over-slots mixture of the slots."""
+    """GLMix soft dispatching: every pixel takes a softmax-over-slots mixture of the slots,
+    returned channels-first, (B, C, HW)."""
+
+    def __init__(self):
+        super().__init__()
+        self.reference = False
 
     def forward(self, logits: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(logits.transpose(-1, -2), dim=-1) @ slots  # (B, HW, C)
+        if self.reference:
+            return (torch.softmax(logits.transpose(-1, -2), dim=-1) @ slots).transpose(1, 2)
+        return slots.transpose(1, 2) @ torch.softmax(logits, dim=1)  # softmax over the slots
 
 
 def _mlp_conv(dim: int, ratio: float, depthwise: bool) -> nn.Sequential:
@@ -207,13 +263,12 @@ class GLMixBlock(nn.Module):
             x = x + self.pos_conv(x)
         shortcut = x
         x = self.norm1(x)
-        x_flat = x.flatten(2).transpose(1, 2)  # (B, HW, C)
-        logits, slots = self.cluster(init_slots, x_flat, self.slot_scale)
+        logits, slots = self.cluster(init_slots, x.flatten(2), self.slot_scale)
         if hasattr(self, "relation_mha"):
             slots = self.relation_mha(slots)
         if self.keep_logits:
             self.last_logits = logits
-        out = self.dispatch(logits, slots).transpose(1, 2).reshape(x.shape)
+        out = self.dispatch(logits, slots).reshape(x.shape)
         if hasattr(self, "feature_conv"):
             out = out + self.feature_conv(x)
         x = shortcut + (self.ls1(out) if hasattr(self, "ls1") else out)
@@ -251,7 +306,9 @@ class MHSANCHWBlock(nn.Module):
         dim = cfg.dims[stage]
         if cfg.cpe_ks > 0:
             self.pos_conv = nn.Conv2d(dim, dim, cfg.cpe_ks, padding=cfg.cpe_ks // 2, groups=dim)
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        # Official: nn.LayerNorm on tokens. The same parameters normalise NCHW channels here, so
+        # the export form never leaves NCHW; the reference form applies them to tokens.
+        self.norm1 = LayerNorm2d(dim)
         self.mha_op = MultiheadAttention(dim, cfg.num_heads(stage))
         self.norm2 = LayerNorm2d(dim)
         self.mlp = _mlp_conv(dim, cfg.mlp_ratios[stage], cfg.mlp_dw)
@@ -263,11 +320,16 @@ class MHSANCHWBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "pos_conv"):
             x = x + self.pos_conv(x)
-        shape = x.shape
-        tokens = x.flatten(2).transpose(1, 2)
-        y = self.mha_op(self.norm1(tokens))
-        tokens = tokens + (self.ls1(y) if hasattr(self, "ls1") else y)
-        x = tokens.transpose(1, 2).reshape(shape)
+        if self.mha_op.reference:  # the official token-layout block
+            shape = x.shape
+            tokens = x.flatten(2).transpose(1, 2)
+            norm1 = self.norm1
+            y = self.mha_op(F.layer_norm(tokens, norm1.normalized_shape, norm1.weight, norm1.bias, norm1.eps))
+            tokens = tokens + (self.ls1(y) if hasattr(self, "ls1") else y)
+            x = tokens.transpose(1, 2).reshape(shape)
+        else:  # the same block without leaving NCHW (see MultiheadAttention.forward_nchw)
+            y = self.mha_op.forward_nchw(self.norm1(x))
+            x = x + (self.ls1.gamma.reshape(-1, 1, 1) * y if hasattr(self, "ls1") else y)
         y = self.mlp(self.norm2(x))
         return x + (self.ls2(y) if hasattr(self, "ls2") else y)
 
@@ -359,12 +421,12 @@ class GLNet(nn.Module):
 
     @property
     def reference(self) -> bool:
-        return any(m.reference for m in self.modules() if isinstance(m, (SlotPool, MultiheadAttention)))
+        return any(m.reference for m in self.modules() if isinstance(m, _DUAL_FORM))
 
     def set_reference(self, enabled: bool) -> "GLNet":
         """Use PyTorch's library ops (as the official code does) instead of the export forms."""
         for m in self.modules():
-            if isinstance(m, (SlotPool, MultiheadAttention)):
+            if isinstance(m, _DUAL_FORM):
                 m.reference = enabled
         return self
 
@@ -404,6 +466,10 @@ class GLNet(nn.Module):
         finally:
             self.return_cluster_logits = False
         return dict(zip([name for name, _ in self.glmix_blocks()], logits))
+
+
+# Modules with an export form and a `reference` form (the official code's library calls).
+_DUAL_FORM = (LayerNorm2d, MultiheadAttention, SlotPool, SoftCluster, SoftDispatch)
 
 
 def create_model(config: GLNetConfig | str, **overrides) -> GLNet:

@@ -90,7 +90,7 @@ def test_our_exports_pass_preflight_cleanly(key: str, exports: dict[str, Path]) 
     assert report.passed, [f.line() for f in report.errors]
     assert report.warnings == [], [f.line() for f in report.warnings]
     assert report.opset == 17 and report.nodes_checked > 100
-    assert "LayerNormalization" in report.op_counts
+    assert "ReduceMean" in report.op_counts  # the channel LayerNorms, written out over NCHW
     if key.endswith("function"):
         assert report.functions == ["glmix.cluster", "glmix.dispatch"]
         assert report.op_counts["glmix.cluster"] >= 1
