@@ -12,6 +12,7 @@ from tests.tiny_artifacts import (  # noqa: F401  (fixtures are found by name)
     tiny_onnx,
     tiny_onnx_function,
     tiny_onnx_static,
+    tiny_openvino,
 )
 
 # Tiny models on small shared CI machines: with more than one intra-op thread, OpenMP spin-waits

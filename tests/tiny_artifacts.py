@@ -115,6 +115,17 @@ def tiny_onnx_function(tiny_ckpt, tiny_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_openvino(tiny_loaded, tiny_dir) -> Path:
+    """The dynamic-batch export converted to an OpenVINO IR (tiny_ov.xml + tiny_ov.bin)."""
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'glmix-deploy[openvino]')")
+    from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
+    from glmix_deploy.exporters.openvino_export import convert_openvino
+
+    export = export_onnx(tiny_loaded, tiny_dir / "tiny_ov.onnx", ExportOptions(dynamic="batch", max_batch=4))
+    return convert_openvino(tiny_loaded, export, tiny_dir / "tiny_ov.xml").xml
+
+
+@pytest.fixture(scope="session")
 def tampered_onnx(tiny_onnx, tiny_dir) -> Path:
     """The dynamic export with one weight of stages.2.blocks.1 scaled by 1.5 inside the ONNX."""
     out = tiny_dir / "tiny_tampered.onnx"

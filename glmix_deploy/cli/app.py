@@ -34,6 +34,7 @@ class StateKey(str, Enum):
 class Fmt(str, Enum):
     onnx = "onnx"
     trt = "trt"
+    openvino = "openvino"
     triton = "triton"
 
 

@@ -103,7 +103,7 @@ def _precision_summary(result) -> None:
 def export(
     ckpt: CkptOption,
     fmt: Annotated[Fmt, typer.Option(
-        "--fmt", help="onnx; trt (TensorRT engine built from the verified ONNX); "
+        "--fmt", help="onnx; trt (TensorRT engine built from the verified ONNX); openvino (OpenVINO IR, verified); "
                       "triton (a Triton model repository).")] = Fmt.onnx,
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Output file, or repository folder for triton (default: <checkpoint name>.onnx/.engine "
@@ -223,6 +223,8 @@ def export(
                        timing_cache=timing_cache, builder_level=builder_level)
     if fmt is Fmt.trt:
         report["tensorrt"] = targets.build_trt(onnx_out, out, quiet=State.json, **trt_options)
+    elif fmt is Fmt.openvino:
+        report["openvino"] = targets.write_openvino(loaded, result, out, quiet=State.json)
     elif fmt is Fmt.triton:
         report["triton"] = targets.write_triton(loaded, onnx_out, triton_options, quiet=State.json,
                                                 trt_options=trt_options)

@@ -17,13 +17,15 @@ if TYPE_CHECKING:
 
 
 def onnx_path(fmt: str, out: Path | None, ckpt: Path) -> Path:
-    """Where the verified ONNX goes: --out itself for onnx; beside the engine for trt; a
+    """Where the verified ONNX goes: --out itself for onnx; beside the engine (trt) or the IR
+    (openvino); a
     staging name beside the repository for triton (the repository gets its own copy)."""
     if fmt == "onnx":
         return out if out is not None else Path.cwd() / (ckpt.stem + ".onnx")
-    if fmt == "trt":
-        engine = out if out is not None else Path.cwd() / (ckpt.stem + ".engine")
-        return engine if engine.suffix == ".onnx" else engine.with_suffix(".onnx")
+    if fmt in ("trt", "openvino"):
+        suffix = ".engine" if fmt == "trt" else ".xml"
+        target = out if out is not None else Path.cwd() / (ckpt.stem + suffix)
+        return target if target.suffix == ".onnx" else target.with_suffix(".onnx")
     repo = out if out is not None else Path.cwd() / "model_repository"
     return repo.parent / f"{ckpt.stem}.onnx"
 
@@ -66,6 +68,19 @@ def build_trt(onnx_out: Path, out: Path | None, *, quiet: bool, **trt_options) -
         raise
     if not quiet:
         trt_commands.build_result(result)
+    return result.to_dict()
+
+
+def write_openvino(loaded, export, out: Path | None, *, quiet: bool) -> dict:
+    """Convert the verified ONNX to an OpenVINO IR beside it (or at --out) and verify the IR."""
+    from ..exporters.openvino_export import convert_openvino, ir_path
+    from . import render
+
+    result = convert_openvino(loaded, export, ir_path(export.path, out),
+                              progress=None if quiet else render.step,
+                              on_parity_case=None if quiet else render.parity_case)
+    if not quiet:
+        render.step(f"wrote {result.xml} (+ {result.bin.name}), verified at {len(result.parity.cases)} case(s)")
     return result.to_dict()
 
 

@@ -1,6 +1,6 @@
 """One interface for every runtime: load an artifact, describe its I/O, run named inputs.
 
-Like Polygraphy's runners: PyTorch, onnxruntime and TensorRT each implement `Engine`, and the
+Like Polygraphy's runners: PyTorch, onnxruntime, OpenVINO and TensorRT each implement `Engine`, and the
 verifier and the benchmark only ever talk to this interface.
 """
 
@@ -91,6 +91,7 @@ ENGINE_SUFFIXES = {
     ".pth": "torch", ".pt": "torch", ".bin": "torch", ".ckpt": "torch", ".safetensors": "torch",
     ".onnx": "onnxruntime",
     ".engine": "tensorrt", ".plan": "tensorrt",
+    ".xml": "openvino",
 }
 
 
@@ -113,6 +114,10 @@ def open_engine(path: str | Path, **options) -> Engine:
         from .onnxruntime_engine import OnnxRuntimeEngine
 
         return OnnxRuntimeEngine(path, **options)
+    if kind == "openvino":
+        from .openvino_engine import OpenVINOEngine
+
+        return OpenVINOEngine(path, **options)
     # Lazy: tensorrt and CUDA are imported only here; without them TensorRTEngine raises
     # MissingDependencyError (exit 2) with the install hint.
     from .tensorrt_engine import TensorRTEngine

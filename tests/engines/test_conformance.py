@@ -1,6 +1,7 @@
 """One conformance suite for every engine available here (Polygraphy-style runners).
 
-torch and onnxruntime always run; tensorrt joins when its package (and a GPU) are present.
+torch, onnxruntime and openvino (a dev dependency) always run; tensorrt joins when its package
+(and a GPU) are present.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 ENGINES = [
     "torch",
     "onnxruntime",
+    "openvino",
     pytest.param("tensorrt", marks=[
         pytest.mark.tensorrt,
         pytest.mark.skipif(not HAS_TENSORRT, reason="tensorrt is not importable (needs the package and a GPU)"),
@@ -32,6 +34,8 @@ def engine_path(request, tiny_ckpt, tiny_onnx):
         return tiny_ckpt
     if request.param == "onnxruntime":
         return tiny_onnx
+    if request.param == "openvino":
+        return request.getfixturevalue("tiny_openvino")
     # A TensorRT engine would be built from tiny_onnx here once the builder lands.
     pytest.skip("no TensorRT engine builder in this test session yet")
 
@@ -94,6 +98,8 @@ def test_context_manager_closes(engine_path):
         e.infer({"images": np.zeros(concrete(e.inputs[0]), dtype=np.float32)})
     if e.kind == "onnxruntime":
         assert e.session is None  # the runtime session was released
+    if e.kind == "openvino":
+        assert e.request is None and e.compiled is None
     e.close()  # idempotent
 
 

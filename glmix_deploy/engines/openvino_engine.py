@@ -1,0 +1,72 @@
+"""OpenVINO engine: CPU inference of an OpenVINO IR (`.xml` + `.bin`), in float32.
+
+Float32 is asked for explicitly (INFERENCE_PRECISION_HINT): on CPUs with bf16/AMX units OpenVINO
+otherwise runs in bf16 by default, which no fp32 parity check would pass. The artifact metadata
+(preprocessing, precision, checkpoint hash) travels in the IR's rt_info under `glmix_deploy`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MissingDependencyError, UserInputError, first_line
+from .base import FixedIOEngine, TensorSpec
+
+INSTALL_HINT = "OpenVINO is not installed: pip install 'glmix-deploy[openvino]' (or pip install openvino)"
+RT_INFO_KEY = "glmix_deploy"
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise MissingDependencyError(INSTALL_HINT) from exc
+    return openvino
+
+
+def _spec(port) -> TensorSpec:
+    shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+    return TensorSpec(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()).name)
+
+
+def read_metadata(model) -> dict[str, str]:
+    """The `glmix_deploy` section of an IR's rt_info as {key: value}."""
+    if not model.has_rt_info([RT_INFO_KEY]):
+        return {}
+    section = model.get_rt_info([RT_INFO_KEY])
+    return {str(k): v.astype(str) if hasattr(v, "astype") else str(v) for k, v in section.astype(dict).items()}
+
+
+class OpenVINOEngine(FixedIOEngine):
+    kind = "openvino"
+
+    def __init__(self, path: str | Path, *, threads: int | None = None):
+        ov = import_openvino()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserInputError(f"OpenVINO model not found: {self.path}")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text
+            raise UserInputError(f"OpenVINO cannot read {self.path}: {first_line(exc)}") from exc
+        self.metadata = read_metadata(model)
+        config = {"INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
+                  "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self._inputs = [_spec(p) for p in self.compiled.inputs]
+        self._outputs = [_spec(p) for p in self.compiled.outputs]
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.request.infer(dict(feeds))
+        return {spec.name: np.array(results[port], copy=True)
+                for spec, port in zip(self._outputs, self.compiled.outputs)}
+
+    def close(self) -> None:
+        self.request = None  # type: ignore[assignment]
+        self.compiled = None  # type: ignore[assignment]

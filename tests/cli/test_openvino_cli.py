@@ -1,0 +1,59 @@
+"""`export --fmt openvino` and the `.xml` engine in verify/bench, as a user meets them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from glmix_deploy.cli.main import run
+
+ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install 'glmix-deploy[openvino]')")
+
+
+def test_export_openvino_writes_a_verified_ir_with_metadata(tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "tiny.xml"
+    rc = run(["--json", "export", "--ckpt", str(tiny_ckpt), "--fmt", "openvino", "--dynamic", "batch",
+              "--max-batch", "4", "--out", str(out)])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.bin", "tiny.onnx", "tiny.xml"]  # nothing staged left
+    section = report["openvino"]
+    assert section["xml"] == str(out) and section["parity"]["passed"]
+    assert [c["shape"] for c in section["parity"]["cases"]] == [c["shape"] for c in report["export"]["parity"]["cases"]]
+    model = ov.Core().read_model(str(out))
+    from glmix_deploy.engines.openvino_engine import read_metadata
+
+    meta = read_metadata(model)
+    assert meta["precision"] == "fp32" and meta["source_onnx"] == "tiny.onnx"
+    assert json.loads(meta["input_size"]) == [3, 64, 64]
+    # float32 weights: OpenVINO's default save would have compressed them to fp16
+    assert {str(op.get_element_type()) for op in model.get_ops() if op.get_type_name() == "Constant"} - {
+        "<Type: 'int64_t'>", "<Type: 'int32_t'>"} <= {"<Type: 'float32'>"}
+
+
+def test_verify_and_bench_take_the_ir(tiny_ckpt: Path, tiny_openvino: Path, tmp_path: Path, capsys) -> None:
+    rc = run(["--json", "verify", "--ckpt", str(tiny_ckpt), "--model", str(tiny_openvino)])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["passed"], report
+    rc = run(["--json", "bench", "--ckpt", str(tiny_ckpt), "--model", str(tiny_openvino), "--batch", "1,2",
+              "--iters", "3", "--warmup", "1", "--threads", "1"])
+    bench = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    names = {(r["name"], r["batch"]) for r in bench["results"] if r.get("stats")}
+    assert {(tiny_openvino.name, 1), (tiny_openvino.name, 2)} <= names
+
+
+def test_a_tampered_ir_fails_verify_with_exit_1(tiny_ckpt: Path, tampered_onnx: Path, tmp_path: Path, capsys) -> None:
+    xml = tmp_path / "tampered.xml"  # one weight of stages.2.blocks.1 scaled by 1.5
+    ov.save_model(ov.convert_model(str(tampered_onnx)), str(xml), compress_to_fp16=False)
+    rc = run(["--json", "verify", "--ckpt", str(tiny_ckpt), "--model", str(xml)])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 1 and not report["passed"]
+
+
+def test_missing_ir_is_a_usage_error(tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
+    rc = run(["verify", "--ckpt", str(tiny_ckpt), "--model", str(tmp_path / "absent.xml")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "does not exist" in err and "Traceback" not in err
