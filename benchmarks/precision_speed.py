@@ -3,8 +3,9 @@
 A random-weight glnet_4g (tests.factory.random_glnet, saved the way training saves it) is exported
 to the verified fp32 ONNX and to the shipped INT8 Q/DQ artifact (synthetic calibration, which is
 fine for timing), and the CPU-only INT8 variant is built from the same fp32 graph. Then, at batch 1
-with the same thread count everywhere, PyTorch eager fp32 and each onnxruntime model are timed in
-interleaved rounds (so load changes hit all of them alike), and each is compared with PyTorch on
+with the same thread count everywhere, PyTorch eager fp32 (the model with the official code's
+library ops, `set_reference(True)`) and each onnxruntime model are timed in rotating blocks
+(benchmarks/_timing.py says why not interleaved single runs), and each is compared with PyTorch on
 seeded inputs (cosine, top-1).
 
     .venv/bin/python benchmarks/precision_speed.py [--variant glnet_4g] [--img-size 224] [--threads 2]
@@ -25,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 TARGET_RATIO = 0.35
 MIN_COSINE = 0.99
@@ -49,9 +51,8 @@ def main() -> None:
     parser.add_argument("--variant", default="glnet_4g")
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=30, help="timed rounds (each runs every engine once)")
-    parser.add_argument("--block", type=int, default=5,
-                        help="rounds per block; ratios are also reported for the quietest block")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds; each times every runtime for a block")
+    parser.add_argument("--block", type=int, default=8, help="timed runs per runtime and round")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--calib-size", type=int, default=16, help="synthetic calibration inputs")
     parser.add_argument("--inputs", type=int, default=4, help="seeded inputs for the accuracy comparison")
@@ -62,6 +63,8 @@ def main() -> None:
     import onnx
     import onnxruntime as ort
     import torch
+
+    from _timing import quietest_round, time_in_blocks
 
     from glmix_deploy.exporters.calibration import synthetic_calibration
     from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
@@ -92,7 +95,7 @@ def main() -> None:
         build_s = time.perf_counter() - t0
 
         torch.set_num_threads(args.threads)
-        model = loaded.model.eval()
+        model = loaded.model.eval().set_reference(True)  # the official code's ops
         sessions = {}
         for name, path in (("onnxruntime fp32", fp32_path), ("onnxruntime int8 Q/DQ (TensorRT artifact)", int8_path),
                            ("onnxruntime int8 CPU variant (QOperator u8s8)", cpu_path)):
@@ -112,15 +115,7 @@ def main() -> None:
         runners = {"pytorch eager fp32": eager}
         for name, session in sessions.items():
             runners[name] = (lambda s: lambda: s.run(None, {"images": x})[0])(session)
-        for _ in range(args.warmup):
-            for run in runners.values():
-                run()
-        times: dict[str, list[float]] = {k: [] for k in runners}
-        for _ in range(args.iters):
-            for name, run in runners.items():
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
+        times = time_in_blocks(runners, rounds=args.rounds, block=args.block, warmup=args.warmup)
         load_after = os.getloadavg()
 
         accuracy: dict[str, dict] = {}
@@ -135,26 +130,23 @@ def main() -> None:
                               "top1_agreement": m.top1}
 
     eager_p50 = float(np.median(times["pytorch eager fp32"]))
-    # Other jobs on a shared machine come and go; OpenMP spin-waits make eager suffer far more
-    # than onnxruntime when they do. The quietest block of rounds (least total time) is the
-    # fairest comparison; all rounds are reported too.
-    blocks = [slice(i, i + args.block) for i in range(0, args.iters - args.block + 1, args.block)] or [slice(None)]
-    quiet = min(blocks, key=lambda b: sum(float(np.median(v[b])) for v in times.values()))
+    # Other jobs on a shared machine come and go: the quietest round is the fairest comparison.
+    quiet = quietest_round(times, args.block)
     quiet_eager = float(np.median(times["pytorch eager fp32"][quiet]))
     results = {}
     for name, samples in times.items():
         ms = np.asarray(samples) * 1e3
         results[name] = {"p50_ms": round(float(np.median(ms)), 2), "min_ms": round(float(ms.min()), 2),
                          "ratio_to_eager_p50": round(float(np.median(samples)) / eager_p50, 3),
-                         "quietest_block_p50_ms": round(float(np.median(ms[quiet])), 2),
-                         "quietest_block_ratio": round(float(np.median(samples[quiet])) / quiet_eager, 3),
+                         "quietest_round_p50_ms": round(float(np.median(ms[quiet])), 2),
+                         "quietest_round_ratio": round(float(np.median(samples[quiet])) / quiet_eager, 3),
                          **accuracy.get(name, {})}
-    best = min((n for n in results if "int8" in n), key=lambda n: results[n]["quietest_block_ratio"])
+    best = min((n for n in results if "int8" in n), key=lambda n: results[n]["quietest_round_ratio"])
     cores = os.cpu_count() or 1
     loaded_machine = max(load_before[0], load_after[0]) > 0.75 * cores
     spread = max(times["pytorch eager fp32"]) / min(times["pytorch eager fp32"])
     reliable = not loaded_machine and spread < 2.0
-    met = (results[best]["quietest_block_ratio"] <= TARGET_RATIO and results[best]["worst_cosine"] >= MIN_COSINE
+    met = (results[best]["quietest_round_ratio"] <= TARGET_RATIO and results[best]["worst_cosine"] >= MIN_COSINE
            if reliable else None)
     if not reliable:
         notes.append(f"other jobs loaded the machine (load {load_before[0]:.2f} -> {load_after[0]:.2f} on {cores} "
@@ -162,7 +154,7 @@ def main() -> None:
                      "than onnxruntime, so the ratios flatter INT8; target not judged (met: null)")
     report = {
         "variant": args.variant, "img_size": args.img_size, "batch": 1, "threads": args.threads,
-        "iters": args.iters, "results": results,
+        "rounds": args.rounds, "block": args.block, "results": results,
         "target": {"max_ratio_to_eager": TARGET_RATIO, "min_cosine": MIN_COSINE, "best_int8": best, "met": met},
         "int8_artifact": {"excluded": int8.precision_report["int8"]["excluded"],
                           "qdq": int8.precision_report["int8"]["qdq"]},

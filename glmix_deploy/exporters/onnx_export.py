@@ -122,6 +122,9 @@ def _trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: Shap
     dummy = torch.zeros(shape_range.opt)
     outputs = spec.output_names(model, options.cluster_logits)
     model.return_cluster_logits = options.cluster_logits
+    # Always the export form (models/glnet.py): the reference form's library ops do not export.
+    was_reference = model.reference
+    model.set_reference(False)
     with warnings.catch_warnings():
         # The TorchScript exporter announces its deprecation and tracer quirks on every call;
         # the parity check below is what tells whether the trace is right.
@@ -140,6 +143,7 @@ def _trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: Shap
             raise ExportError(f"torch.onnx.export failed: {first_line(exc)}") from exc
         finally:
             model.return_cluster_logits = False
+            model.set_reference(was_reference)
 
 
 def _ort_outputs(model_bytes: bytes, x):
