@@ -74,7 +74,9 @@ def export_result(result) -> None:
     if result.simplify_note:
         step(f"[yellow]{result.simplify_note}[/yellow]")
     funcs = f", local functions: {', '.join(result.functions)}" if result.functions else ""
-    step(f"nodes: {result.nodes_exported} exported -> {result.nodes_final} final{funcs}")
+    # The layout/gather ops the export form exists to avoid, so a regression shows at a glance.
+    watched = ", ".join(f"{op} {result.op_counts.get(op, 0)}" for op in ("Transpose", "Gather", "GatherND"))
+    step(f"nodes: {result.nodes_exported} exported -> {result.nodes_final} final ({watched}){funcs}")
     table = Table(title=f"parity vs PyTorch float32 ({result.precision} artifact)", title_justify="left")
     for col in ("shape", "output", "max abs", "max rel", "mean abs", "cosine", "top-1", "result"):
         table.add_column(col, justify="right" if col not in ("output", "result") else "left")
