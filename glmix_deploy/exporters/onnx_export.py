@@ -33,10 +33,6 @@ if TYPE_CHECKING:
 
 CLUSTER_OPS = ("inline", "function")
 _TWO_GIB = 2**31
-# onnxsim passes we keep out: folding GELU's 0.5 into the next Conv's weights leaves an
-# x * (1 + erf(x / sqrt 2)) that no runtime recognises as GELU (onnxruntime fuses the full
-# pattern into one kernel; OpenVINO and TensorRT likewise).
-SIMPLIFY_SKIPPED_PASSES = ("fuse_preceding_mul_into_conv",)
 Progress = Callable[[str], None]
 
 
@@ -164,7 +160,7 @@ def _simplify(model: "onnx.ModelProto", spec: GLNetOnnxSpec, shape_range: ShapeR
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            simplified, ok = onnxsim.simplify(model, skipped_optimizers=list(SIMPLIFY_SKIPPED_PASSES))
+            simplified, ok = onnxsim.simplify(model)
     except Exception as exc:  # onnxsim raises RuntimeError/ValidationError/...; any means "no"
         return model, False, f"onnxsim failed ({first_line(exc)}); kept the unsimplified graph"
     if not ok:

@@ -10,6 +10,7 @@ correct at every resolution and stays in the NCHW layout its convolutions run in
 * attention is written out (linear -> heads -> softmax -> out_proj) instead of calling
   nn.MultiheadAttention, whose eval fast path (`_native_multi_head_attention`) is not exportable;
   in the NCHW attention blocks it runs on (B, heads, head_dim, H*W) with 1x1-conv projections;
+* GELU is written in the order that survives onnxsim and still fuses into one kernel (`GELU`);
 * channel LayerNorms are written out over dim 1 (`channel_layer_norm`), and clustering and
   dispatching take and return channels-first pixels: no permute round trips between the
   convolutions and the norms or the token ops (each was a pair of Transposes in ONNX).
@@ -57,6 +58,21 @@ class LayerNorm2d(nn.LayerNorm):
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
+
+
+class GELU(nn.GELU):
+    """nn.GELU (exact, erf). The export form writes it as (x * 0.5) * (1 + erf(x / sqrt 2)): the
+    one ordering that onnxsim leaves alone (it moves a trailing * 0.5 into the next Conv's
+    weights) and that onnxruntime still fuses into one Gelu kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.reference = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reference:
+            return F.gelu(x)
+        return (x * 0.5) * (1.0 + torch.erf(x / 1.4142135623730951))
 
 
 class LayerScale(nn.Module):
@@ -217,7 +233,7 @@ def _mlp_conv(dim: int, ratio: float, depthwise: bool) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(dim, hidden, kernel_size=1),
         ResDWConv(hidden, 3) if depthwise else nn.Identity(),
-        nn.GELU(),
+        GELU(),
         nn.Conv2d(hidden, dim, kernel_size=1),
     )
 
@@ -286,7 +302,7 @@ class MHSABlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.mha_op = MultiheadAttention(dim, cfg.num_heads(stage))
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), GELU(), nn.Linear(hidden, dim))
         if cfg.layerscale:
             self.ls1 = LayerScale(dim, channels_first=False)
             self.ls2 = LayerScale(dim, channels_first=False)
@@ -378,7 +394,7 @@ def _downsample_layers(cfg: GLNetConfig) -> nn.ModuleList:
             LayerNorm2d(cfg.in_chans) if cfg.dual_patch_norm else nn.Identity(),
             nn.Conv2d(cfg.in_chans, d[0] // 2, kernel_size=3, stride=2, padding=1),
             _norm(cfg, d[0] // 2),
-            nn.GELU(),
+            GELU(),
             nn.Conv2d(d[0] // 2, d[0], kernel_size=3, stride=2, padding=1),
             _norm(cfg, d[0]),
         )
@@ -469,7 +485,7 @@ class GLNet(nn.Module):
 
 
 # Modules with an export form and a `reference` form (the official code's library calls).
-_DUAL_FORM = (LayerNorm2d, MultiheadAttention, SlotPool, SoftCluster, SoftDispatch)
+_DUAL_FORM = (GELU, LayerNorm2d, MultiheadAttention, SlotPool, SoftCluster, SoftDispatch)
 
 
 def create_model(config: GLNetConfig | str, **overrides) -> GLNet:

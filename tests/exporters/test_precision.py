@@ -269,9 +269,9 @@ def test_guard_keeps_sensitive_blocks_out_and_reports_the_cost(tiny_loaded, tmp_
 
 
 def test_our_export_keeps_gelu_fusable(tiny_onnx, tmp_path):
-    """onnxsim would fold GELU's 0.5 into the next Conv (fuse_preceding_mul_into_conv), leaving a
-    pattern no runtime fuses; the export skips that pass, so onnxruntime runs one Gelu kernel per
-    GELU (stem + one per conv MLP)."""
+    """onnxsim folds a trailing GELU * 0.5 into the next Conv, leaving a pattern no runtime
+    fuses; the export form writes (x * 0.5) * (1 + erf(x / sqrt 2)), which onnxsim leaves intact,
+    so onnxruntime runs one Gelu kernel per GELU (stem + one per conv MLP)."""
     import onnxruntime as ort
 
     optimized = tmp_path / "optimized.onnx"
