@@ -142,16 +142,16 @@ def main() -> None:
                          "quietest_round_ratio": round(float(np.median(samples[quiet])) / quiet_eager, 3),
                          **accuracy.get(name, {})}
     best = min((n for n in results if "int8" in n), key=lambda n: results[n]["quietest_round_ratio"])
+    # The benchmark's own threads keep the load average near the thread count, so load says
+    # little; a wide spread of eager latencies is what shows other jobs interfering.
     cores = os.cpu_count() or 1
-    loaded_machine = max(load_before[0], load_after[0]) > 0.75 * cores
     spread = max(times["pytorch eager fp32"]) / min(times["pytorch eager fp32"])
-    reliable = not loaded_machine and spread < 2.0
+    reliable = spread < 1.5
     met = (results[best]["quietest_round_ratio"] <= TARGET_RATIO and results[best]["worst_cosine"] >= MIN_COSINE
            if reliable else None)
     if not reliable:
-        notes.append(f"other jobs loaded the machine (load {load_before[0]:.2f} -> {load_after[0]:.2f} on {cores} "
-                     f"cores, eager max/min {spread:.1f}x): PyTorch's OpenMP spin-waits inflate eager far more "
-                     "than onnxruntime, so the ratios flatter INT8; target not judged (met: null)")
+        notes.append(f"eager latencies spread {spread:.1f}x (load {load_before[0]:.2f} -> {load_after[0]:.2f} on "
+                     f"{cores} cores): other jobs interfered; target not judged (met: null)")
     report = {
         "variant": args.variant, "img_size": args.img_size, "batch": 1, "threads": args.threads,
         "rounds": args.rounds, "block": args.block, "results": results,

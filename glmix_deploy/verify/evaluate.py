@@ -20,6 +20,18 @@ from .bench import ProgressFactory, _no_progress
 EVAL_BATCH = 8
 
 
+def artifact_bytes(path: str | Path) -> int:
+    """Size on disk, counting the files an artifact is made of: an OpenVINO IR's .bin beside its
+    .xml, an ONNX's external data."""
+    path = Path(path)
+    parts = [path]
+    if path.suffix.lower() == ".xml":
+        parts.append(path.with_suffix(".bin"))
+    elif path.suffix.lower() == ".onnx":
+        parts.append(path.with_name(path.name + ".data"))
+    return sum(p.stat().st_size for p in parts if p.is_file())
+
+
 @dataclass(frozen=True)
 class PreprocessOverrides:
     img_size: int | None = None
@@ -180,7 +192,7 @@ def evaluate(
             logits = np.concatenate(logits_parts)
             pred = logits.argmax(-1)
             entry = EvalEntry(
-                name=name, path=str(path), format=fmt, file_bytes=Path(path).stat().st_size,
+                name=name, path=str(path), format=fmt, file_bytes=artifact_bytes(path),
                 preprocessing=dataclasses.asdict(prep), images=int(len(x)),
                 top1=topk_accuracy(logits, labels, 1), top5=topk_accuracy(logits, labels, 5),
                 latency_ms_per_image=1e3 * sum(timer) / max(1, len(x)))

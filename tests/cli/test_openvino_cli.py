@@ -45,6 +45,15 @@ def test_verify_and_bench_take_the_ir(tiny_ckpt: Path, tiny_openvino: Path, tmp_
     assert {(tiny_openvino.name, 1), (tiny_openvino.name, 2)} <= names
 
 
+def test_eval_counts_the_weights_beside_the_ir(tiny_ckpt: Path, tiny_openvino: Path, image_folder: Path, capsys) -> None:
+    rc = run(["--json", "eval", "--ckpt", str(tiny_ckpt), "--images", str(image_folder), "--model", str(tiny_openvino)])
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert rc == 0
+    row = rows[tiny_openvino.name]
+    assert row["format"] == "openvino fp32" and row["agreement"] == 1.0
+    assert row["file_bytes"] == tiny_openvino.stat().st_size + tiny_openvino.with_suffix(".bin").stat().st_size
+
+
 def test_a_tampered_ir_fails_verify_with_exit_1(tiny_ckpt: Path, tampered_onnx: Path, tmp_path: Path, capsys) -> None:
     xml = tmp_path / "tampered.xml"  # one weight of stages.2.blocks.1 scaled by 1.5
     ov.save_model(ov.convert_model(str(tampered_onnx)), str(xml), compress_to_fp16=False)
