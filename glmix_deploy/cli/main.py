@@ -261,9 +261,11 @@ def run(argv: list[str] | None = None) -> int:
         render.error("aborted")
         return EXIT_INTERRUPTED
     except CheckFailed as exc:
+        from ..exporters.onnx_export import ExportResult
+
         if State.json and exc.report is not None and hasattr(exc.report, "to_dict"):
             render.print_json({"passed": False, "error": str(exc), "result": exc.report.to_dict()})
-        elif exc.report is not None and hasattr(exc.report, "parity"):
+        elif isinstance(exc.report, ExportResult):  # other reports were rendered case by case
             render.export_result(exc.report)
         if _debug_requested(argv):
             raise
