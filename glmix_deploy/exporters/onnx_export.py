@@ -225,7 +225,7 @@ def _image_parity(reference, candidate, x, tolerance, on_case) -> list["ParityCa
     return cases
 
 
-def _save(model: "onnx.ModelProto", path: Path) -> list[Path]:
+def save_model(model: "onnx.ModelProto", path: Path) -> list[Path]:
     """Write the model; weights go to `<name>.data` beside it only when protobuf's 2 GiB limit
     forces it. Returns every file written."""
     import onnx
@@ -320,7 +320,7 @@ def export_onnx(
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         staged = work / out.name
-        written = _save(model, staged)
+        written = save_model(model, staged)
         onnx.checker.check_model(str(staged))
 
         t0 = time.perf_counter()

@@ -46,6 +46,21 @@ def ir_path(onnx_out: Path, out: Path | None) -> Path:
     return onnx_out.with_suffix(".xml")
 
 
+def _without_local_functions(onnx_path: Path, work: Path) -> Path:
+    """OpenVINO's ONNX frontend cannot convert local functions (`--cluster-op function`'s
+    glmix.cluster / glmix.dispatch): hand it an inlined copy, the same graph."""
+    import onnx
+    import onnx.inliner
+
+    if not onnx.load(str(onnx_path), load_external_data=False).functions:
+        return onnx_path
+    from .onnx_export import save_model
+
+    inlined = work / "inlined.onnx"
+    save_model(onnx.inliner.inline_local_functions(onnx.load(str(onnx_path))), inlined)
+    return inlined
+
+
 def convert_openvino(
     loaded: "LoadedCheckpoint",
     export: "ExportResult",
@@ -75,7 +90,7 @@ def convert_openvino(
         t0 = time.perf_counter()
         say(f"converting to OpenVINO IR (openvino {ov.__version__}, float32 weights)")
         try:
-            model = ov.convert_model(str(export.path))
+            model = ov.convert_model(str(_without_local_functions(export.path, work)))
         except Exception as exc:  # OpenVINO's conversion errors are RuntimeErrors with long text
             raise UserInputError(f"OpenVINO cannot convert {export.path}: {first_line(exc)}") from exc
         metadata = {p.key: p.value for p in onnx.load(str(export.path), load_external_data=False).metadata_props}

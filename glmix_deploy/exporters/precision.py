@@ -699,13 +699,13 @@ def build_cpu_int8(fp32_model: "onnx.ModelProto", calibration: CalibrationData, 
                    cache_dir: Path | None = None, method: str = "minmax") -> tuple["onnx.ModelProto", dict]:
     """The CPU variant from a verified fp32 graph: exact CPU rewrites, then `cpu_int8_variant`
     calibrated on `calibration` (cached like the Q/DQ artifact, under its own key)."""
-    from .onnx_export import _save
+    from .onnx_export import save_model
 
     model = copy.deepcopy(fp32_model)
     del model.metadata_props[:]
     model, info = cpu_fp32_rewrites(constants_to_initializers(model))
     path = Path(work) / "cpu_fp32.onnx"
-    _save(model, path)
+    save_model(model, path)
     settings = {**int8_settings(method), "variant": CPU_VARIANT}
     cache = CalibrationCache(Path(cache_dir) if cache_dir else default_cache_dir(),
                              cache_key(model_sha256(model), calibration.data_hash, settings))
@@ -864,7 +864,7 @@ def convert_precision(
     import onnx
 
     from ..verify.preprocess import Preprocessing
-    from .onnx_export import _save
+    from .onnx_export import save_model
 
     options.validate()
     precision = options.precision
@@ -940,7 +940,7 @@ def convert_precision(
     else:
         assert calibration is not None
         model = constants_to_initializers(model)  # same numbers; weights the quantizer recognises
-        _save(model, fp32_path)
+        save_model(model, fp32_path)
         fp32_sha = model_sha256(model)
         settings = int8_settings(options.calib_method)
         cache_dir = Path(options.calib_cache) if options.calib_cache is not None else default_cache_dir()

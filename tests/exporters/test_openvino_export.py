@@ -48,3 +48,14 @@ def test_missing_output_folder_is_a_user_error(tiny_loaded, export, tmp_path: Pa
 def test_ir_path(out, want, tmp_path: Path) -> None:
     onnx_out = tmp_path / "m.onnx"
     assert ir_path(onnx_out, None if out is None else tmp_path / out) == tmp_path / want
+
+
+def test_local_functions_are_inlined_for_openvino(tiny_loaded, tmp_path: Path) -> None:
+    """OpenVINO's ONNX frontend rejects local functions; the IR is built from an inlined copy."""
+    import onnx
+
+    export = export_onnx(tiny_loaded, tmp_path / "f.onnx", ExportOptions(cluster_op="function"))
+    assert [f.name for f in onnx.load(str(export.path)).functions] == ["cluster", "dispatch"]
+    result = convert_openvino(tiny_loaded, export, tmp_path / "f.xml")
+    assert result.parity.passed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin", "f.onnx", "f.xml"]
