@@ -87,27 +87,10 @@ def stock_export(model, x, path: Path) -> str:
             return "torch.onnx.export (dynamo)"
 
 
-def ort_runner(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
-
-
-def openvino_runner(path: Path, threads: int):
-    import openvino as ov
-
-    core = ov.Core()
-    model = core.read_model(str(path))
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
-                                                 "PERFORMANCE_HINT": "LATENCY"})
-    request = compiled.create_infer_request()
-    return lambda x: next(iter(request.infer({0: x}).values()))
+def engine_runner(engine, x):
+    """One inference of `x` through a glmix-deploy engine: the runtimes set up as users get them."""
+    name, output = engine.inputs[0].name, engine.outputs[0].name
+    return lambda: engine.infer({name: x})[output]
 
 
 def node_counts(path: Path) -> dict:
@@ -135,6 +118,8 @@ def main() -> None:
     import torch
     from _timing import time_in_blocks
 
+    from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from glmix_deploy.engines.openvino_engine import OpenVINOEngine
     from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
     from glmix_deploy.models.loader import load_checkpoint
     from glmix_deploy.verify.bench import cpu_model
@@ -193,13 +178,11 @@ def main() -> None:
             runners = {"pytorch eager": eager}
             if compiled is not None:
                 runners["torch.compile"] = lambda: eager(compiled)
-            runners["stock export + onnxruntime"] = (lambda r: lambda: r(x))(ort_runner(stock[batch], args.threads))
-            if openvino:
-                runners["stock export + OpenVINO"] = (lambda r: lambda: r(x))(
-                    openvino_runner(stock[batch], args.threads))
-            runners["ours + onnxruntime"] = (lambda r: lambda: r(x))(ort_runner(ours[batch], args.threads))
-            if openvino:
-                runners["ours + OpenVINO"] = (lambda r: lambda: r(x))(openvino_runner(ours[batch], args.threads))
+            for label, files in (("stock export", stock), ("ours", ours)):
+                runners[f"{label} + onnxruntime"] = engine_runner(
+                    OnnxRuntimeEngine(files[batch], threads=args.threads, providers=["CPUExecutionProvider"]), x)
+                if openvino:  # OpenVINO reads the ONNX file directly
+                    runners[f"{label} + OpenVINO"] = engine_runner(OpenVINOEngine(files[batch], threads=args.threads), x)
 
             ref = eager()
             errors = {}

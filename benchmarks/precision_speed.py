@@ -48,18 +48,6 @@ def cpu_info() -> dict:
             "isa": sorted(f for f in flags if f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"))}
 
 
-class _OpenVINOSession:
-    """onnxruntime's session call shape over glmix-deploy's OpenVINO engine (which reads ONNX too)."""
-
-    def __init__(self, path: Path, threads: int):
-        from glmix_deploy.engines.openvino_engine import OpenVINOEngine
-
-        self.engine = OpenVINOEngine(path, threads=threads)
-
-    def run(self, _names, feeds):
-        return [self.engine.infer(feeds)["logits"]]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="glnet_4g")
@@ -80,6 +68,7 @@ def main() -> None:
 
     from _timing import quietest_round, time_in_blocks
 
+    from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
     from glmix_deploy.exporters.calibration import synthetic_calibration
     from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
     from glmix_deploy.exporters.precision import PrecisionOptions, build_cpu_int8
@@ -110,17 +99,14 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         model = loaded.model.eval().set_reference(True)  # the official code's ops
-        sessions = {}
-        for name, path in (("onnxruntime fp32", fp32_path), ("onnxruntime int8 Q/DQ (TensorRT artifact)", int8_path),
-                           ("onnxruntime int8 CPU variant (QOperator u8s8)", cpu_path)):
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = args.threads
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.log_severity_level = 3
-            sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        if importlib.util.find_spec("openvino") is not None:
-            sessions["OpenVINO int8 Q/DQ (same artifact)"] = _OpenVINOSession(int8_path, args.threads)
+        engines = {name: OnnxRuntimeEngine(path, threads=args.threads, providers=["CPUExecutionProvider"])
+                   for name, path in (("onnxruntime fp32", fp32_path),
+                                      ("onnxruntime int8 Q/DQ (TensorRT artifact)", int8_path),
+                                      ("onnxruntime int8 CPU variant (QOperator u8s8)", cpu_path))}
+        if importlib.util.find_spec("openvino") is not None:  # OpenVINO reads the ONNX file directly
+            from glmix_deploy.engines.openvino_engine import OpenVINOEngine
+
+            engines["OpenVINO int8 Q/DQ (same artifact)"] = OpenVINOEngine(int8_path, threads=args.threads)
 
         x = seeded_input((1, 3, args.img_size, args.img_size), 0)
 
@@ -129,8 +115,8 @@ def main() -> None:
                 return model(torch.from_numpy(x)).numpy()
 
         runners = {"pytorch eager fp32": eager}
-        for name, session in sessions.items():
-            runners[name] = (lambda s: lambda: s.run(None, {"images": x})[0])(session)
+        for name, engine in engines.items():
+            runners[name] = (lambda e: lambda: e.infer({"images": x})["logits"])(engine)
         times = time_in_blocks(runners, rounds=args.rounds, block=args.block, warmup=args.warmup)
         load_after = os.getloadavg()
 
@@ -138,8 +124,8 @@ def main() -> None:
         inputs = [seeded_input((1, 3, args.img_size, args.img_size), 100 + i) for i in range(args.inputs)]
         with torch.inference_mode():
             refs = [model(torch.from_numpy(v)).numpy() for v in inputs]
-        for name, session in sessions.items():
-            outs = [session.run(None, {"images": v})[0] for v in inputs]
+        for name, engine in engines.items():
+            outs = [engine.infer({"images": v})["logits"] for v in inputs]
             m = compare(np.concatenate(refs), np.concatenate(outs))
             per_input = [compare(r, o).cosine for r, o in zip(refs, outs)]
             accuracy[name] = {"cosine": round(m.cosine, 6), "worst_cosine": round(min(per_input), 6),

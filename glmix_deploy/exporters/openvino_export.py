@@ -46,14 +46,14 @@ def ir_path(onnx_out: Path, out: Path | None) -> Path:
     return onnx_out.with_suffix(".xml")
 
 
-def _without_local_functions(onnx_path: Path, work: Path) -> Path:
+def _without_local_functions(onnx_path: Path, has_functions: bool, work: Path) -> Path:
     """OpenVINO's ONNX frontend cannot convert local functions (`--cluster-op function`'s
     glmix.cluster / glmix.dispatch): hand it an inlined copy, the same graph."""
+    if not has_functions:
+        return onnx_path
     import onnx
     import onnx.inliner
 
-    if not onnx.load(str(onnx_path), load_external_data=False).functions:
-        return onnx_path
     from .onnx_export import save_model
 
     inlined = work / "inlined.onnx"
@@ -89,11 +89,12 @@ def convert_openvino(
     try:
         t0 = time.perf_counter()
         say(f"converting to OpenVINO IR (openvino {ov.__version__}, float32 weights)")
+        header = onnx.load(str(export.path), load_external_data=False)  # metadata and functions only
         try:
-            model = ov.convert_model(str(_without_local_functions(export.path, work)))
+            model = ov.convert_model(str(_without_local_functions(export.path, bool(header.functions), work)))
         except Exception as exc:  # OpenVINO's conversion errors are RuntimeErrors with long text
             raise UserInputError(f"OpenVINO cannot convert {export.path}: {first_line(exc)}") from exc
-        metadata = {p.key: p.value for p in onnx.load(str(export.path), load_external_data=False).metadata_props}
+        metadata = {p.key: p.value for p in header.metadata_props}
         metadata["source_onnx"] = export.path.name
         for key, value in metadata.items():
             model.set_rt_info(value, [RT_INFO_KEY, key])

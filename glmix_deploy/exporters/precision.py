@@ -754,8 +754,8 @@ def drop_broadcast_expands(model: "onnx.ModelProto") -> tuple["onnx.ModelProto",
 
 def cpu_fp32_rewrites(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", dict]:
     """Exact rewrites that help onnxruntime on a CPU (not needed by TensorRT, which fuses these
-    itself): drop normalize's redundant Expand. (GELU stays fusable: the export keeps onnxsim
-    from folding its 0.5 into the next Conv.)"""
+    itself): drop normalize's redundant Expand. (GELU needs nothing: the export form writes it
+    in the order onnxsim leaves fusable.)"""
     model, expands = drop_broadcast_expands(model)
     return model, {"expand_dropped": expands}
 

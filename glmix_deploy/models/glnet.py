@@ -187,7 +187,12 @@ def _l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """F.normalize(x, dim=-1) with the same arithmetic, but dividing by broadcasting instead of
     an explicit expand: the exported graph then carries no shape-dependent constants, so every
     GLMix block's clustering folds into one shared ONNX function, static shapes included."""
-    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(eps)
+    return x / _vector_norm(x, dim=-1, eps=eps)
+
+
+def _vector_norm(x: torch.Tensor, dim: int, eps: float = 1e-12) -> torch.Tensor:
+    """|x| along `dim` (kept), floored at eps like F.normalize."""
+    return torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(eps)
 
 
 class SoftCluster(nn.Module):
@@ -208,8 +213,7 @@ class SoftCluster(nn.Module):
             x_flat = x.transpose(1, 2)
             logits = F.normalize(init_slots, dim=-1) @ (slot_scale * F.normalize(x_flat, dim=-1)).transpose(-1, -2)
             return logits, torch.softmax(logits, dim=-1) @ x_flat
-        pixel_norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12)  # (B, 1, HW)
-        logits = (_l2_normalize(init_slots) @ x) * (slot_scale / pixel_norm)  # (B, S, HW)
+        logits = (_l2_normalize(init_slots) @ x) * (slot_scale / _vector_norm(x, dim=1))  # (B, S, HW)
         slots = torch.softmax(logits, dim=-1) @ x.transpose(1, 2)  # (B, S, C)
         return logits, slots
 
