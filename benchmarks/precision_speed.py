@@ -69,12 +69,12 @@ def main() -> None:
     from _timing import quietest_round, time_in_blocks
 
     from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
-    from glmix_deploy.exporters.calibration import synthetic_calibration
+    from glmix_deploy.precision.calibration import synthetic_calibration
     from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
-    from glmix_deploy.exporters.precision import PrecisionOptions, build_cpu_int8
+    from glmix_deploy.precision.convert import PrecisionOptions, build_cpu_int8
     from glmix_deploy.models.loader import load_checkpoint
-    from glmix_deploy.verify.metrics import compare
-    from glmix_deploy.verify.parity import seeded_input
+    from glmix_deploy.compare.metrics import compare
+    from glmix_deploy.compare.parity import seeded_input
     from tests.factory import random_glnet, save_training_checkpoint
 
     load_before = os.getloadavg()

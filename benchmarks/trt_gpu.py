@@ -34,7 +34,7 @@ def skip(reason: str, out: Path | None) -> None:
 
 
 def stats(ms: list[float], batch: int) -> dict:
-    from glmix_deploy.verify.bench import LatencyStats
+    from glmix_deploy.bench.bench import LatencyStats
 
     s = LatencyStats.from_samples([m / 1e3 for m in ms], batch).to_dict()
     s["throughput_p50"] = round(batch / (s["p50_ms"] / 1e3), 2) if s["p50_ms"] > 0 else None
@@ -77,7 +77,7 @@ def main() -> None:
 
     import torch
 
-    from glmix_deploy.exporters.tensorrt_build import import_tensorrt
+    from glmix_deploy.tensorrt.compat import import_tensorrt
 
     if not torch.cuda.is_available():
         skip("no CUDA GPU visible to torch", args.out)
@@ -86,12 +86,12 @@ def main() -> None:
         skip("the tensorrt Python package is not importable (pip install 'glmix-deploy[trt]')", args.out)
 
     from glmix_deploy.engines.tensorrt_engine import TensorRTEngine, cuda_event_times
-    from glmix_deploy.exporters.preflight import declared_shape_range, load_model, metadata
-    from glmix_deploy.exporters.tensorrt_build import build_engine, detect_gpu, graph_precision
+    from glmix_deploy.tensorrt.preflight import declared_shape_range, load_model, metadata
+    from glmix_deploy.tensorrt.build import build_engine, detect_gpu, graph_precision
     from glmix_deploy.models.config import GLNetConfig
     from glmix_deploy.models.glnet import create_model
-    from glmix_deploy.verify.bench import parse_batches
-    from glmix_deploy.verify.metrics import compare
+    from glmix_deploy.bench.bench import parse_batches
+    from glmix_deploy.compare.metrics import compare
 
     batches = parse_batches(args.batches)
     for p in args.onnx:

@@ -40,6 +40,10 @@ class ArchitectureError(CheckpointError):
     """The tensors do not describe a GLNet we can build (missing/unexpected/mis-shaped keys)."""
 
 
+class ExportError(UserInputError):
+    """The exporter could not produce a graph (exit 2, with the exporter's own first line)."""
+
+
 class MissingDependencyError(UserInputError):
     """An optional runtime (TensorRT, a GPU, ...) is needed but absent."""
 

@@ -13,7 +13,7 @@ What it writes (all under samples/):
     glnet_digits.pth                   {'model': state_dict, 'epoch': N, 'args': TrainConfig}
 
 Training images go through the exact eval pipeline: they are rendered to PNG files in a temp dir
-and read back with `glmix_deploy.verify.preprocess.Preprocessing.load`, as the held-out images
+and read back with `glmix_deploy.data.preprocess.Preprocessing.load`, as the held-out images
 are; the only extra step in training is a small random affine (torch ops) on the loaded tensors.
 `<index>` is the image's row in `load_digits()`.
 """
@@ -35,7 +35,7 @@ from PIL import Image
 
 from glmix_deploy.models.config import GLNetConfig
 from glmix_deploy.models.glnet import create_model
-from glmix_deploy.verify.preprocess import Preprocessing
+from glmix_deploy.data.preprocess import Preprocessing
 
 SAMPLES = Path(__file__).resolve().parent
 DIGITS = SAMPLES / "digits"

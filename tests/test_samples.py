@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from glmix_deploy.models.loader import load_checkpoint
-from glmix_deploy.verify.preprocess import Preprocessing
+from glmix_deploy.data.preprocess import Preprocessing
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 CHECKPOINT = SAMPLES / "glnet_digits.pth"

@@ -89,7 +89,7 @@ def main(
     State.debug = debug
     State.json = json_output
     if version:
-        from .. import __version__
+        from glmix_deploy import __version__
 
         typer.echo(__version__)
         raise typer.Exit(EXIT_OK)

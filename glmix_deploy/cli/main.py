@@ -14,8 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import render
-from .app import (
+from glmix_deploy.cli import render
+from glmix_deploy.cli.app import (
     EXIT_CHECK_FAILED,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover - older typer depends on click
 
 def _load(ckpt: Path, state_key: StateKey, head_dim: int | None, num_slots: int | None,
           img_size: int | None = None):
-    from ..models.loader import load_checkpoint
+    from glmix_deploy.models.loader import load_checkpoint
 
     with render.status(f"loading {ckpt}", enabled=not State.json):
         return load_checkpoint(ckpt, state_key=state_key.value, head_dim=head_dim,
@@ -181,9 +181,9 @@ def export(
     force: Annotated[bool, typer.Option("--force", rich_help_panel="Triton (--fmt triton)", help="Replace an existing Triton model entry.")] = False,
 ) -> None:
     """Export a checkpoint to ONNX, TensorRT or a Triton repository, verified against PyTorch."""
-    from ..exporters.onnx_export import ExportOptions, export_onnx
-    from ..exporters.precision import PrecisionOptions
-    from . import targets
+    from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
+    from glmix_deploy.precision.convert import PrecisionOptions
+    from glmix_deploy.cli import targets
 
     triton_options = None
     if fmt is Fmt.triton:
@@ -233,8 +233,8 @@ def export(
 
 
 # Command modules register themselves on `app` when imported.
-from . import verify_commands, visualize_command  # noqa: E402,F401
-from . import trt_commands  # noqa: E402,F401
+from glmix_deploy.cli import verify_commands, visualize_command  # noqa: E402,F401
+from glmix_deploy.cli import trt_commands  # noqa: E402,F401
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -243,7 +243,7 @@ def _debug_requested(argv: list[str]) -> bool:
 
 def run(argv: list[str] | None = None) -> int:
     """Console-script entry point: the one place errors become exit codes."""
-    from ..errors import CheckFailed, GlmixDeployError
+    from glmix_deploy.errors import CheckFailed, GlmixDeployError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     command = typer.main.get_command(app)
@@ -261,7 +261,7 @@ def run(argv: list[str] | None = None) -> int:
         render.error("aborted")
         return EXIT_INTERRUPTED
     except CheckFailed as exc:
-        from ..exporters.onnx_export import ExportResult
+        from glmix_deploy.exporters.onnx_export import ExportResult
 
         if State.json and exc.report is not None and hasattr(exc.report, "to_dict"):
             render.print_json({"passed": False, "error": str(exc), "result": exc.report.to_dict()})

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import UserInputError
+from glmix_deploy.errors import UserInputError
 
 if TYPE_CHECKING:
-    from ..exporters.triton import TritonOptions
+    from glmix_deploy.exporters.triton import TritonOptions
 
 
 def onnx_path(fmt: str, out: Path | None, ckpt: Path) -> Path:
@@ -52,10 +52,10 @@ def engine_path(onnx_out: Path, out: Path | None) -> Path:
 def build_trt(onnx_out: Path, out: Path | None, *, quiet: bool, **trt_options) -> dict:
     """Build the engine from the verified ONNX (preflight first). Without TensorRT bindings or
     trtexec this raises MissingDependencyError (exit 2) and the ONNX stays where it is."""
-    from ..errors import CheckFailed
-    from ..exporters.preflight import PreflightReport
-    from ..exporters.tensorrt_build import build_engine
-    from . import render, trt_commands
+    from glmix_deploy.errors import CheckFailed
+    from glmix_deploy.tensorrt.preflight import PreflightReport
+    from glmix_deploy.tensorrt.build import build_engine
+    from glmix_deploy.cli import render, trt_commands
 
     for flag in ("min_shape", "opt_shape", "max_shape"):
         trt_options[flag] = parse_shape(trt_options[flag], "--" + flag.replace("_", "-"))
@@ -73,8 +73,8 @@ def build_trt(onnx_out: Path, out: Path | None, *, quiet: bool, **trt_options) -
 
 def write_openvino(loaded, export, out: Path | None, *, quiet: bool) -> dict:
     """Convert the verified ONNX to an OpenVINO IR beside it (or at --out) and verify the IR."""
-    from ..exporters.openvino_export import convert_openvino, ir_path
-    from . import render
+    from glmix_deploy.exporters.openvino_export import convert_openvino, ir_path
+    from glmix_deploy.cli import render
 
     result = convert_openvino(loaded, export, ir_path(export.path, out),
                               progress=None if quiet else render.step,
@@ -103,7 +103,7 @@ def triton_options(out: Path | None, *, backend: str, name: str, max_batch: int 
                    queue_delay_us: int, instances: int, kind: str, with_preprocess: bool,
                    force: bool) -> TritonTarget:
     """Validate a --fmt triton request and its target folder before any export work (exit 2)."""
-    from ..exporters.triton import DEFAULT_MAX_BATCH, TritonOptions, check_repository_target, parse_preferred_batch
+    from glmix_deploy.exporters.triton import DEFAULT_MAX_BATCH, TritonOptions, check_repository_target, parse_preferred_batch
 
     repo = out if out is not None else Path.cwd() / "model_repository"
     max_batch = max_batch or DEFAULT_MAX_BATCH
@@ -122,7 +122,7 @@ def triton_options(out: Path | None, *, backend: str, name: str, max_batch: int 
 def _labels_for(loaded) -> tuple[list[str] | None, str | None, str | None]:
     """(class names, their file, a note) from `labels.txt` beside the checkpoint: used only when
     present with one line per class."""
-    from ..exporters.triton import LABELS_FILE, read_labels
+    from glmix_deploy.exporters.triton import LABELS_FILE, read_labels
 
     path = Path(loaded.path).parent / LABELS_FILE
     if not path.is_file():
@@ -136,7 +136,7 @@ def _labels_for(loaded) -> tuple[list[str] | None, str | None, str | None]:
 def write_triton(loaded, onnx_out: Path, options: TritonTarget, *, quiet: bool, trt_options: dict) -> dict:
     """Put the verified ONNX (or, with --backend tensorrt, an engine built from it) into the
     repository; returns the report's `triton` section."""
-    from ..exporters.triton import read_onnx_signature, write_triton_repository
+    from glmix_deploy.exporters.triton import read_onnx_signature, write_triton_repository
 
     target = options
     labels, labels_source, note = _labels_for(loaded)
@@ -165,7 +165,7 @@ def write_triton(loaded, onnx_out: Path, options: TritonTarget, *, quiet: bool, 
 def _render_triton(result, note: str | None) -> None:
     from rich.table import Table
 
-    from . import render
+    from glmix_deploy.cli import render
 
     if note:
         render.step(f"[yellow]{note}[/yellow]")

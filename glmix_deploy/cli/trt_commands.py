@@ -1,6 +1,6 @@
 """`preflight` (registered on the shared app) and the rendering of TensorRT preflight/build results.
 
-Thin: parse, call glmix_deploy.exporters.preflight / tensorrt_build, render; CheckFailed (exit 1)
+Thin: parse, call glmix_deploy.tensorrt.preflight / tensorrt_build, render; CheckFailed (exit 1)
 when preflight finds anything TensorRT's ONNX parser would reject.
 """
 
@@ -12,9 +12,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..errors import CheckFailed
-from . import render
-from .app import State, app
+from glmix_deploy.errors import CheckFailed
+from glmix_deploy.cli import render
+from glmix_deploy.cli.app import State, app
 
 ShapeOption = Optional[str]
 
@@ -64,7 +64,7 @@ def build_result(result) -> None:
 
 
 def _parse_shape(text: str | None, flag: str):
-    from .targets import parse_shape
+    from glmix_deploy.cli.targets import parse_shape
 
     return parse_shape(text, flag)
 
@@ -78,9 +78,9 @@ def preflight(
     max_shape: Annotated[ShapeOption, typer.Option("--max-shape", help="Profile maximum.")] = None,
 ) -> None:
     """Would TensorRT's ONNX parser import this model? Runs anywhere; exit 1 if anything would fail."""
-    from ..exporters.preflight import load_model
-    from ..exporters.preflight import preflight as run_preflight
-    from ..exporters.tensorrt_build import derive_profiles
+    from glmix_deploy.tensorrt.preflight import load_model
+    from glmix_deploy.tensorrt.preflight import preflight as run_preflight
+    from glmix_deploy.tensorrt.build import derive_profiles
 
     shapes = dict(min_shape=_parse_shape(min_shape, "--min-shape"), opt_shape=_parse_shape(opt_shape, "--opt-shape"),
                   max_shape=_parse_shape(max_shape, "--max-shape"))

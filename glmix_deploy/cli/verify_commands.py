@@ -12,9 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import CheckFailed, UserInputError
-from . import render, verify_render
-from .app import CkptOption, HeadDimOption, NumSlotsOption, State, StateKey, StateKeyOption, app
+from glmix_deploy.errors import CheckFailed, UserInputError
+from glmix_deploy.cli import render, verify_render
+from glmix_deploy.cli.app import CkptOption, HeadDimOption, NumSlotsOption, State, StateKey, StateKeyOption, app
 
 ReportOption = Annotated[Optional[Path], typer.Option("--report", help="Write the full report as JSON.")]
 ThreadsOption = Annotated[Optional[int], typer.Option(
@@ -22,7 +22,7 @@ ThreadsOption = Annotated[Optional[int], typer.Option(
 
 
 def _emit_json(data: dict) -> None:
-    from ..verify.reports import dumps
+    from glmix_deploy.verify.reports import dumps
 
     sys.stdout.write(dumps(data))
 
@@ -74,8 +74,8 @@ def verify(
     num_slots: NumSlotsOption = None,
 ) -> None:
     """Check an exported artifact against its PyTorch checkpoint (exit 1 when any threshold fails)."""
-    from ..verify.reports import check_output_path, write_json, write_junit
-    from ..verify.verify import parse_shapes, verify_artifact
+    from glmix_deploy.verify.reports import check_output_path, write_json, write_junit
+    from glmix_deploy.verify.verify import parse_shapes, verify_artifact
 
     report_path = check_output_path(report, "--report")
     junit_path = check_output_path(junit, "--junit")
@@ -118,10 +118,10 @@ def bench(
     num_slots: NumSlotsOption = None,
 ) -> None:
     """Latency/throughput of PyTorch eager and each artifact, side by side, with optional gates."""
-    from ..verify.bench import apply_baseline, apply_max_ratio, load_baseline, parse_batches, run_bench
-    from ..verify.bench import plot as plot_bench
-    from ..verify.reports import check_output_path, write_json
-    from ..verify.verify import parse_fraction
+    from glmix_deploy.bench.bench import apply_baseline, apply_max_ratio, load_baseline, parse_batches, run_bench
+    from glmix_deploy.bench.bench import plot as plot_bench
+    from glmix_deploy.verify.reports import check_output_path, write_json
+    from glmix_deploy.verify.verify import parse_fraction
 
     report_path = check_output_path(report, "--report")
     plot_path = check_output_path(plot, "--plot")
@@ -165,8 +165,8 @@ def eval_command(
     num_slots: NumSlotsOption = None,
 ) -> None:
     """Top-1/top-5 accuracy of PyTorch and each artifact on a labeled image folder."""
-    from ..verify.evaluate import PreprocessOverrides, evaluate, parse_triple
-    from ..verify.reports import check_output_path, write_json
+    from glmix_deploy.verify.evaluate import PreprocessOverrides, evaluate, parse_triple
+    from glmix_deploy.verify.reports import check_output_path, write_json
 
     report_path = check_output_path(report, "--report")
     overrides = PreprocessOverrides(img_size=img_size, crop_pct=crop_pct, mean=parse_triple(mean, "--mean"),

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import render
+from glmix_deploy.cli import render
 
 
 def progress_factory(enabled: bool):

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import render
-from .app import CkptOption, HeadDimOption, NumSlotsOption, State, StateKey, StateKeyOption, app
+from glmix_deploy.cli import render
+from glmix_deploy.cli.app import CkptOption, HeadDimOption, NumSlotsOption, State, StateKey, StateKeyOption, app
 
 
 @app.command()
@@ -23,10 +23,10 @@ def visualize(
     num_slots: NumSlotsOption = None,
 ) -> None:
     """Colour every pixel by the GLMix slot it is clustered into, per stage, over the image."""
-    from ..errors import UserInputError
-    from ..models.loader import load_checkpoint
-    from ..verify.preprocess import Preprocessing
-    from ..verify.visualize import agreement, onnx_slot_maps, render as render_png, torch_slot_maps
+    from glmix_deploy.errors import UserInputError
+    from glmix_deploy.models.loader import load_checkpoint
+    from glmix_deploy.data.preprocess import Preprocessing
+    from glmix_deploy.verify.visualize import agreement, onnx_slot_maps, render as render_png, torch_slot_maps
 
     if not out.parent.exists():
         raise UserInputError(f"output directory does not exist: {out.parent}")

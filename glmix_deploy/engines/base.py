@@ -8,26 +8,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserInputError
-
-Dim = int | str | None  # a fixed size, a symbolic name, or unknown
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[Dim, ...]
-    dtype: str  # numpy dtype name, e.g. 'float32'
-
-    def accepts(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(self.shape) and all(
-            not isinstance(d, int) or d == s for d, s in zip(self.shape, shape))
-
+from glmix_deploy.errors import UserInputError
+from glmix_deploy.graph.onnx_io import TensorSpec
 
 class Engine(abc.ABC):
     """A loaded model that maps named numpy inputs to named numpy outputs."""
@@ -107,19 +93,19 @@ def open_engine(path: str | Path, **options) -> Engine:
     """The engine for an artifact, chosen from its file suffix."""
     kind = engine_kind_for(path)
     if kind == "torch":
-        from .torch_engine import TorchEngine
+        from glmix_deploy.engines.torch_engine import TorchEngine
 
         return TorchEngine.from_checkpoint(path, **options)
     if kind == "onnxruntime":
-        from .onnxruntime_engine import OnnxRuntimeEngine
+        from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
 
         return OnnxRuntimeEngine(path, **options)
     if kind == "openvino":
-        from .openvino_engine import OpenVINOEngine
+        from glmix_deploy.engines.openvino_engine import OpenVINOEngine
 
         return OpenVINOEngine(path, **options)
     # Lazy: tensorrt and CUDA are imported only here; without them TensorRTEngine raises
     # MissingDependencyError (exit 2) with the install hint.
-    from .tensorrt_engine import TensorRTEngine
+    from glmix_deploy.engines.tensorrt_engine import TensorRTEngine
 
     return TensorRTEngine(path, **options)

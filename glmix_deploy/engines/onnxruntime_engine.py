@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserInputError, first_line
-from .base import Engine, TensorSpec
+from glmix_deploy.errors import UserInputError, first_line
+from glmix_deploy.engines.base import Engine, TensorSpec
 
 _ORT_TYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",

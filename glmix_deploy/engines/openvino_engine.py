@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MissingDependencyError, UserInputError, first_line
-from .base import FixedIOEngine, TensorSpec
+from glmix_deploy.errors import MissingDependencyError, UserInputError, first_line
+from glmix_deploy.engines.base import FixedIOEngine, TensorSpec
 
 INSTALL_HINT = "OpenVINO is not installed: pip install 'glmix-deploy[openvino]' (or pip install openvino)"
 RT_INFO_KEY = "glmix_deploy"

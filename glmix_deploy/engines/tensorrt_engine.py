@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MissingDependencyError, UserInputError
-from .base import FixedIOEngine, TensorSpec
+from glmix_deploy.errors import MissingDependencyError, UserInputError
+from glmix_deploy.engines.base import FixedIOEngine, TensorSpec
 
 # TensorRT DataType member name -> numpy dtype name / torch dtype attribute.
 TRT_DTYPES = {"FLOAT": ("float32", "float32"), "HALF": ("float16", "float16"), "BF16": ("bfloat16", "bfloat16"),
@@ -54,8 +54,8 @@ def engine_metadata(sidecar: dict) -> dict[str, str]:
 
 
 def _require_runtime(device: int):
-    from ..exporters.tensorrt_build import import_tensorrt
-    from ..exporters.tensorrt_support import INSTALL_HINT
+    from glmix_deploy.tensorrt.compat import import_tensorrt
+    from glmix_deploy.tensorrt.compat import INSTALL_HINT
 
     trt = import_tensorrt()
     if trt is None:
@@ -76,7 +76,8 @@ class TensorRTEngine(FixedIOEngine):
 
     def __init__(self, path: str | Path, *, threads: int | None = None, device: int = 0,
                  strict_gpu_model: bool = True):
-        from ..exporters.tensorrt_build import GpuInfo, check_compatible, read_sidecar
+        from glmix_deploy.tensorrt.compat import GpuInfo, check_compatible
+        from glmix_deploy.tensorrt.sidecar import read_sidecar
 
         del threads  # GPU engine: host threads do not apply
         self.path = Path(path)

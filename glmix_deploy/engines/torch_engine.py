@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import FixedIOEngine, TensorSpec
+from glmix_deploy.engines.base import FixedIOEngine, TensorSpec
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
@@ -30,7 +30,7 @@ class TorchEngine(FixedIOEngine):
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, state_key: str = "auto", threads: int | None = None,
                         **load_options) -> "TorchEngine":
-        from ..models.loader import load_checkpoint
+        from glmix_deploy.models.loader import load_checkpoint
 
         return cls(load_checkpoint(path, state_key=state_key, **load_options).model, threads=threads)
 

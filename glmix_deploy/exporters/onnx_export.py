@@ -13,31 +13,26 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import CheckFailed, GlmixDeployError, UserInputError, first_line
-from .spec import DEFAULT_OPSET, FUNCTION_DOMAIN, MAX_OPSET, MIN_OPSET, GLNetOnnxSpec, ShapeRange
+from glmix_deploy.errors import CheckFailed, ExportError, UserInputError, first_line
+from glmix_deploy.graph.onnx_io import count_nodes, op_histogram, save_model
+from glmix_deploy.exporters.spec import DEFAULT_OPSET, FUNCTION_DOMAIN, MAX_OPSET, MIN_OPSET, GLNetOnnxSpec, ShapeRange
 
 if TYPE_CHECKING:
-    from .precision import PrecisionOptions
+    from glmix_deploy.precision.convert import PrecisionOptions
 
 if TYPE_CHECKING:
     import onnx
 
-    from ..models.loader import LoadedCheckpoint
-    from ..verify.parity import ParityCase, ParityReport
+    from glmix_deploy.models.loader import LoadedCheckpoint
+    from glmix_deploy.compare.parity import ParityCase, ParityReport
 
 CLUSTER_OPS = ("inline", "function")
-_TWO_GIB = 2**31
 Progress = Callable[[str], None]
-
-
-class ExportError(GlmixDeployError):
-    """The exporter could not produce a graph (exit 2, with the exporter's own first line)."""
 
 
 @dataclass(frozen=True)
@@ -101,17 +96,6 @@ class ExportResult:
         }
 
 
-def count_nodes(model: "onnx.ModelProto") -> int:
-    """Nodes of the main graph plus those inside local functions."""
-    return len(model.graph.node) + sum(len(f.node) for f in model.functions)
-
-
-def op_histogram(model: "onnx.ModelProto") -> dict[str, int]:
-    ops = Counter(n.op_type for n in model.graph.node)
-    ops.update(n.op_type for f in model.functions for n in f.node)
-    return dict(ops.most_common())
-
-
 def _trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: ShapeRange, path: Path) -> None:
     import torch
 
@@ -154,8 +138,8 @@ def _simplify(model: "onnx.ModelProto", spec: GLNetOnnxSpec, shape_range: ShapeR
     """onnxsim, kept only if it succeeds, preserves local functions and leaves results unchanged."""
     import onnxsim
 
-    from ..verify.metrics import compare
-    from ..verify.parity import seeded_input
+    from glmix_deploy.compare.metrics import compare
+    from glmix_deploy.compare.parity import seeded_input
 
     try:
         with warnings.catch_warnings():
@@ -179,7 +163,7 @@ def _metadata(loaded: "LoadedCheckpoint", options: ExportOptions, img_size: int,
     import onnx
     import torch
 
-    from .. import __version__
+    from glmix_deploy import __version__
 
     cfg = loaded.config
     return {
@@ -208,9 +192,9 @@ def _metadata(loaded: "LoadedCheckpoint", options: ExportOptions, img_size: int,
 
 def _image_parity(reference, candidate, x, tolerance, on_case) -> list["ParityCase"]:
     """Parity cases of `candidate` against `reference` on preprocessed images (batched)."""
-    from ..verify.images import engine_batch, run_batched
-    from ..verify.metrics import compare
-    from ..verify.parity import ParityCase
+    from glmix_deploy.engines.batching import engine_batch, run_batched
+    from glmix_deploy.compare.metrics import compare
+    from glmix_deploy.compare.parity import ParityCase
 
     batch, fixed = engine_batch(candidate, 8)
     ref = run_batched(reference, x, 8)
@@ -223,20 +207,6 @@ def _image_parity(reference, candidate, x, tolerance, on_case) -> list["ParityCa
         if on_case:
             on_case(case)
     return cases
-
-
-def save_model(model: "onnx.ModelProto", path: Path) -> list[Path]:
-    """Write the model; weights go to `<name>.data` beside it only when protobuf's 2 GiB limit
-    forces it. Returns every file written."""
-    import onnx
-
-    if model.ByteSize() < _TWO_GIB - 2**24:
-        onnx.save(model, str(path))
-        return [path]
-    data_name = path.name + ".data"
-    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location=data_name, size_threshold=1024)
-    return [path, path.with_name(data_name)]
 
 
 def export_onnx(
@@ -254,10 +224,10 @@ def export_onnx(
     """
     import onnx
 
-    from ..engines.onnxruntime_engine import OnnxRuntimeEngine
-    from ..engines.torch_engine import TorchEngine
-    from ..verify.metrics import Tolerance
-    from ..verify.parity import check_parity
+    from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from glmix_deploy.engines.torch_engine import TorchEngine
+    from glmix_deploy.compare.metrics import Tolerance
+    from glmix_deploy.compare.parity import check_parity
 
     options.validate()
     say = progress or (lambda _msg: None)
@@ -294,7 +264,7 @@ def export_onnx(
         precision = options.precision_name
         converted = None
         if precision != "fp32":
-            from .precision import convert_precision
+            from glmix_deploy.precision.convert import convert_precision
 
             t0 = time.perf_counter()
             say(f"converting the verified fp32 graph to {precision}")
@@ -306,7 +276,7 @@ def export_onnx(
 
         functions: list[str] = []
         if options.cluster_op == "function":
-            from .functions import FunctionExtractionError, extract_functions
+            from glmix_deploy.graph.functions import FunctionExtractionError, extract_functions
 
             try:
                 functions = extract_functions(model, spec.function_scopes(loaded.model), FUNCTION_DOMAIN)
@@ -330,7 +300,7 @@ def export_onnx(
         if converted is None:
             tolerance = Tolerance(max_rel=spec.fp32_max_rel)
         else:
-            from .precision import parity_tolerance
+            from glmix_deploy.precision.convert import parity_tolerance
 
             tolerance = parity_tolerance(precision, options.precision.min_top1)
         with OnnxRuntimeEngine(staged, providers=["CPUExecutionProvider"]) as candidate:

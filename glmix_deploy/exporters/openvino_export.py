@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..engines.openvino_engine import RT_INFO_KEY, import_openvino
-from ..errors import CheckFailed, UserInputError, first_line
+from glmix_deploy.engines.openvino_engine import RT_INFO_KEY, import_openvino
+from glmix_deploy.errors import CheckFailed, UserInputError, first_line
 
 if TYPE_CHECKING:
-    from ..models.loader import LoadedCheckpoint
-    from ..verify.parity import ParityCase, ParityReport
-    from .onnx_export import ExportResult
+    from glmix_deploy.models.loader import LoadedCheckpoint
+    from glmix_deploy.compare.parity import ParityCase, ParityReport
+    from glmix_deploy.exporters.onnx_export import ExportResult
 
 
 @dataclass
@@ -54,7 +54,7 @@ def _without_local_functions(onnx_path: Path, has_functions: bool, work: Path) -
     import onnx
     import onnx.inliner
 
-    from .onnx_export import save_model
+    from glmix_deploy.graph.onnx_io import save_model
 
     inlined = work / "inlined.onnx"
     save_model(onnx.inliner.inline_local_functions(onnx.load(str(onnx_path))), inlined)
@@ -74,10 +74,10 @@ def convert_openvino(
     Parity failure keeps the files and raises CheckFailed (exit 1) with the report."""
     import onnx
 
-    from ..engines.openvino_engine import OpenVINOEngine
-    from ..engines.torch_engine import TorchEngine
-    from ..verify.parity import check_parity
-    from .spec import GLNetOnnxSpec
+    from glmix_deploy.engines.openvino_engine import OpenVINOEngine
+    from glmix_deploy.engines.torch_engine import TorchEngine
+    from glmix_deploy.compare.parity import check_parity
+    from glmix_deploy.exporters.spec import GLNetOnnxSpec
 
     ov = import_openvino()
     say = progress or (lambda _msg: None)

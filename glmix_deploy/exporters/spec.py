@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UserInputError
-from ..models.config import GLNetConfig
+from glmix_deploy.errors import UserInputError
+from glmix_deploy.models.config import GLNetConfig
 
 DYNAMIC_MODES = ("none", "batch", "all")
 MIN_OPSET = 17  # LayerNormalization
@@ -53,8 +53,8 @@ class GLNetOnnxSpec:
 
     def function_scopes(self, model) -> list:
         """GLMix clustering and dispatching of every block, as `--cluster-op function` folds them."""
-        from ..models.glnet import SoftCluster, SoftDispatch
-        from .functions import FunctionScope, onnx_scope
+        from glmix_deploy.models.glnet import SoftCluster, SoftDispatch
+        from glmix_deploy.graph.functions import FunctionScope, onnx_scope
 
         names = {SoftCluster: "cluster", SoftDispatch: "dispatch"}
         return [FunctionScope(onnx_scope(name), names[type(m)])

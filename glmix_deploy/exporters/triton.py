@@ -59,10 +59,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import UserInputError
+from glmix_deploy.errors import UserInputError
 
 if TYPE_CHECKING:
-    from ..verify.preprocess import Preprocessing
+    from glmix_deploy.data.preprocess import Preprocessing
 
 BACKENDS = ("onnxruntime", "tensorrt")
 KINDS = ("gpu", "cpu")
@@ -255,7 +255,7 @@ def read_onnx_signature(path: Path) -> ArtifactSignature:
             raise UserInputError(f"{path}: unreadable shape_range metadata ({exc})") from exc
     preprocessing = None
     if "input_size" in meta:
-        from ..verify.preprocess import Preprocessing
+        from glmix_deploy.data.preprocess import Preprocessing
 
         preprocessing = Preprocessing.from_metadata(meta)
     provenance = {k: meta[k] for k in ("checkpoint_sha256", "release", "precision", "glmix_deploy_version")
@@ -347,7 +347,7 @@ def read_engine_signature(engine: Path, sidecar: Path | None = None) -> Artifact
     onnx_meta = onnx_info.get("metadata") if isinstance(onnx_info.get("metadata"), dict) else {}
     preprocessing = None
     if isinstance(info.get("preprocessing"), dict):
-        from ..verify.preprocess import Preprocessing
+        from glmix_deploy.data.preprocess import Preprocessing
 
         p = info["preprocessing"]
         try:
@@ -357,7 +357,7 @@ def read_engine_signature(engine: Path, sidecar: Path | None = None) -> Artifact
         except (KeyError, TypeError, ValueError) as exc:
             raise UserInputError(f"{sidecar}: unreadable 'preprocessing' ({exc})") from exc
     elif "input_size" in onnx_meta:
-        from ..verify.preprocess import Preprocessing
+        from glmix_deploy.data.preprocess import Preprocessing
 
         preprocessing = Preprocessing.from_metadata(onnx_meta)
     provenance = {k: info[k] for k in ("checkpoint_sha256", "onnx_sha256", "tensorrt_version", "gpu", "precision")
@@ -554,7 +554,7 @@ class TritonPythonModel:
 def preprocess_model_source(preprocessing: "Preprocessing", *, output_name: str,
                             output_dtype: str = "float32") -> str:
     """The generated `model.py` (constants baked in; numpy + Pillow only)."""
-    from .. import __version__
+    from glmix_deploy import __version__
 
     if preprocessing.interpolation not in ("bilinear", "bicubic", "nearest", "lanczos"):
         raise UserInputError(f"unsupported interpolation {preprocessing.interpolation!r}")

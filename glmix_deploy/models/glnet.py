@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import GLNetConfig
+from glmix_deploy.models.config import GLNetConfig
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
@@ -494,7 +494,7 @@ _DUAL_FORM = (GELU, LayerNorm2d, MultiheadAttention, SlotPool, SoftCluster, Soft
 
 def create_model(config: GLNetConfig | str, **overrides) -> GLNet:
     """A GLNet in eval mode from a config or a release name (random weights)."""
-    from .config import RELEASES
+    from glmix_deploy.models.config import RELEASES
 
     if isinstance(config, str):
         if config not in RELEASES:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .checkpoint_io import Opaque
+from glmix_deploy.models.checkpoint_io import Opaque
 
 # key in the training config -> our field
 _ALIASES = {

@@ -11,13 +11,13 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from ..errors import ArchitectureError
-from .config import GLNetConfig
+from glmix_deploy.errors import ArchitectureError
+from glmix_deploy.models.config import GLNetConfig
 
 if TYPE_CHECKING:
     import torch
 
-    from .glnet import GLNet
+    from glmix_deploy.models.glnet import GLNet
 
 _BLOCK_KEY = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.(.+)$")
 _SHOW = 5  # offending keys named in an error line
@@ -174,7 +174,7 @@ def build_model(sd: Mapping[str, "torch.Tensor"], config: GLNetConfig) -> "GLNet
     """
     import torch
 
-    from .glnet import GLNet
+    from glmix_deploy.models.glnet import GLNet
 
     model = GLNet(config).eval()
     expected = model.state_dict()

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ArchitectureError
-from .config import GLNetConfig, match_release
+from glmix_deploy.errors import ArchitectureError
+from glmix_deploy.models.config import GLNetConfig, match_release
 
 if TYPE_CHECKING:
-    from .checkpoint_io import StateDictSource
-    from .glnet import GLNet
+    from glmix_deploy.models.checkpoint_io import StateDictSource
+    from glmix_deploy.models.glnet import GLNet
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,9 @@ def load_checkpoint(
     img_size: int | None = None,
 ) -> LoadedCheckpoint:
     """Load any GLNet checkpoint safely and rebuild its model from the tensors alone."""
-    from .checkpoint_io import extract_state_dict, read_checkpoint, sha256_file
-    from .hints import training_hints
-    from .infer import build_model, infer_config
+    from glmix_deploy.models.checkpoint_io import extract_state_dict, read_checkpoint, sha256_file
+    from glmix_deploy.models.hints import training_hints
+    from glmix_deploy.models.infer import build_model, infer_config
 
     raw = read_checkpoint(path)
     source: StateDictSource = extract_state_dict(raw, state_key=state_key, source=str(path))

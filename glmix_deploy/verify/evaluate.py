@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserInputError
-from .bench import ProgressFactory, _no_progress
+from glmix_deploy.errors import UserInputError
+from glmix_deploy.bench.bench import ProgressFactory, _no_progress
 
 EVAL_BATCH = 8
 
@@ -117,11 +117,12 @@ def evaluate(
     progress: ProgressFactory | None = None,
     say: Callable[[str], None] | None = None,
 ) -> EvalReport:
-    from ..engines.base import engine_kind_for, open_engine
-    from ..engines.torch_engine import TorchEngine
-    from ..models.loader import load_checkpoint
-    from .images import engine_batch, image_size_of, load_images, read_class_map, run_batched, scan_image_folder
-    from .preprocess import Preprocessing
+    from glmix_deploy.engines.base import engine_kind_for, open_engine
+    from glmix_deploy.engines.torch_engine import TorchEngine
+    from glmix_deploy.models.loader import load_checkpoint
+    from glmix_deploy.data.images import load_images, read_class_map, scan_image_folder
+    from glmix_deploy.engines.batching import engine_batch, image_size_of, run_batched
+    from glmix_deploy.data.preprocess import Preprocessing
 
     progress = progress or _no_progress
     say = say or (lambda _m: None)

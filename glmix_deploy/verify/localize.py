@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserInputError
-from .metrics import Comparison, Tolerance, compare
+from glmix_deploy.errors import UserInputError
+from glmix_deploy.compare.metrics import Comparison, Tolerance, compare
 
 BOUNDARY_PATTERN = re.compile(r"^(downsample_layers\.\d+|stages\.\d+\.blocks\.\d+|norm)$")
 OUTPUT_BOUNDARY = "head (model output)"

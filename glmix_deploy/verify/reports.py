@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import UserInputError
+from glmix_deploy.errors import UserInputError
 
 if TYPE_CHECKING:
-    from .verify import VerifyReport
+    from glmix_deploy.verify.verify import VerifyReport
 
 
 def check_output_path(path: str | Path | None, option: str) -> Path | None:

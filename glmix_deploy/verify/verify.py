@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import UserInputError
-from .metrics import Comparison, Tolerance, compare
+from glmix_deploy.errors import UserInputError
+from glmix_deploy.compare.metrics import Comparison, Tolerance, compare
 
 if TYPE_CHECKING:
-    from .localize import Localization
+    from glmix_deploy.verify.localize import Localization
 
 # Default thresholds per artifact precision (metadata `precision`).
 PRECISION_TOLERANCES: dict[str, Tolerance] = {
@@ -145,7 +145,7 @@ class VerifyReport:
         return line
 
     def to_dict(self) -> dict:
-        from .reports import json_safe
+        from glmix_deploy.verify.reports import json_safe
 
         return json_safe({
             "artifact": self.artifact,
@@ -168,7 +168,7 @@ class VerifyReport:
 
 
 def _metadata_config(metadata: Mapping[str, str]):
-    from ..models.config import GLNetConfig
+    from glmix_deploy.models.config import GLNetConfig
 
     try:
         return GLNetConfig.from_dict(json.loads(metadata["config"]))
@@ -226,13 +226,14 @@ def verify_artifact(
 ) -> VerifyReport:
     """Compare `model` (any engine suffix) with the PyTorch model of `ckpt`. Returns the report;
     the caller decides what a failure means (the CLI raises CheckFailed)."""
-    from ..engines.base import open_engine
-    from ..engines.torch_engine import TorchEngine
-    from ..models.checkpoint_io import sha256_file
-    from ..models.loader import load_checkpoint
-    from .images import engine_batch, image_size_of, load_images, run_batched, scan_images
-    from .parity import seeded_input
-    from .preprocess import Preprocessing
+    from glmix_deploy.engines.base import open_engine
+    from glmix_deploy.engines.torch_engine import TorchEngine
+    from glmix_deploy.models.checkpoint_io import sha256_file
+    from glmix_deploy.models.loader import load_checkpoint
+    from glmix_deploy.data.images import load_images, scan_images
+    from glmix_deploy.engines.batching import engine_batch, image_size_of, run_batched
+    from glmix_deploy.compare.parity import seeded_input
+    from glmix_deploy.data.preprocess import Preprocessing
 
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
@@ -321,7 +322,7 @@ def verify_artifact(
             if candidate.kind != "onnxruntime":
                 report.localization_note = f"--localize needs an ONNX artifact, not a {candidate.kind} one"
             else:
-                from .localize import localize as run_localize
+                from glmix_deploy.verify.localize import localize as run_localize
 
                 x = inputs[first.input]
                 batch, fixed = engine_batch(candidate, min(len(x), IMAGE_BATCH))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserInputError
-from ..exporters.spec import CLUSTER_LOGITS_PREFIX
+from glmix_deploy.errors import UserInputError
+from glmix_deploy.exporters.spec import CLUSTER_LOGITS_PREFIX
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def torch_slot_maps(model, x: np.ndarray) -> list[StageMap]:
 
 def onnx_slot_maps(path: str | Path, model, x: np.ndarray) -> list[StageMap]:
     """Slot maps from an ONNX exported with --cluster-logits (the PyTorch model gives sizes)."""
-    from ..engines.onnxruntime_engine import OnnxRuntimeEngine
+    from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     with OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"]) as engine:
         names = [o.name for o in engine.outputs if o.name.startswith(CLUSTER_LOGITS_PREFIX)]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from glmix_deploy.cli.main import run
-from glmix_deploy.exporters.tensorrt_support import tensorrt_available, trtexec_path
+from glmix_deploy.tensorrt.compat import tensorrt_available, trtexec_path
 from tests.factory import TINY, random_glnet, save_training_checkpoint
 
 

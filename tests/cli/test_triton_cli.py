@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from glmix_deploy.cli.main import run
-from glmix_deploy.exporters.tensorrt_support import tensorrt_available, trtexec_path
-from glmix_deploy.verify.preprocess import Preprocessing
+from glmix_deploy.tensorrt.compat import tensorrt_available, trtexec_path
+from glmix_deploy.data.preprocess import Preprocessing
 from tests.exporters.test_triton import (
     assert_config_matches_onnx,
     check_ensemble,

@@ -13,7 +13,7 @@ import pytest
 
 from glmix_deploy.engines.base import Engine, TensorSpec, open_engine
 from glmix_deploy.errors import UserInputError
-from glmix_deploy.verify.metrics import compare
+from glmix_deploy.compare.metrics import compare
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from glmix_deploy.errors import CheckFailed
-from glmix_deploy.exporters.onnx_export import ExportError, ExportOptions, export_onnx
+from glmix_deploy.errors import ExportError
+from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
 from glmix_deploy.models.config import RELEASE_STATE_KEYS, RELEASES
 from glmix_deploy.models.glnet import GLNet
 from glmix_deploy.models.loader import LoadedCheckpoint, load_checkpoint

@@ -10,7 +10,7 @@ import pytest
 
 from glmix_deploy.errors import CheckFailed, UserInputError
 from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
-from glmix_deploy.verify.metrics import Tolerance
+from glmix_deploy.compare.metrics import Tolerance
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install 'glmix-deploy[openvino]')")
 

@@ -31,7 +31,7 @@ from glmix_deploy.exporters.triton import (
     write_triton_repository,
 )
 from glmix_deploy.models.loader import LoadedCheckpoint, load_checkpoint
-from glmix_deploy.verify.preprocess import Preprocessing
+from glmix_deploy.data.preprocess import Preprocessing
 from tests.factory import TINY, random_glnet, save_training_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -528,8 +528,8 @@ def test_tensorrt_config_from_the_sidecar_the_engine_build_writes(onnx_batch: Pa
     (only the engine bytes are a stand-in) gives a config whose tensors match that ONNX, and its
     embedded ONNX metadata drives the ensemble's preprocessing."""
     try:
-        from glmix_deploy.exporters.preflight import graph_io, metadata
-        from glmix_deploy.exporters.tensorrt_build import GpuInfo, derive_profiles, sidecar_content, write_sidecar
+        from glmix_deploy.tensorrt.preflight import graph_io, metadata
+        from glmix_deploy.tensorrt.build import GpuInfo, derive_profiles, sidecar_content, write_sidecar
     except ImportError as exc:  # the TensorRT build module is someone else's and may be absent
         pytest.skip(f"tensorrt_build not available: {exc}")
     model = onnx.load(str(onnx_batch))

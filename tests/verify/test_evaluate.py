@@ -8,8 +8,8 @@ import torch
 
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.verify.evaluate import PreprocessOverrides, evaluate, parse_triple, topk_accuracy
-from glmix_deploy.verify.images import load_images, scan_image_folder
-from glmix_deploy.verify.preprocess import Preprocessing
+from glmix_deploy.data.images import load_images, scan_image_folder
+from glmix_deploy.data.preprocess import Preprocessing
 
 
 def test_topk_accuracy():

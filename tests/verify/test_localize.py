@@ -14,8 +14,8 @@ from glmix_deploy.verify.localize import (
     torch_boundaries,
     unqualified_scope_name,
 )
-from glmix_deploy.verify.metrics import Tolerance, compare
-from glmix_deploy.verify.parity import seeded_input
+from glmix_deploy.compare.metrics import Tolerance, compare
+from glmix_deploy.compare.parity import seeded_input
 from tests.tiny_artifacts import tamper
 
 EXPECTED_ORDER = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from glmix_deploy.errors import CheckpointError, UserInputError
-from glmix_deploy.verify.metrics import Tolerance
+from glmix_deploy.compare.metrics import Tolerance
 from glmix_deploy.verify.verify import (
     PRECISION_TOLERANCES,
     parse_fraction,

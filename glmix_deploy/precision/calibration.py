@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserInputError
+from glmix_deploy.errors import UserInputError
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIB_SIZE = 256
@@ -72,7 +72,7 @@ def evenly_spaced(n_total: int, n: int) -> list[int]:
 
 def load_calibration_images(root: str | Path, preprocessing, size: int | None = None) -> CalibrationData:
     """`size` images (default 256, all when fewer) from `root`, preprocessed for the model."""
-    from ..verify.images import load_images, scan_images
+    from glmix_deploy.data.images import load_images, scan_images
 
     images = scan_images(root, option="--calib")
     wanted = DEFAULT_CALIB_SIZE if size is None else size

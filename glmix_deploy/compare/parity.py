@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engines.base import Engine
-from ..errors import UserInputError
-from .metrics import Comparison, Tolerance, compare
+from glmix_deploy.engines.base import Engine
+from glmix_deploy.errors import UserInputError
+from glmix_deploy.compare.metrics import Comparison, Tolerance, compare
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from onnx import TensorProto, helper
 from glmix_deploy.engines.base import open_engine
 from glmix_deploy.engines.tensorrt_engine import dtype_names, engine_metadata, spec_shape
 from glmix_deploy.errors import CheckFailed, MissingDependencyError, UserInputError
-from glmix_deploy.exporters.preflight import TensorInfo
-from glmix_deploy.exporters.tensorrt_build import (
+from glmix_deploy.tensorrt.preflight import TensorInfo
+from glmix_deploy.tensorrt.build import (
     GpuInfo,
     ParserMessage,
     Profile,
@@ -44,8 +44,8 @@ from glmix_deploy.exporters.tensorrt_build import (
     trtexec_strongly_typed,
     write_sidecar,
 )
-from glmix_deploy.exporters.tensorrt_support import trtexec_path
-from tests.exporters.test_preflight import fvi, make_model, relu_then
+from glmix_deploy.tensorrt.compat import trtexec_path
+from tests.tensorrt.test_preflight import fvi, make_model, relu_then
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
 A100 = GpuInfo("NVIDIA A100-SXM4-80GB", "8.0")
@@ -496,7 +496,7 @@ def _ort(path: Path, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["static", "dynamic"])
 def test_tiny_engine_matches_onnxruntime(kind: str, tiny_exports: dict[str, Path], tmp_path: Path) -> None:
     from glmix_deploy.engines.tensorrt_engine import TensorRTEngine
-    from glmix_deploy.verify.metrics import compare
+    from glmix_deploy.compare.metrics import compare
 
     engine_path = tmp_path / f"{kind}.engine"
     result = build_engine(tiny_exports[kind], engine_path, workspace_gib=1.0, timing_cache=tmp_path,
@@ -550,7 +550,7 @@ def test_parser_failure_names_the_node(tmp_path: Path) -> None:
                                          for f in network_creation_flags(trt.__version__)))
     parser = trt.OnnxParser(network, logger)
     assert not parser.parse_from_file(str(path))
-    from glmix_deploy.exporters.tensorrt_build import _parser_message
+    from glmix_deploy.tensorrt.build import _parser_message
 
     text = format_parser_errors(path, [_parser_message(parser.get_error(i)) for i in range(parser.num_errors)])
     assert "fancy_1" in text and "FancyOp" in text

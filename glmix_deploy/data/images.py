@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserInputError
-from .preprocess import IMAGE_SUFFIXES, Preprocessing
+from glmix_deploy.errors import UserInputError
+from glmix_deploy.data.preprocess import IMAGE_SUFFIXES, Preprocessing
 
 
 @dataclass
@@ -187,41 +187,4 @@ def batches(n: int, batch: int) -> Iterator[slice]:
         yield slice(start, min(n, start + batch))
 
 
-def run_batched(engine, x: np.ndarray, batch: int, *, fixed: bool = False,
-                timer: list[float] | None = None) -> dict[str, np.ndarray]:
-    """Run `engine` over the rows of `x` in chunks of `batch`. With `fixed`, the last chunk is
-    padded (repeating its last row) to the engine's static batch and the padding dropped."""
-    import time
-
-    name = engine.inputs[0].name
-    parts: dict[str, list[np.ndarray]] = {}
-    for s in batches(len(x), batch):
-        chunk = x[s]
-        real = len(chunk)
-        if fixed and real < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
-        t0 = time.perf_counter()
-        out = engine.infer({name: chunk})
-        if timer is not None:
-            timer.append(time.perf_counter() - t0)
-        for key, value in out.items():
-            parts.setdefault(key, []).append(value[:real])
-    return {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def engine_batch(engine, requested: int) -> tuple[int, bool]:
-    """The batch to feed `engine`: its static batch when it has one, else `requested`."""
-    dim = engine.inputs[0].shape[0] if engine.inputs[0].shape else None
-    if isinstance(dim, int):
-        return dim, True
-    return requested, False
-
-
-def image_size_of(engine) -> int | None:
-    """The static height of an engine's image input, if any."""
-    shape = engine.inputs[0].shape
-    return shape[2] if len(shape) == 4 and isinstance(shape[2], int) else None
-
-
-__all__ = ["ImageSet", "scan_images", "scan_image_folder", "read_class_map", "load_images", "run_batched",
-           "engine_batch", "image_size_of"]
+__all__ = ["ImageSet", "scan_images", "scan_image_folder", "read_class_map", "load_images", "batches"]

@@ -17,31 +17,25 @@ What a build writes, beside the ONNX by default:
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
-import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import CheckFailed, MissingDependencyError, UserInputError
-from .preflight import TensorInfo, declared_shape_range, graph_io, load_model, metadata, preflight
-from .tensorrt_support import INSTALL_HINT
+from glmix_deploy.errors import CheckFailed, MissingDependencyError, UserInputError
+from glmix_deploy.tensorrt.preflight import TensorInfo, declared_shape_range, graph_io, load_model, metadata, preflight
+from glmix_deploy.tensorrt.compat import INSTALL_HINT, GpuInfo, detect_gpu, import_tensorrt, version_tuple
+from glmix_deploy.tensorrt.sidecar import _atomic_write, graph_precision, sha256_of, sidecar_content, write_sidecar
 
 if TYPE_CHECKING:
     import onnx
 
-    from .preflight import PreflightReport
+    from glmix_deploy.tensorrt.preflight import PreflightReport
 
-SIDECAR_FORMAT = "glmix-deploy.tensorrt-engine"
-SIDECAR_VERSION = 1
 MIN_TENSORRT_MAJOR = 10
 TRTEXEC_TIMEOUT_S = 3 * 3600
 Progress = Callable[[str], None]
@@ -159,74 +153,6 @@ def derive_profiles(model: "onnx.ModelProto", *, min_shape: Shape | None = None,
 # GPU identity, versions, timing cache
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class GpuInfo:
-    name: str
-    compute_capability: str  # "9.0"
-
-    @property
-    def sm(self) -> str:
-        return "sm" + self.compute_capability.replace(".", "")
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "compute_capability": self.compute_capability}
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> "GpuInfo | None":
-        if not data or not data.get("name"):
-            return None
-        return cls(str(data["name"]), str(data.get("compute_capability", "")))
-
-
-def parse_nvidia_smi(text: str) -> GpuInfo | None:
-    """First GPU of `nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader`."""
-    for line in text.splitlines():
-        parts = [p.strip() for p in line.rsplit(",", 1)]
-        if len(parts) == 2 and re.fullmatch(r"\d+\.\d+", parts[1]) and parts[0]:
-            return GpuInfo(parts[0], parts[1])
-    return None
-
-
-def detect_gpu(device: int = 0) -> GpuInfo | None:
-    """The GPU TensorRT will build for/run on: from torch.cuda, else nvidia-smi; None if none."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(device)
-            return GpuInfo(props.name, f"{props.major}.{props.minor}")
-    except Exception:  # a CPU build of torch, a broken driver: try nvidia-smi
-        pass
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        proc = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader", f"--id={device}"],
-                              capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse_nvidia_smi(proc.stdout) if proc.returncode == 0 else None
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for p in str(version).split("."):
-        m = re.match(r"\d+", p)
-        if not m:
-            break
-        parts.append(int(m.group()))
-    return tuple(parts)
-
-
-def same_tensorrt_version(a: str, b: str) -> bool:
-    """Equal on every component both spell (trtexec's banner gives 10.12.0, the bindings 10.12.0.36)."""
-    ta, tb = version_tuple(a), version_tuple(b)
-    n = min(len(ta), len(tb))
-    if n >= 3:
-        return ta[:n] == tb[:n]
-    return n > 0 and ta == tb
-
-
 def network_creation_flags(tensorrt_version: str) -> list[str]:
     """Names of the NetworkDefinitionCreationFlag members to set for a strongly typed network.
 
@@ -280,150 +206,6 @@ def resolve_timing_cache(option: Path | None, tensorrt_version: str, gpu: GpuInf
         return (cache_dir or default_cache_dir()) / name
     option = Path(option)
     return option / name if option.is_dir() else option
-
-
-# --------------------------------------------------------------------------------------------
-# Sidecar
-# --------------------------------------------------------------------------------------------
-
-def sidecar_path(engine: str | Path) -> Path:
-    engine = Path(engine)
-    return engine.with_name(engine.name + ".json")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def io_entries(tensors: Sequence[TensorInfo]) -> list[dict]:
-    return [{"name": t.name, "shape": None if t.shape is None else [d if isinstance(d, int) else -1 for d in t.shape],
-             "dtype": _NUMPY_DTYPES.get(t.dtype, t.dtype.lower())} for t in tensors]
-
-
-def graph_precision(model: "onnx.ModelProto") -> str:
-    """fp32 / fp16 / int8 from the metadata our exporters write, else from the graph itself."""
-    meta = metadata(model)
-    if meta.get("precision"):
-        return meta["precision"]
-    ops = {n.op_type for n in model.graph.node} | {n.op_type for f in model.functions for n in f.node}
-    if {"QuantizeLinear", "DequantizeLinear"} & ops:
-        return "int8"
-    types = {i.data_type for i in model.graph.initializer} | {
-        v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.input)}
-    return "fp16" if 10 in types else "fp32"
-
-
-def sidecar_content(*, engine: Path, onnx_path: Path, onnx_sha256: str, onnx_metadata: dict[str, str],
-                    tensorrt_version: str, gpu: GpuInfo | None, precision: str, profiles: Sequence[Profile],
-                    inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], backend: str,
-                    workspace_gib: float, builder_level: int, timing_cache: Path | None,
-                    build_seconds: float, engine_sha256: str | None = None,
-                    built_at: str | None = None) -> dict:
-    from .. import __version__
-
-    return {
-        "format": SIDECAR_FORMAT,
-        "format_version": SIDECAR_VERSION,
-        "engine": engine.name,
-        "engine_sha256": engine_sha256,
-        "tensorrt_version": tensorrt_version,
-        "gpu": gpu.to_dict() if gpu else None,
-        "precision": precision,
-        "strongly_typed": True,
-        "profiles": [p.to_dict() for p in profiles],
-        "inputs": io_entries(inputs),
-        "outputs": io_entries(outputs),
-        "checkpoint_sha256": onnx_metadata.get("checkpoint_sha256"),
-        "onnx": {"file": onnx_path.name, "sha256": onnx_sha256, "metadata": dict(onnx_metadata)},
-        "builder": {"backend": backend, "workspace_gib": workspace_gib, "builder_optimization_level": builder_level,
-                    "timing_cache": str(timing_cache) if timing_cache else None},
-        "build_seconds": round(build_seconds, 3),
-        "built_at": built_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "glmix_deploy_version": __version__,
-    }
-
-
-_REQUIRED_SIDECAR_KEYS = ("tensorrt_version", "gpu", "precision", "profiles", "inputs", "outputs")
-
-
-def read_sidecar(engine: str | Path) -> dict:
-    """The sidecar of `engine`; UserInputError (exit 2) when it is missing or not ours."""
-    path = sidecar_path(engine)
-    if not path.is_file():
-        raise UserInputError(f"{engine} has no sidecar {path.name}: it records the TensorRT version and GPU the "
-                             "engine was built for; rebuild with `glmix-deploy export --fmt trt`")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"{path} is not a readable JSON sidecar: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        raise UserInputError(f"{path} is not a glmix-deploy TensorRT engine sidecar")
-    missing = [k for k in _REQUIRED_SIDECAR_KEYS if k not in data]
-    if missing:
-        raise UserInputError(f"{path} lacks {', '.join(missing)}")
-    if int(data.get("format_version", 0)) > SIDECAR_VERSION:
-        raise UserInputError(f"{path} was written by a newer glmix-deploy (format {data['format_version']})")
-    return data
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_sidecar(engine: Path, content: dict) -> Path:
-    path = sidecar_path(engine)
-    _atomic_write(path, (json.dumps(content, indent=2) + "\n").encode())
-    return path
-
-
-# --------------------------------------------------------------------------------------------
-# Compatibility of a built engine with this machine
-# --------------------------------------------------------------------------------------------
-
-def compatibility_problems(sidecar: dict, tensorrt_version: str, gpu: GpuInfo | None, *,
-                           strict_gpu_model: bool = True) -> list[str]:
-    """Why the engine described by `sidecar` cannot be loaded here ([] if it can).
-
-    TensorRT engines are not portable across TensorRT versions, nor across GPU architectures
-    (compute capability); across GPU models of one architecture TensorRT loads them with a warning
-    that performance or correctness may suffer, which `strict_gpu_model` turns into a refusal.
-    """
-    problems = []
-    built = str(sidecar.get("tensorrt_version") or "")
-    if not built or not same_tensorrt_version(built, tensorrt_version):
-        problems.append(f"it was built with TensorRT {built or 'unknown'} and this machine has TensorRT "
-                        f"{tensorrt_version}; engines load only in the TensorRT version that built them")
-    built_gpu = GpuInfo.from_dict(sidecar.get("gpu"))
-    if gpu is None:
-        problems.append("no CUDA GPU is visible here")
-    elif built_gpu is not None:
-        if built_gpu.compute_capability and built_gpu.compute_capability != gpu.compute_capability:
-            problems.append(f"it was built for {built_gpu.name} (compute capability {built_gpu.compute_capability}) "
-                            f"and this GPU is {gpu.name} (compute capability {gpu.compute_capability})")
-        elif strict_gpu_model and built_gpu.name != gpu.name:
-            problems.append(f"it was built on {built_gpu.name} and this GPU is {gpu.name}; TensorRT tunes engines "
-                            "per GPU model")
-    return problems
-
-
-def check_compatible(engine: str | Path, sidecar: dict, tensorrt_version: str, gpu: GpuInfo | None, *,
-                     strict_gpu_model: bool = True) -> None:
-    problems = compatibility_problems(sidecar, tensorrt_version, gpu, strict_gpu_model=strict_gpu_model)
-    if problems:
-        raise UserInputError(f"cannot load {engine}: {'; '.join(problems)}. Rebuild it here from "
-                             f"{(sidecar.get('onnx') or {}).get('file', 'its ONNX')} (glmix-deploy export --fmt trt)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,19 +343,9 @@ class BuildResult:
                 "command": self.command}
 
 
-def import_tensorrt():
-    """The tensorrt module, or None where it is absent or cannot load (no libnvinfer, no driver)."""
-    try:
-        import tensorrt  # noqa: PLC0415
-
-        return tensorrt
-    except (ImportError, OSError):
-        return None
-
-
 def choose_backend(onnx_path: Path) -> str:
     """'python' when the tensorrt bindings import, else 'trtexec' when it is on PATH, else exit 2."""
-    from .tensorrt_support import trtexec_path
+    from glmix_deploy.tensorrt.compat import trtexec_path
 
     if import_tensorrt() is not None:
         return "python"
@@ -733,7 +505,7 @@ def _parser_message(error) -> ParserMessage:
 
 def _build_trtexec(onnx_path: Path, engine: Path, profiles: Sequence[Profile], dynamic_inputs: Sequence[str], *,
                    workspace_gib: float, timing_cache: Path | None, builder_level: int, say: Progress):
-    from .tensorrt_support import trtexec_path
+    from glmix_deploy.tensorrt.compat import trtexec_path
 
     exe = trtexec_path()
     if exe is None:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import UserInputError, first_line
+from glmix_deploy.errors import UserInputError, first_line
 
 if TYPE_CHECKING:
     import onnx

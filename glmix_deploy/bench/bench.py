@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserInputError
+from glmix_deploy.errors import UserInputError
 
 EAGER = "pytorch-eager"
 ProgressFactory = Callable[[str, int], "contextlib.AbstractContextManager[Callable[[], None]]"]
@@ -108,7 +108,7 @@ class BenchReport:
         return f"benchmark gate failed: {' | '.join(self.violations)}"
 
     def to_dict(self) -> dict:
-        from .reports import json_safe
+        from glmix_deploy.verify.reports import json_safe
 
         return json_safe({"checkpoint": self.checkpoint, "passed": self.passed, "machine": self.machine,
                           "versions": self.versions, "settings": self.settings,
@@ -141,7 +141,7 @@ def machine_info(threads: int) -> dict:
 def library_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    from .. import __version__
+    from glmix_deploy import __version__
 
     out = {"python": platform.python_version(), "glmix_deploy": __version__}
     for name in ("torch", "onnxruntime", "onnx", "numpy", "tensorrt"):
@@ -196,10 +196,10 @@ def run_bench(
     """Measure eager PyTorch and each artifact at each batch size."""
     import torch
 
-    from ..engines.base import engine_kind_for, open_engine
-    from ..engines.torch_engine import TorchEngine
-    from ..models.loader import load_checkpoint
-    from .parity import seeded_input
+    from glmix_deploy.engines.base import engine_kind_for, open_engine
+    from glmix_deploy.engines.torch_engine import TorchEngine
+    from glmix_deploy.models.loader import load_checkpoint
+    from glmix_deploy.compare.parity import seeded_input
 
     if iters < 1 or warmup < 0:
         raise UserInputError("--iters must be >= 1 and --warmup >= 0")

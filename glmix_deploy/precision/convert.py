@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import MissingDependencyError, UserInputError
-from .calibration import (
+from glmix_deploy.errors import MissingDependencyError, UserInputError
+from glmix_deploy.precision.calibration import (
     CALIB_METHODS,
     ArrayReader,
     CalibrationCache,
@@ -54,7 +54,7 @@ from .calibration import (
 if TYPE_CHECKING:
     import onnx
 
-    from ..verify.metrics import Comparison, Tolerance
+    from glmix_deploy.compare.metrics import Comparison, Tolerance
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_OP_TYPES = ("Conv", "MatMul", "Gemm")  # what TensorRT's explicit quantization takes as Q/DQ
@@ -87,7 +87,7 @@ class PrecisionOptions:
     min_cosine: float | None = None  # guard's cosine target (library only); default: the precision's
 
     def validate(self) -> None:
-        from ..verify.verify import parse_fraction
+        from glmix_deploy.verify.verify import parse_fraction
 
         if self.precision not in PRECISIONS:
             raise UserInputError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
@@ -120,7 +120,7 @@ class PrecisionOptions:
 
     @property
     def target_top1(self) -> float:
-        from ..verify.verify import parse_fraction
+        from glmix_deploy.verify.verify import parse_fraction
 
         return parse_fraction(self.min_top1, "--min-top1") if self.min_top1 is not None else DEFAULT_MIN_TOP1
 
@@ -128,7 +128,7 @@ class PrecisionOptions:
 def parity_tolerance(precision: str, min_top1: float | None = None) -> "Tolerance":
     """The artifact's parity thresholds: verify's defaults for its precision (one source of truth),
     with --min-top1 replacing the top-1 criterion when given."""
-    from ..verify.verify import resolve_tolerance
+    from glmix_deploy.verify.verify import resolve_tolerance
 
     return resolve_tolerance(precision, min_top1=min_top1)
 
@@ -508,7 +508,7 @@ class Score:
 
 def score_outputs(refs: Sequence[np.ndarray], outs: Sequence[np.ndarray], cases: Sequence[GuardCase],
                   tolerance: "Tolerance") -> Score:
-    from ..verify.metrics import compare
+    from glmix_deploy.compare.metrics import compare
 
     metrics: list[Comparison] = [compare(r, o) for r, o in zip(refs, outs)]
     violations = [f"{c.label}: {v}" for c, m in zip(cases, metrics) for v in tolerance.violations(m)]
@@ -699,7 +699,7 @@ def build_cpu_int8(fp32_model: "onnx.ModelProto", calibration: CalibrationData, 
                    cache_dir: Path | None = None, method: str = "minmax") -> tuple["onnx.ModelProto", dict]:
     """The CPU variant from a verified fp32 graph: exact CPU rewrites, then `cpu_int8_variant`
     calibrated on `calibration` (cached like the Q/DQ artifact, under its own key)."""
-    from .onnx_export import save_model
+    from glmix_deploy.graph.onnx_io import save_model
 
     model = copy.deepcopy(fp32_model)
     del model.metadata_props[:]
@@ -828,7 +828,7 @@ class PrecisionResult:
 
 def _guard_cases(spec, shape_range, seed: int, images: np.ndarray | None) -> list[GuardCase]:
     """The export parity's seeded inputs (same shapes and seeds) plus the guard images."""
-    from ..verify.parity import seeded_input
+    from glmix_deploy.compare.parity import seeded_input
 
     cases = [GuardCase(f"random {'x'.join(map(str, s))}", seeded_input(s, seed + i), s[0], True)
              for i, s in enumerate(spec.verification_shapes(shape_range))]
@@ -840,7 +840,7 @@ def _guard_cases(spec, shape_range, seed: int, images: np.ndarray | None) -> lis
 
 
 def _load_guard_images(root: Path, preprocessing) -> np.ndarray:
-    from ..verify.images import load_images, scan_images
+    from glmix_deploy.data.images import load_images, scan_images
 
     images = scan_images(root, option="--holdout")
     images.files = [images.files[i] for i in evenly_spaced(len(images.files), GUARD_MAX_IMAGES)]
@@ -863,8 +863,8 @@ def convert_precision(
     """The verified fp32 `model` converted to options.precision, with the guard's report."""
     import onnx
 
-    from ..verify.preprocess import Preprocessing
-    from .onnx_export import save_model
+    from glmix_deploy.data.preprocess import Preprocessing
+    from glmix_deploy.graph.onnx_io import save_model
 
     options.validate()
     precision = options.precision

@@ -15,9 +15,9 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from glmix_deploy.errors import UserInputError
-from glmix_deploy.exporters.calibration import cache_key, default_cache_dir
+from glmix_deploy.precision.calibration import cache_key, default_cache_dir
 from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
-from glmix_deploy.exporters.precision import (
+from glmix_deploy.precision.convert import (
     PrecisionOptions,
     block_of,
     convert_fp16,

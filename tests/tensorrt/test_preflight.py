@@ -12,8 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from glmix_deploy.errors import CheckFailed, UserInputError
 from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
-from glmix_deploy.exporters.precision import PrecisionOptions
-from glmix_deploy.exporters.preflight import (
+from glmix_deploy.precision.convert import PrecisionOptions
+from glmix_deploy.tensorrt.preflight import (
     ERROR,
     OPSET_MAX,
     SUPPORTED_OPS,

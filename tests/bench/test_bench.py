@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from glmix_deploy.errors import UserInputError
-from glmix_deploy.verify.bench import (
+from glmix_deploy.bench.bench import (
     EAGER,
     LatencyStats,
     apply_baseline,

@@ -8,17 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
 from glmix_deploy.errors import UserInputError
-from glmix_deploy.verify.images import (
-    engine_batch,
+from glmix_deploy.data.images import (
     load_images,
     read_class_map,
-    run_batched,
     scan_image_folder,
     scan_images,
 )
-from glmix_deploy.verify.preprocess import Preprocessing
+from glmix_deploy.data.preprocess import Preprocessing
 from tests.tiny_artifacts import write_image_folder
 
 
@@ -106,20 +103,6 @@ def test_nothing_decodable_is_a_user_error(tmp_path):
     (tmp_path / "c" / "x.png").write_bytes(b"garbage")
     with pytest.raises(UserInputError, match="could be read"):
         load_images(scan_image_folder(tmp_path), Preprocessing(img_size=32))
-
-
-def test_static_batch_engine_gets_padded_chunks(tiny_onnx_static, tiny_onnx):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((3, 3, 64, 64), dtype=np.float32)
-    with OnnxRuntimeEngine(tiny_onnx_static, threads=1) as static, OnnxRuntimeEngine(tiny_onnx, threads=1) as dyn:
-        assert engine_batch(static, 8) == (1, True)
-        assert engine_batch(dyn, 8) == (8, False)
-        one_by_one = run_batched(static, x, 1, fixed=True)["logits"]
-        assert one_by_one.shape == (3, 10)
-        timer: list[float] = []
-        chunks = run_batched(dyn, x, 2, timer=timer)["logits"]
-        assert len(timer) == 2
-        np.testing.assert_allclose(one_by_one, chunks, rtol=1e-4, atol=1e-5)
 
 
 def test_write_image_folder_helper_is_deterministic(tmp_path):
