@@ -90,7 +90,7 @@ def main() -> None:
     from glmix_deploy.tensorrt.build import build_engine, detect_gpu, graph_precision
     from glmix_deploy.models.config import GLNetConfig
     from glmix_deploy.models.glnet import create_model
-    from glmix_deploy.bench.bench import parse_batches
+    from glmix_deploy.cli.params import parse_batches
     from glmix_deploy.compare.metrics import compare
 
     batches = parse_batches(args.batches)

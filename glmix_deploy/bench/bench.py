@@ -30,16 +30,6 @@ def _no_progress(_label: str, _total: int) -> Iterator[Callable[[], None]]:
     yield lambda: None
 
 
-def parse_batches(text: str) -> list[int]:
-    try:
-        values = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise UserInputError(f"--batch must be comma-separated integers (e.g. 1,8,32), not {text!r}") from None
-    if not values or min(values) < 1:
-        raise UserInputError(f"--batch needs positive batch sizes, not {text!r}")
-    return list(dict.fromkeys(values))
-
-
 @dataclass(frozen=True)
 class LatencyStats:
     batch: int
@@ -108,7 +98,7 @@ class BenchReport:
         return f"benchmark gate failed: {' | '.join(self.violations)}"
 
     def to_dict(self) -> dict:
-        from glmix_deploy.verify.reports import json_safe
+        from glmix_deploy.files import json_safe
 
         return json_safe({"checkpoint": self.checkpoint, "passed": self.passed, "machine": self.machine,
                           "versions": self.versions, "settings": self.settings,

@@ -103,7 +103,8 @@ def triton_options(out: Path | None, *, backend: str, name: str, max_batch: int 
                    queue_delay_us: int, instances: int, kind: str, with_preprocess: bool,
                    force: bool) -> TritonTarget:
     """Validate a --fmt triton request and its target folder before any export work (exit 2)."""
-    from glmix_deploy.exporters.triton import DEFAULT_MAX_BATCH, TritonOptions, check_repository_target, parse_preferred_batch
+    from glmix_deploy.cli.params import parse_preferred_batch
+    from glmix_deploy.exporters.triton import DEFAULT_MAX_BATCH, TritonOptions, check_repository_target
 
     repo = out if out is not None else Path.cwd() / "model_repository"
     max_batch = max_batch or DEFAULT_MAX_BATCH

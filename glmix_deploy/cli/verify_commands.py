@@ -22,7 +22,7 @@ ThreadsOption = Annotated[Optional[int], typer.Option(
 
 
 def _emit_json(data: dict) -> None:
-    from glmix_deploy.verify.reports import dumps
+    from glmix_deploy.files import dumps
 
     sys.stdout.write(dumps(data))
 
@@ -74,15 +74,17 @@ def verify(
     num_slots: NumSlotsOption = None,
 ) -> None:
     """Check an exported artifact against its PyTorch checkpoint (exit 1 when any threshold fails)."""
-    from glmix_deploy.verify.reports import check_output_path, write_json, write_junit
-    from glmix_deploy.verify.verify import parse_shapes, verify_artifact
+    from glmix_deploy.files import check_output_path, write_json
+    from glmix_deploy.verify.reports import write_junit
+    from glmix_deploy.cli.params import parse_fraction, parse_shapes
+    from glmix_deploy.verify.verify import verify_artifact
 
     report_path = check_output_path(report, "--report")
     junit_path = check_output_path(junit, "--junit")
     parsed = parse_shapes(shapes) if shapes is not None else None
     result = verify_artifact(
         ckpt, model, shapes=parsed, images=images, atol=atol, rtol=rtol, min_cos=min_cos,
-        min_top1=min_top1, localize=localize, force=force, seed=seed, threads=threads,
+        min_top1=parse_fraction(min_top1, "--min-top1"), localize=localize, force=force, seed=seed, threads=threads,
         state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
         on_case=None if State.json else verify_render.verify_case,
         progress=None if State.json else render.step)
@@ -118,10 +120,10 @@ def bench(
     num_slots: NumSlotsOption = None,
 ) -> None:
     """Latency/throughput of PyTorch eager and each artifact, side by side, with optional gates."""
-    from glmix_deploy.bench.bench import apply_baseline, apply_max_ratio, load_baseline, parse_batches, run_bench
+    from glmix_deploy.bench.bench import apply_baseline, apply_max_ratio, load_baseline, run_bench
+    from glmix_deploy.cli.params import parse_batches, parse_fraction
     from glmix_deploy.bench.bench import plot as plot_bench
-    from glmix_deploy.verify.reports import check_output_path, write_json
-    from glmix_deploy.verify.verify import parse_fraction
+    from glmix_deploy.files import check_output_path, write_json
 
     report_path = check_output_path(report, "--report")
     plot_path = check_output_path(plot, "--plot")
@@ -165,8 +167,9 @@ def eval_command(
     num_slots: NumSlotsOption = None,
 ) -> None:
     """Top-1/top-5 accuracy of PyTorch and each artifact on a labeled image folder."""
-    from glmix_deploy.verify.evaluate import PreprocessOverrides, evaluate, parse_triple
-    from glmix_deploy.verify.reports import check_output_path, write_json
+    from glmix_deploy.cli.params import parse_triple
+    from glmix_deploy.verify.evaluate import PreprocessOverrides, evaluate
+    from glmix_deploy.files import check_output_path, write_json
 
     report_path = check_output_path(report, "--report")
     overrides = PreprocessOverrides(img_size=img_size, crop_pct=crop_pct, mean=parse_triple(mean, "--mean"),

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from glmix_deploy.errors import UserInputError, first_line
 from glmix_deploy.engines.base import Engine, TensorSpec
+
+if TYPE_CHECKING:
+    import onnx
 
 _ORT_TYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -27,25 +31,37 @@ def _spec(arg) -> TensorSpec:
 class OnnxRuntimeEngine(Engine):
     kind = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, threads: int | None = None,
-                 providers: Sequence[str] | None = None):
+    def __init__(self, model: "str | Path | onnx.ModelProto | bytes", *, threads: int | None = None,
+                 providers: Sequence[str] | None = None, spin: bool = True):
+        """`model`: an ONNX file, or a graph in memory (a ModelProto or its serialized bytes), which
+        is how the exporter and the precision search run candidates without writing them out.
+        `spin=False` stops idle worker threads from spinning (fairer when timing other runtimes
+        in the same process)."""
         import onnxruntime as ort
 
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise UserInputError(f"ONNX model not found: {self.path}")
+        if isinstance(model, (str, Path)):
+            self.path: Path | None = Path(model)
+            if not self.path.is_file():
+                raise UserInputError(f"ONNX model not found: {self.path}")
+            source: str | bytes = str(self.path)
+        else:
+            self.path = None
+            source = model if isinstance(model, bytes) else model.SerializeToString()
+        where = self.path or "the in-memory ONNX graph"
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Explicit threads: onnxruntime's default spins one thread per core, which skews
         # comparisons against PyTorch running with a set thread count.
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         chosen = list(providers) if providers else [p for p in _PREFERRED_PROVIDERS if p in available]
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=chosen)
+            self.session = ort.InferenceSession(source, options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise UserInputError(f"onnxruntime cannot load {self.path}: {first_line(exc)}") from exc
+            raise UserInputError(f"onnxruntime cannot load {where}: {first_line(exc)}") from exc
         self.providers = self.session.get_providers()
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 

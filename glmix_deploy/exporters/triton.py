@@ -95,19 +95,6 @@ _TRITON_TO_NUMPY = {"TYPE_FP32": "float32", "TYPE_FP16": "float16", "TYPE_FP64":
 # --------------------------------------------------------------------------- options
 
 
-def parse_preferred_batch(text: str | Iterable[int] | None) -> tuple[int, ...]:
-    """'8,16,32' -> (8, 16, 32); '' or None -> () (the dynamic batcher then picks sizes itself)."""
-    if text is None:
-        return ()
-    if not isinstance(text, str):
-        return tuple(int(v) for v in text)
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    try:
-        return tuple(int(p) for p in parts)
-    except ValueError:
-        raise UserInputError(f"--preferred-batch must be comma-separated integers like 8,16,32, not {text!r}") from None
-
-
 @dataclass(frozen=True)
 class TritonOptions:
     name: str = "glnet"
@@ -121,7 +108,7 @@ class TritonOptions:
     force: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "preferred_batch", parse_preferred_batch(self.preferred_batch))
+        object.__setattr__(self, "preferred_batch", tuple(int(v) for v in self.preferred_batch))
 
     @property
     def preprocess_name(self) -> str:

@@ -87,7 +87,7 @@ class PrecisionOptions:
     min_cosine: float | None = None  # guard's cosine target (library only); default: the precision's
 
     def validate(self) -> None:
-        from glmix_deploy.verify.verify import parse_fraction
+        from glmix_deploy.cli.params import parse_fraction  # TODO(architecture): the CLI converts
 
         if self.precision not in PRECISIONS:
             raise UserInputError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
@@ -120,7 +120,7 @@ class PrecisionOptions:
 
     @property
     def target_top1(self) -> float:
-        from glmix_deploy.verify.verify import parse_fraction
+        from glmix_deploy.cli.params import parse_fraction  # TODO(architecture): the CLI converts
 
         return parse_fraction(self.min_top1, "--min-top1") if self.min_top1 is not None else DEFAULT_MIN_TOP1
 

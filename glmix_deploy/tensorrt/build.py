@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 from glmix_deploy.errors import CheckFailed, MissingDependencyError, UserInputError
 from glmix_deploy.tensorrt.preflight import TensorInfo, declared_shape_range, graph_io, load_model, metadata, preflight
 from glmix_deploy.tensorrt.compat import INSTALL_HINT, GpuInfo, detect_gpu, import_tensorrt, version_tuple
-from glmix_deploy.tensorrt.sidecar import _atomic_write, graph_precision, sha256_of, sidecar_content, write_sidecar
+from glmix_deploy.files import write_bytes_atomic
+from glmix_deploy.tensorrt.sidecar import graph_precision, sha256_of, sidecar_content, write_sidecar
 
 if TYPE_CHECKING:
     import onnx
@@ -402,7 +403,7 @@ def build_engine(
         trt_version, gpu, plan, cache_info, command = _build_python(
             onnx_path, profiles, workspace_gib=workspace_gib, timing_cache=timing_cache,
             builder_level=builder_level, say=say)
-        _atomic_write(engine, plan)
+        write_bytes_atomic(engine, plan)
     elif chosen == "trtexec":
         trt_version, gpu, cache_info, command = _build_trtexec(
             onnx_path, engine, profiles, dynamic_inputs, workspace_gib=workspace_gib, timing_cache=timing_cache,
@@ -467,7 +468,7 @@ def _build_python(onnx_path: Path, profiles: Sequence[Profile], *, workspace_gib
     if plan is None:
         raise UserInputError(f"TensorRT could not build {onnx_path}: " + (" | ".join(logger.errors[-5:]) or
                                                                           "no error was logged"))
-    _atomic_write(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
+    write_bytes_atomic(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     cache_info = {"path": str(cache_path), "loaded": loaded, "saved": True}
     return version, gpu, bytes(memoryview(plan)), cache_info, []
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glmix_deploy.errors import UserInputError
+from glmix_deploy.files import write_bytes_atomic
 from glmix_deploy.graph.onnx_io import TensorSpec, read_metadata
 from glmix_deploy.tensorrt.compat import GpuInfo
 
@@ -113,19 +112,7 @@ def read_sidecar(engine: str | Path) -> dict:
     return data
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_sidecar(engine: Path, content: dict) -> Path:
     path = sidecar_path(engine)
-    _atomic_write(path, (json.dumps(content, indent=2) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(content, indent=2) + "\n").encode())
     return path

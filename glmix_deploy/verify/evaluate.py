@@ -55,18 +55,6 @@ class PreprocessOverrides:
         return dataclasses.replace(prep, **changes) if changes else prep
 
 
-def parse_triple(text: str | None, option: str) -> tuple[float, float, float] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise UserInputError(f"{option} must be three comma-separated numbers, not {text!r}") from None
-    if len(values) != 3:
-        raise UserInputError(f"{option} must be three comma-separated numbers, not {text!r}")
-    return values  # type: ignore[return-value]
-
-
 @dataclass
 class EvalEntry:
     name: str

@@ -31,16 +31,6 @@ PRECISION_TOLERANCES: dict[str, Tolerance] = {
 IMAGE_BATCH = 8  # batch for real images on engines with a dynamic batch
 
 
-def parse_fraction(value: float | None, option: str) -> float | None:
-    """A share given as a fraction (0.99) or a percentage (99): values above 1 are percent."""
-    if value is None:
-        return None
-    share = value / 100.0 if value > 1 else value
-    if not 0 <= share <= 1:
-        raise UserInputError(f"{option} must be a fraction (0-1) or a percentage (0-100), not {value:g}")
-    return share
-
-
 def resolve_tolerance(precision: str, *, atol: float | None = None, rtol: float | None = None,
                       min_cos: float | None = None, min_top1: float | None = None) -> Tolerance:
     """The precision's defaults with each given override replacing its criterion."""
@@ -50,30 +40,14 @@ def resolve_tolerance(precision: str, *, atol: float | None = None, rtol: float 
             raise UserInputError(f"{option} must be >= 0, not {value:g}")
     if min_cos is not None and not -1 <= min_cos <= 1:
         raise UserInputError(f"--min-cos must be between -1 and 1, not {min_cos:g}")
+    if min_top1 is not None and not 0 <= min_top1 <= 1:
+        raise UserInputError(f"--min-top1 must be a fraction between 0 and 1, not {min_top1:g}")
     return Tolerance(
         max_rel=rtol if rtol is not None else base.max_rel,
         atol=atol if atol is not None else base.atol,
         min_cosine=min_cos if min_cos is not None else base.min_cosine,
-        min_top1=parse_fraction(min_top1, "--min-top1") if min_top1 is not None else base.min_top1,
+        min_top1=min_top1 if min_top1 is not None else base.min_top1,
     )
-
-
-def parse_shapes(text: str) -> list[tuple[int, ...]]:
-    """'1x3x224x224,4x3x256x256' -> [(1, 3, 224, 224), (4, 3, 256, 256)]."""
-    shapes = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            dims = tuple(int(d) for d in part.lower().split("x"))
-        except ValueError:
-            raise UserInputError(f"--shapes: {part!r} is not NxCxHxW (e.g. 1x3x224x224)") from None
-        if len(dims) != 4 or min(dims) < 1:
-            raise UserInputError(f"--shapes: {part!r} is not NxCxHxW with positive sizes")
-        shapes.append(dims)
-    if not shapes:
-        raise UserInputError("--shapes is empty")
-    return shapes
 
 
 def _fmt_shape(shape: Sequence[int]) -> str:
@@ -145,7 +119,7 @@ class VerifyReport:
         return line
 
     def to_dict(self) -> dict:
-        from glmix_deploy.verify.reports import json_safe
+        from glmix_deploy.files import json_safe
 
         return json_safe({
             "artifact": self.artifact,

@@ -17,7 +17,6 @@ from glmix_deploy.bench.bench import (
     apply_max_ratio,
     cpu_model,
     load_baseline,
-    parse_batches,
     plot,
     run_bench,
 )
@@ -122,16 +121,6 @@ def test_plot_writes_a_png(bench_report, tmp_path):
         assert img.format == "PNG" and img.width > 500 and img.height > 200
         # Not blank: lines and text were drawn.
         assert len(np.unique(np.asarray(img.convert("L")))) > 10
-
-
-@pytest.mark.parametrize("text", ["", "0", "1,a", "-1"])
-def test_bad_batch_lists(text):
-    with pytest.raises(UserInputError):
-        parse_batches(text)
-
-
-def test_batch_list_dedup():
-    assert parse_batches("1, 8,8,32") == [1, 8, 32]
 
 
 def test_bad_bench_requests(tiny_ckpt, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from glmix_deploy.errors import UserInputError
-from glmix_deploy.verify.evaluate import PreprocessOverrides, evaluate, parse_triple, topk_accuracy
+from glmix_deploy.verify.evaluate import PreprocessOverrides, evaluate, topk_accuracy
 from glmix_deploy.data.images import load_images, scan_image_folder
 from glmix_deploy.data.preprocess import Preprocessing
 
@@ -74,9 +74,3 @@ def test_class_indices_beyond_the_head_are_refused(tiny_ckpt, tmp_path):
         evaluate(tiny_ckpt, tmp_path)
 
 
-def test_parse_triple():
-    assert parse_triple("0.5, 0.4,0.3", "--mean") == (0.5, 0.4, 0.3)
-    assert parse_triple(None, "--mean") is None
-    for bad in ("1,2", "a,b,c"):
-        with pytest.raises(UserInputError):
-            parse_triple(bad, "--std")

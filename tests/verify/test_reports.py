@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from glmix_deploy.errors import UserInputError
-from glmix_deploy.verify.reports import check_output_path, dumps, junit_xml, write_json, write_junit
+from glmix_deploy.files import check_output_path, dumps, write_json
+from glmix_deploy.verify.reports import junit_xml, write_junit
 from glmix_deploy.verify.verify import verify_artifact
 
 
