@@ -163,7 +163,7 @@ def test_release_variants_export_static_and_dynamic(name: str, tmp_path: Path) -
 def test_external_data_when_over_the_protobuf_limit(tiny: LoadedCheckpoint, tmp_path: Path, monkeypatch) -> None:
     # Our own size limit lowered (not a library fake): a model "over 2 GB" keeps its weights
     # in <name>.data beside the graph, and the whole pipeline (checker, onnxruntime, rename) copes.
-    monkeypatch.setattr("glmix_deploy.exporters.onnx_export._TWO_GIB", 2**24 + 1024)
+    monkeypatch.setattr("glmix_deploy.graph.onnx_io._TWO_GIB", 2**24 + 1024)
     out = tmp_path / "big.onnx"
     result = export_onnx(tiny, out, ExportOptions())
     assert result.parity.passed
