@@ -128,7 +128,7 @@ class PrecisionOptions:
 def parity_tolerance(precision: str, min_top1: float | None = None) -> "Tolerance":
     """The artifact's parity thresholds: verify's defaults for its precision (one source of truth),
     with --min-top1 replacing the top-1 criterion when given."""
-    from glmix_deploy.verify.verify import resolve_tolerance
+    from glmix_deploy.compare.tolerances import resolve_tolerance
 
     return resolve_tolerance(precision, min_top1=min_top1)
 

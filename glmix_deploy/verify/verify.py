@@ -18,36 +18,12 @@ import numpy as np
 
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.compare.metrics import Comparison, Tolerance, compare
+from glmix_deploy.compare.tolerances import resolve_tolerance
 
 if TYPE_CHECKING:
     from glmix_deploy.verify.localize import Localization
 
-# Default thresholds per artifact precision (metadata `precision`).
-PRECISION_TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(max_rel=1e-4),
-    "fp16": Tolerance(max_rel=None, min_cosine=0.999, min_top1=0.99),
-    "int8": Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.97),
-}
 IMAGE_BATCH = 8  # batch for real images on engines with a dynamic batch
-
-
-def resolve_tolerance(precision: str, *, atol: float | None = None, rtol: float | None = None,
-                      min_cos: float | None = None, min_top1: float | None = None) -> Tolerance:
-    """The precision's defaults with each given override replacing its criterion."""
-    base = PRECISION_TOLERANCES.get(precision, PRECISION_TOLERANCES["fp32"])
-    for value, option in ((atol, "--atol"), (rtol, "--rtol")):
-        if value is not None and not value >= 0:
-            raise UserInputError(f"{option} must be >= 0, not {value:g}")
-    if min_cos is not None and not -1 <= min_cos <= 1:
-        raise UserInputError(f"--min-cos must be between -1 and 1, not {min_cos:g}")
-    if min_top1 is not None and not 0 <= min_top1 <= 1:
-        raise UserInputError(f"--min-top1 must be a fraction between 0 and 1, not {min_top1:g}")
-    return Tolerance(
-        max_rel=rtol if rtol is not None else base.max_rel,
-        atol=atol if atol is not None else base.atol,
-        min_cosine=min_cos if min_cos is not None else base.min_cosine,
-        min_top1=min_top1 if min_top1 is not None else base.min_top1,
-    )
 
 
 def _fmt_shape(shape: Sequence[int]) -> str:

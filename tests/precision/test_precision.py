@@ -24,7 +24,8 @@ from glmix_deploy.precision.convert import (
     fp16_island_candidates,
 )
 from glmix_deploy.models.loader import load_checkpoint
-from glmix_deploy.verify.verify import PRECISION_TOLERANCES, verify_artifact
+from glmix_deploy.compare.tolerances import PRECISION_TOLERANCES
+from glmix_deploy.verify.verify import verify_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "glnet_digits.pth"

@@ -6,11 +6,8 @@ import pytest
 
 from glmix_deploy.errors import CheckpointError, UserInputError
 from glmix_deploy.compare.metrics import Tolerance
-from glmix_deploy.verify.verify import (
-    PRECISION_TOLERANCES,
-    resolve_tolerance,
-    verify_artifact,
-)
+from glmix_deploy.compare.tolerances import PRECISION_TOLERANCES, resolve_tolerance
+from glmix_deploy.verify.verify import verify_artifact
 from tests.tiny_artifacts import set_metadata
 
 
