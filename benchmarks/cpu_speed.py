@@ -122,7 +122,7 @@ def main() -> None:
     from glmix_deploy.engines.openvino_engine import OpenVINOEngine
     from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
     from glmix_deploy.models.loader import load_checkpoint
-    from glmix_deploy.bench.bench import cpu_model
+    from glmix_deploy.bench.machine import cpu_model
     from glmix_deploy.compare.parity import seeded_input
     from tests.factory import random_glnet, save_training_checkpoint
 

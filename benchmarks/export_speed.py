@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--dynamic", default="all")
     args = parser.parse_args()
 
-    from glmix_deploy.bench.bench import cpu_model
+    from glmix_deploy.bench.machine import cpu_model
     from tests.factory import random_glnet, save_training_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:

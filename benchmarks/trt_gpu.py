@@ -34,7 +34,7 @@ def skip(reason: str, out: Path | None) -> None:
 
 
 def stats(ms: list[float], batch: int) -> dict:
-    from glmix_deploy.bench.bench import LatencyStats
+    from glmix_deploy.bench.latency import LatencyStats
 
     s = LatencyStats.from_samples([m / 1e3 for m in ms], batch).to_dict()
     s["throughput_p50"] = round(batch / (s["p50_ms"] / 1e3), 2) if s["p50_ms"] > 0 else None

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import platform
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from glmix_deploy.bench.latency import LatencyStats, time_engine
+from glmix_deploy.bench.machine import library_versions, machine_info
 from glmix_deploy.errors import UserInputError
 
 EAGER = "pytorch-eager"
@@ -28,31 +27,6 @@ ProgressFactory = Callable[[str, int], "contextlib.AbstractContextManager[Callab
 @contextlib.contextmanager
 def _no_progress(_label: str, _total: int) -> Iterator[Callable[[], None]]:
     yield lambda: None
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    batch: int
-    iters: int
-    mean_ms: float
-    std_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    min_ms: float
-    max_ms: float
-    throughput: float  # images per second at the mean latency
-
-    @classmethod
-    def from_samples(cls, seconds: Sequence[float], batch: int) -> "LatencyStats":
-        ms = np.asarray(seconds, dtype=np.float64) * 1e3
-        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-        mean = float(ms.mean())
-        return cls(batch, len(ms), mean, float(ms.std()), float(p50), float(p90), float(p99),
-                   float(ms.min()), float(ms.max()), batch / (mean / 1e3) if mean > 0 else float("inf"))
-
-    def to_dict(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
 
 
 @dataclass
@@ -104,59 +78,6 @@ class BenchReport:
                           "versions": self.versions, "settings": self.settings,
                           "results": [e.to_dict() for e in self.entries], "gate": self.gate,
                           "violations": self.violations, "notes": self.notes})
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware", "cpu model") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def machine_info(threads: int) -> dict:
-    import torch
-
-    gpu = None
-    if torch.cuda.is_available():
-        gpu = {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()}
-    return {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "threads_used": threads,
-            "platform": platform.platform(), "gpu": gpu}
-
-
-def library_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from glmix_deploy import __version__
-
-    out = {"python": platform.python_version(), "glmix_deploy": __version__}
-    for name in ("torch", "onnxruntime", "onnx", "numpy", "tensorrt"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            if name != "tensorrt":
-                out[name] = None
-    return out
-
-
-def time_engine(engine, x: np.ndarray, *, warmup: int, iters: int,
-                advance: Callable[[], None] = lambda: None) -> LatencyStats:
-    """Warm up, then time `iters` single inferences (wall clock, perf_counter)."""
-    feeds = {engine.inputs[0].name: x}
-    for _ in range(warmup):
-        engine.infer(feeds)
-        advance()
-    samples = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        engine.infer(feeds)
-        samples.append(time.perf_counter() - t0)
-        advance()
-    return LatencyStats.from_samples(samples, len(x))
 
 
 def _metadata_size(engine) -> int | None:

@@ -89,3 +89,22 @@ def check_parity(
             if on_case:
                 on_case(case)
     return report
+
+
+def check_image_parity(reference: Engine, candidate: Engine, x: np.ndarray, tolerance: Tolerance, *,
+                       on_case: Callable[[ParityCase], None] | None = None) -> list[ParityCase]:
+    """Parity cases of `candidate` against `reference` on preprocessed images (batched: the
+    candidate's static batch when it has one, padded)."""
+    from glmix_deploy.engines.batching import engine_batch, run_batched
+
+    batch, fixed = engine_batch(candidate, 8)
+    ref = run_batched(reference, x, 8)
+    out = run_batched(candidate, x, batch, fixed=fixed)
+    cases = []
+    for name, ref_value in ref.items():
+        metrics = compare(ref_value, out[name])
+        case = ParityCase(tuple(x.shape), name, metrics, tuple(tolerance.violations(metrics)))
+        cases.append(case)
+        if on_case:
+            on_case(case)
+    return cases

@@ -190,25 +190,6 @@ def _metadata(loaded: "LoadedCheckpoint", options: ExportOptions, img_size: int,
     }
 
 
-def _image_parity(reference, candidate, x, tolerance, on_case) -> list["ParityCase"]:
-    """Parity cases of `candidate` against `reference` on preprocessed images (batched)."""
-    from glmix_deploy.engines.batching import engine_batch, run_batched
-    from glmix_deploy.compare.metrics import compare
-    from glmix_deploy.compare.parity import ParityCase
-
-    batch, fixed = engine_batch(candidate, 8)
-    ref = run_batched(reference, x, 8)
-    out = run_batched(candidate, x, batch, fixed=fixed)
-    cases = []
-    for name, ref_value in ref.items():
-        metrics = compare(ref_value, out[name])
-        case = ParityCase(tuple(x.shape), name, metrics, tuple(tolerance.violations(metrics)))
-        cases.append(case)
-        if on_case:
-            on_case(case)
-    return cases
-
-
 def export_onnx(
     loaded: "LoadedCheckpoint",
     out: str | os.PathLike,
@@ -227,7 +208,7 @@ def export_onnx(
     from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
     from glmix_deploy.engines.torch_engine import TorchEngine
     from glmix_deploy.compare.metrics import Tolerance
-    from glmix_deploy.compare.parity import check_parity
+    from glmix_deploy.compare.parity import check_image_parity, check_parity
 
     options.validate()
     say = progress or (lambda _msg: None)
@@ -309,8 +290,8 @@ def export_onnx(
                                   artifact=str(out), on_case=on_parity_case)
             if converted is not None and converted.image_case is not None:
                 say(f"verifying against PyTorch on {converted.image_case.label}")
-                report.cases.extend(_image_parity(reference, candidate, converted.image_case.x, tolerance,
-                                                  on_parity_case))
+                report.cases.extend(check_image_parity(reference, candidate, converted.image_case.x, tolerance,
+                                                       on_case=on_parity_case))
         seconds["verify"] = time.perf_counter() - t0
 
         final_nodes = count_nodes(model)

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from glmix_deploy.errors import UserInputError
+from glmix_deploy.bench.latency import LatencyStats
+from glmix_deploy.bench.machine import cpu_model
 from glmix_deploy.bench.bench import (
     EAGER,
-    LatencyStats,
     apply_baseline,
     apply_max_ratio,
-    cpu_model,
     load_baseline,
     plot,
     run_bench,
