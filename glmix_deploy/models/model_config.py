@@ -1,0 +1,127 @@
+"""`--model-config FILE`: the user's own statement of the architecture, in the official constructor's
+terms, for the facts the tensors cannot carry.
+
+A small YAML or JSON mapping. Its keys are the arguments of the official `GLNet(...)` constructor
+(rayleizhu/GLMix models/glnet.py: `depth`, `embed_dim`, `head_dim`, `mlp_ratios`, `mixing_modes`,
+`local_dw_ks`, `slot_init`, `num_slots`, `cpe_ks`, `downsample_style`, `transition_layout`,
+`dual_patch_norm`, `mlp_dw`, `layerscale`, `in_chans`, `num_classes`, `norm_layer`), optionally
+`model: glnet_4g` to start from a release's constructor values, and the preprocessing keys
+(`img_size`, `mean`, `std`, `crop_pct`, `interpolation`). Training-only arguments (`drop_path_rate`,
+`use_checkpoint_stages`, ...) are accepted and ignored. The tensors still decide whatever they can:
+a value here that contradicts them is refused, all contradictions in one message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from glmix_deploy.errors import UserInputError
+from glmix_deploy.models.config import PREPROCESSING_FIELDS, RELEASES, GLNetConfig
+
+# official constructor argument -> GLNetConfig field
+_OFFICIAL_NAMES = {
+    "depth": "depths", "embed_dim": "dims", "head_dim": "head_dim", "mlp_ratios": "mlp_ratios",
+    "mixing_modes": "mixing_modes", "local_dw_ks": "local_dw_ks", "slot_init": "slot_init",
+    "num_slots": "num_slots", "cpe_ks": "cpe_ks", "downsample_style": "downsample_style",
+    "transition_layout": "transition_layout", "dual_patch_norm": "dual_patch_norm", "mlp_dw": "mlp_dw",
+    "layerscale": "layerscale", "in_chans": "in_chans", "num_classes": "num_classes",
+    "norm_layer": "norm_layer", "token_label_head": "token_label_head",
+    **{name: name for name in PREPROCESSING_FIELDS},
+}
+# Training-time arguments of the constructor that change nothing in eval mode.
+_IGNORED = frozenset({"drop_path_rate", "drop_rate", "use_checkpoint_stages", "qk_scale", "pre_head_norm_layer",
+                      "pretrained", "pretrained_cfg", "pretrained_cfg_overlay"})
+_NORM_NAMES = {"batchnorm": "batchnorm", "batchnorm2d": "batchnorm", "bn": "batchnorm",
+               "layernorm": "layernorm", "layernorm2d": "layernorm", "ln": "layernorm"}
+_MAX_BYTES = 1 << 20  # a model config is a few hundred bytes; anything near this is not one
+
+
+@dataclass(frozen=True)
+class ModelConfigFile:
+    path: Path
+    values: dict[str, Any]  # GLNetConfig field -> value, only what the file states
+
+    def contradictions(self, inferred: GLNetConfig) -> list[str]:
+        """Stated values the tensors disagree with (fields the tensors cannot tell are skipped)."""
+        unrecoverable = {"head_dim", *PREPROCESSING_FIELDS}
+        if inferred.slot_init == "ada_avgpool":
+            unrecoverable.add("num_slots")
+        out = []
+        for name, value in self.values.items():
+            if name in unrecoverable:
+                continue
+            actual = getattr(inferred, name)
+            if _normalise(name, actual) != _normalise(name, value):
+                out.append(f"{name}: the file says {_show(value)}, the tensors say {_show(actual)}")
+        return out
+
+
+def _show(value: Any) -> str:
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+def _normalise(name: str, value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(float(v) if name in ("mlp_ratios", "mean", "std") else v for v in value)
+    return value
+
+
+def _field_value(key: str, value: Any, where: str) -> tuple[str, Any]:
+    name = _OFFICIAL_NAMES[key]
+    if name == "layerscale" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = value > 0  # the official constructor takes the init value, -1 = off
+    elif name == "norm_layer":
+        value = _NORM_NAMES.get(str(value).lower().replace("nn.", "").replace("_", ""))
+        if value is None:
+            raise UserInputError(f"{where}: norm_layer must be BatchNorm2d or LayerNorm2d")
+    elif name == "local_dw_ks" and isinstance(value, int):
+        value = (value,) * 4  # the official constructor repeats an int over the four stages
+    elif name == "mixing_modes" and isinstance(value, list):
+        value = tuple(value)
+    return name, value
+
+
+def parse_model_config(data: Any, where: str) -> dict[str, Any]:
+    """GLNetConfig fields from a mapping in the official constructor's terms."""
+    if not isinstance(data, dict):
+        raise UserInputError(f"{where}: expected a mapping of GLNet constructor arguments")
+    values: dict[str, Any] = {}
+    release = data.get("model")
+    if release is not None:
+        if release not in RELEASES:
+            raise UserInputError(f"{where}: model {release!r} is not a release ({', '.join(RELEASES)})")
+        values.update({k: v for k, v in RELEASES[release].architecture().items()})
+    unknown = sorted(str(k) for k in data if k not in _OFFICIAL_NAMES and k not in _IGNORED and k != "model")
+    if unknown:
+        raise UserInputError(f"{where}: unknown key(s) {', '.join(unknown)}; expected the official GLNet "
+                             f"constructor's arguments ({', '.join(sorted(_OFFICIAL_NAMES))})")
+    for key, value in data.items():
+        if key in _OFFICIAL_NAMES:
+            name, converted = _field_value(key, value, where)
+            values[name] = converted
+    # Consistency (head_dim divides the widths, square slot counts, ...) is checked when the model
+    # is built from the tensors' widths: checked here against defaults it would refuse valid files.
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def read_model_config(path: str | Path) -> ModelConfigFile:
+    """Read a YAML or JSON model config; a missing, huge or malformed file is the user's error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"model config not found: {path}")
+    if path.stat().st_size > _MAX_BYTES:
+        raise UserInputError(f"{path} is too large to be a model config")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)  # safe_load: plain data only, no Python objects
+    except Exception as exc:  # json/yaml parse errors have many types
+        raise UserInputError(f"cannot parse {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+    return ModelConfigFile(path, parse_model_config(data, str(path)))
