@@ -5,7 +5,8 @@ Timed in interleaved single runs, every runtime therefore competes with the spin
 the one before it: on a 2-core machine that inflated every latency by 20-40% and skewed the
 ratios. So each runtime runs a block of iterations on its own (after one untimed run that lets
 the previous runtime's threads go idle), and the blocks rotate over several rounds, so that a
-load change on a shared machine hits every runtime alike.
+load change on a shared machine hits every runtime alike. The statistics are bench/latency.py's
+(LatencyStats), like every other timing in the project.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-import numpy as np
+from glmix_deploy.bench.latency import LatencyStats
 
 
 def time_in_blocks(runners: Mapping[str, Callable[[], object]], *, rounds: int, block: int,
@@ -34,7 +35,7 @@ def time_in_blocks(runners: Mapping[str, Callable[[], object]], *, rounds: int, 
 
 
 def median_ms(samples: list[float]) -> float:
-    return float(np.median(samples)) * 1e3
+    return LatencyStats.from_samples(samples, batch=1).p50_ms
 
 
 def quietest_round(times: Mapping[str, list[float]], block: int) -> slice:
@@ -42,4 +43,4 @@ def quietest_round(times: Mapping[str, list[float]], block: int) -> slice:
     comparison when other jobs came and went."""
     n = min(len(v) for v in times.values()) // block
     rounds = [slice(i * block, (i + 1) * block) for i in range(n)] or [slice(None)]
-    return min(rounds, key=lambda r: sum(float(np.median(v[r])) for v in times.values()))
+    return min(rounds, key=lambda r: sum(median_ms(v[r]) for v in times.values()))

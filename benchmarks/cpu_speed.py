@@ -120,7 +120,8 @@ def main() -> None:
 
     from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
     from glmix_deploy.engines.openvino_engine import OpenVINOEngine
-    from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
+    from glmix_deploy.exporters.onnx_export import ExportOptions
+    from glmix_deploy.pipeline.export import export_onnx
     from glmix_deploy.models.loader import load_checkpoint
     from glmix_deploy.bench.machine import cpu_model
     from glmix_deploy.compare.parity import seeded_input

@@ -65,16 +65,17 @@ def main() -> None:
     import onnx
     import onnxruntime as ort
     import torch
-
+    from _cpu_int8 import build_cpu_int8
     from _timing import quietest_round, time_in_blocks
 
-    from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
-    from glmix_deploy.precision.calibration import synthetic_calibration
-    from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
-    from glmix_deploy.precision.convert import PrecisionOptions, build_cpu_int8
-    from glmix_deploy.models.loader import load_checkpoint
     from glmix_deploy.compare.metrics import compare
     from glmix_deploy.compare.parity import seeded_input
+    from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from glmix_deploy.exporters.onnx_export import ExportOptions
+    from glmix_deploy.models.loader import load_checkpoint
+    from glmix_deploy.pipeline.export import export_onnx
+    from glmix_deploy.precision.calibration import synthetic_calibration
+    from glmix_deploy.precision.options import PrecisionOptions
     from tests.factory import random_glnet, save_training_checkpoint
 
     load_before = os.getloadavg()

@@ -85,19 +85,25 @@ def main() -> None:
     if trt is None:
         skip("the tensorrt Python package is not importable (pip install 'glmix-deploy[trt]')", args.out)
 
-    from glmix_deploy.engines.tensorrt_engine import TensorRTEngine, cuda_event_times
-    from glmix_deploy.tensorrt.preflight import declared_shape_range, load_model, metadata
-    from glmix_deploy.tensorrt.build import build_engine, detect_gpu, graph_precision
-    from glmix_deploy.models.config import GLNetConfig
-    from glmix_deploy.models.glnet import create_model
     from glmix_deploy.cli.params import parse_batches
     from glmix_deploy.compare.metrics import compare
+    from glmix_deploy.engines.tensorrt_engine import TensorRTEngine, cuda_event_times
+    from glmix_deploy.graph.onnx_io import (
+        declared_shape_range,
+        load_model,
+        read_metadata,
+    )
+    from glmix_deploy.models.config import GLNetConfig
+    from glmix_deploy.models.glnet import create_model
+    from glmix_deploy.tensorrt.build import build_engine
+    from glmix_deploy.tensorrt.compat import detect_gpu
+    from glmix_deploy.tensorrt.sidecar import graph_precision
 
     batches = parse_batches(args.batches)
     for p in args.onnx:
         if not p.is_file():
             sys.exit(f"{p} does not exist")
-    first_meta = metadata(load_model(args.onnx[0]))
+    first_meta = read_metadata(load_model(args.onnx[0]))
     if args.ckpt:
         from glmix_deploy.models.loader import load_checkpoint
 
@@ -140,7 +146,7 @@ def main() -> None:
         # TensorRT engines, one per ONNX.
         for onnx_path in args.onnx:
             onnx_model = load_model(onnx_path)
-            meta = metadata(onnx_model)
+            meta = read_metadata(onnx_model)
             precision = graph_precision(onnx_model)
             rng = declared_shape_range(meta)
             lo_b, hi_b = (rng[0][0], rng[2][0]) if rng else (1, 1)
@@ -150,7 +156,7 @@ def main() -> None:
                 for b in batches:
                     record(name, "tensorrt", precision, b, skipped=f"batch outside the ONNX's range {lo_b}..{hi_b}")
                 continue
-            shape = lambda b: (b, c, h, w)  # noqa: E731
+            shape = lambda b: (b, c, h, w)
             opt_b = max(usable) if len(usable) < 3 else sorted(usable)[len(usable) // 2]
             t0 = time.perf_counter()
             built = build_engine(onnx_path, Path(tmp) / f"{onnx_path.stem}.engine", min_shape=shape(min(usable)),

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from glmix_deploy.models.loader import load_checkpoint
 from glmix_deploy.data.preprocess import Preprocessing
+from glmix_deploy.models.loader import load_checkpoint
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 CHECKPOINT = SAMPLES / "glnet_digits.pth"

@@ -14,8 +14,9 @@ IMG = TINY.img_size  # 64
 
 
 def export_tiny(ckpt: Path, out: Path, **options) -> Path:
-    from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
+    from glmix_deploy.exporters.onnx_export import ExportOptions
     from glmix_deploy.models.loader import load_checkpoint
+    from glmix_deploy.pipeline.export import export_onnx
 
     export_onnx(load_checkpoint(ckpt), out, ExportOptions(**options))
     return out
@@ -118,11 +119,12 @@ def tiny_onnx_function(tiny_ckpt, tiny_dir) -> Path:
 def tiny_openvino(tiny_loaded, tiny_dir) -> Path:
     """The dynamic-batch export converted to an OpenVINO IR (tiny_ov.xml + tiny_ov.bin)."""
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'glmix-deploy[openvino]')")
-    from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
-    from glmix_deploy.exporters.openvino_export import convert_openvino
+    from glmix_deploy.exporters.onnx_export import ExportOptions
+    from glmix_deploy.pipeline.export import export_onnx
+    from glmix_deploy.pipeline.openvino import export_openvino
 
     export = export_onnx(tiny_loaded, tiny_dir / "tiny_ov.onnx", ExportOptions(dynamic="batch", max_batch=4))
-    return convert_openvino(tiny_loaded, export, tiny_dir / "tiny_ov.xml").xml
+    return export_openvino(tiny_loaded, export, tiny_dir / "tiny_ov.xml").xml
 
 
 @pytest.fixture(scope="session")

@@ -8,25 +8,23 @@ report of the same artifact and batch.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from glmix_deploy.bench.latency import LatencyStats, time_engine
 from glmix_deploy.bench.machine import library_versions, machine_info
+from glmix_deploy.bench.progress import ProgressFactory, no_progress
 from glmix_deploy.errors import UserInputError
 
+if TYPE_CHECKING:
+    from glmix_deploy.models.model_config import ModelConfigFile
+
 EAGER = "pytorch-eager"
-ProgressFactory = Callable[[str, int], "contextlib.AbstractContextManager[Callable[[], None]]"]
-
-
-@contextlib.contextmanager
-def _no_progress(_label: str, _total: int) -> Iterator[Callable[[], None]]:
-    yield lambda: None
 
 
 @dataclass
@@ -100,6 +98,7 @@ def run_bench(
     state_key: str = "auto",
     head_dim: int | None = None,
     num_slots: int | None = None,
+    model_config: "ModelConfigFile | None" = None,
     seed: int = 0,
     progress: ProgressFactory | None = None,
     say: Callable[[str], None] | None = None,
@@ -107,16 +106,16 @@ def run_bench(
     """Measure eager PyTorch and each artifact at each batch size."""
     import torch
 
-    from glmix_deploy.engines.base import engine_kind_for, open_engine
+    from glmix_deploy.compare.parity import seeded_input
+    from glmix_deploy.engines.registry import engine_kind_for, open_engine
     from glmix_deploy.engines.torch_engine import TorchEngine
     from glmix_deploy.models.loader import load_checkpoint
-    from glmix_deploy.compare.parity import seeded_input
 
     if iters < 1 or warmup < 0:
         raise UserInputError("--iters must be >= 1 and --warmup >= 0")
     if threads is not None and threads < 1:
         raise UserInputError("--threads must be >= 1")
-    progress = progress or _no_progress
+    progress = progress or no_progress
     say = say or (lambda _m: None)
     paths = [Path(m) for m in models]
     for p in paths:
@@ -129,7 +128,8 @@ def run_bench(
     if EAGER in names:
         raise UserInputError(f"an artifact may not be named {EAGER}")
 
-    loaded = load_checkpoint(ckpt, state_key=state_key, head_dim=head_dim, num_slots=num_slots)
+    loaded = load_checkpoint(ckpt, state_key=state_key, head_dim=head_dim, num_slots=num_slots,
+                             model_config=model_config)
     threads = threads or torch.get_num_threads()
     eager = TorchEngine(loaded.model, threads=threads)
     engines = []

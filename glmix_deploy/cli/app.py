@@ -1,4 +1,5 @@
-"""The Typer application object, global options and option types shared by every command module."""
+"""The Typer application object, the global options, the exit codes and the option types shared by
+several command modules (options of one command live beside it)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from glmix_deploy.cli import render
 
 app = typer.Typer(
     name="glmix-deploy",
@@ -31,46 +34,6 @@ class StateKey(str, Enum):
     state_dict = "state_dict"
 
 
-class Fmt(str, Enum):
-    onnx = "onnx"
-    trt = "trt"
-    openvino = "openvino"
-    triton = "triton"
-
-
-class TritonBackend(str, Enum):
-    onnxruntime = "onnxruntime"
-    tensorrt = "tensorrt"
-
-
-class InstanceKind(str, Enum):
-    gpu = "gpu"
-    cpu = "cpu"
-
-
-class Dynamic(str, Enum):
-    none = "none"
-    batch = "batch"
-    all = "all"
-
-
-class ClusterOp(str, Enum):
-    inline = "inline"
-    function = "function"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
-
-
-class CalibMethod(str, Enum):
-    minmax = "minmax"
-    entropy = "entropy"
-    percentile = "percentile"
-
-
 CkptOption = Annotated[Path, typer.Option("--ckpt", help="Checkpoint (.pth/.pt/.bin/.ckpt/.safetensors).")]
 StateKeyOption = Annotated[StateKey, typer.Option(
     "--state-key", help="Checkpoint entry holding the weights; auto picks 'model'.")]
@@ -78,6 +41,18 @@ HeadDimOption = Annotated[Optional[int], typer.Option(
     "--head-dim", min=1, help="Attention head width (not stored in tensors; official: 32).")]
 NumSlotsOption = Annotated[Optional[int], typer.Option(
     "--num-slots", min=1, help="Slot count of pooled slots (not stored in tensors; official: 64).")]
+ModelConfigOption = Annotated[Optional[Path], typer.Option(
+    "--model-config", help="YAML/JSON of the official GLNet constructor's arguments (num_slots, head_dim, ...): "
+                           "pins what the tensors cannot tell, checked against them.")]
+
+
+def model_config_file(path: Path | None):
+    """--model-config read and checked (None when not given)."""
+    if path is None:
+        return None
+    from glmix_deploy.models.model_config import read_model_config
+
+    return read_model_config(path)
 
 
 @app.callback()
@@ -93,3 +68,14 @@ def main(
 
         typer.echo(__version__)
         raise typer.Exit(EXIT_OK)
+
+
+def load(ckpt: Path, state_key: StateKey, head_dim: int | None, num_slots: int | None,
+         img_size: int | None = None, model_config: Path | None = None):
+    """The checkpoint, with a spinner on a terminal while it loads."""
+    from glmix_deploy.models.loader import load_checkpoint
+
+    with render.status(f"loading {ckpt}", enabled=not State.json):
+        return load_checkpoint(ckpt, state_key=state_key.value, head_dim=head_dim,
+                               num_slots=num_slots, img_size=img_size,
+                               model_config=model_config_file(model_config))

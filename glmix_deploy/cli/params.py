@@ -18,22 +18,33 @@ def parse_fraction(value: float | None, option: str) -> float | None:
     return share
 
 
-def parse_shapes(text: str) -> list[tuple[int, ...]]:
+def parse_shape(text: str | None, option: str) -> tuple[int, ...] | None:
+    """'1x3x224x224' -> (1, 3, 224, 224); None stays None."""
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(d) for d in text.strip().lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) != 4 or min(dims) < 1:
+        raise UserInputError(f"{option} must look like 1x3x224x224 (NxCxHxW, positive sizes), not {text!r}")
+    return dims
+
+
+def parse_shapes(text: str, option: str = "--shapes") -> list[tuple[int, ...]]:
     """'1x3x224x224,4x3x256x256' -> [(1, 3, 224, 224), (4, 3, 256, 256)]."""
-    shapes = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            dims = tuple(int(d) for d in part.lower().split("x"))
-        except ValueError:
-            raise UserInputError(f"--shapes: {part!r} is not NxCxHxW (e.g. 1x3x224x224)") from None
-        if len(dims) != 4 or min(dims) < 1:
-            raise UserInputError(f"--shapes: {part!r} is not NxCxHxW with positive sizes")
-        shapes.append(dims)
+    shapes = [parse_shape(part, option) for part in text.split(",") if part.strip()]
     if not shapes:
-        raise UserInputError("--shapes is empty")
-    return shapes
+        raise UserInputError(f"{option} is empty")
+    return shapes  # type: ignore[return-value]
+
+
+def parse_profile_shapes(min_shape: str | None, opt_shape: str | None,
+                         max_shape: str | None) -> dict[str, tuple[int, ...] | None]:
+    """--min/--opt/--max-shape as keyword arguments for derive_profiles/build_engine (None: the
+    ONNX's declared range decides)."""
+    given = {"min_shape": min_shape, "opt_shape": opt_shape, "max_shape": max_shape}
+    return {key: parse_shape(text, "--" + key.replace("_", "-")) for key, text in given.items()}
 
 
 def parse_batches(text: str) -> list[int]:
@@ -69,3 +80,36 @@ def parse_preferred_batch(text: str | Iterable[int] | None) -> tuple[int, ...]:
         return tuple(int(p) for p in parts)
     except ValueError:
         raise UserInputError(f"--preferred-batch must be comma-separated integers like 8,16,32, not {text!r}") from None
+
+
+# `export` options that only some --fmt values use. TensorRT's are also used by triton with
+# --backend tensorrt (the engine it serves is built the same way).
+TENSORRT_OPTIONS = ("--min-shape", "--opt-shape", "--max-shape", "--workspace", "--timing-cache", "--builder-level")
+TRITON_OPTIONS = ("--backend", "--name", "--preferred-batch", "--queue-delay-us", "--instances", "--kind",
+                  "--with-preprocess", "--force")
+# `export` options and the --precision values that use them.
+PRECISION_OPTIONS: dict[str, tuple[str, ...]] = {
+    "--calib": ("fp16", "int8"),  # fp16: the accuracy guard's images when there is no --holdout
+    "--calib-size": ("int8",),
+    "--calib-method": ("int8",),
+    "--calib-synthetic": ("int8",),
+    "--calib-cache": ("int8",),
+    "--fp16-io": ("fp16",),
+    "--min-top1": ("fp16", "int8"),
+    "--holdout": ("fp16", "int8"),
+}
+
+
+def check_export_options(given: Iterable[str], *, fmt: str, backend: str, precision: str) -> None:
+    """Refuse an option given explicitly to an `export` whose format or precision does not use it,
+    instead of ignoring it: one line naming the option and what it applies to."""
+    for option in given:
+        if option in TENSORRT_OPTIONS and not (fmt == "trt" or (fmt == "triton" and backend == "tensorrt")):
+            if fmt == "triton":
+                raise UserInputError(f"{option} applies to --fmt trt or --backend tensorrt, not --backend {backend}")
+            raise UserInputError(f"{option} applies to --fmt trt, not --fmt {fmt}")
+        if option in TRITON_OPTIONS and fmt != "triton":
+            raise UserInputError(f"{option} applies to --fmt triton, not --fmt {fmt}")
+        if option in PRECISION_OPTIONS and precision not in PRECISION_OPTIONS[option]:
+            wanted = " or ".join(PRECISION_OPTIONS[option])
+            raise UserInputError(f"{option} applies to --precision {wanted}, not --precision {precision}")

@@ -42,6 +42,20 @@ def loaded_line(loaded) -> None:
          f"weights from '{key}'")
 
 
+_PIN_OPTIONS = {"head_dim": "--head-dim", "num_slots": "--num-slots"}
+
+
+def assumed_warning(loaded) -> None:
+    """One stderr line naming the values taken from official defaults, and how to pin them."""
+    if not loaded.assumed:
+        return
+    values = ", ".join(f"{name}={getattr(loaded.config, name)}" for name in loaded.assumed)
+    options = ", ".join(_PIN_OPTIONS.get(name, "--" + name.replace("_", "-")) for name in loaded.assumed)
+    print(f"warning: assumed {values} (official defaults: no tensor or training config records them; a model "
+          f"trained otherwise gives other outputs): pin them with {options} or --model-config FILE",
+          file=sys.stderr)
+
+
 def checkpoint_summary(summary: dict) -> None:
     cfg = summary["config"]
     table = Table(title=f"{summary['checkpoint']}", show_header=False, title_justify="left")
@@ -57,7 +71,10 @@ def checkpoint_summary(summary: dict) -> None:
                 "local_dw_ks", "cpe_ks", "downsample_style", "transition_layout", "norm_layer",
                 "mlp_dw", "layerscale", "use_slot_attention", "token_label_head", "in_chans"):
         value = cfg[key]
-        table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+        text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        if key in summary.get("assumed", ()):
+            text += f"  [yellow](assumed: official default; pin with {_PIN_OPTIONS.get(key, '--model-config')})[/yellow]"
+        table.add_row(key, text)
     table.add_row("ignored", ", ".join(summary["ignored"]) or "-")
     out.print(table)
 
@@ -68,27 +85,3 @@ def parity_case(case) -> None:
     top1 = f"{m.top1:.0%}" if m.top1 is not None else "-"
     err.print(f"  {mark} {'x'.join(map(str, case.shape)):>14} {case.output}: max_abs {m.max_abs:.2e}  "
               f"max_rel {m.max_rel:.2e}  cosine {m.cosine:.7f}  top1 {top1}")
-
-
-def export_result(result) -> None:
-    if result.simplify_note:
-        step(f"[yellow]{result.simplify_note}[/yellow]")
-    funcs = f", local functions: {', '.join(result.functions)}" if result.functions else ""
-    # The layout/gather ops the export form exists to avoid, so a regression shows at a glance.
-    watched = ", ".join(f"{op} {result.op_counts.get(op, 0)}" for op in ("Transpose", "Gather", "GatherND"))
-    step(f"nodes: {result.nodes_exported} exported -> {result.nodes_final} final ({watched}){funcs}")
-    table = Table(title=f"parity vs PyTorch float32 ({result.precision} artifact)", title_justify="left")
-    for col in ("shape", "output", "max abs", "max rel", "mean abs", "cosine", "top-1", "result"):
-        table.add_column(col, justify="right" if col not in ("output", "result") else "left")
-    for c in result.parity.cases:
-        m = c.metrics
-        table.add_row("x".join(map(str, c.shape)), c.output, f"{m.max_abs:.2e}", f"{m.max_rel:.2e}",
-                      f"{m.mean_abs:.2e}", f"{m.cosine:.7f}",
-                      f"{m.top1:.0%}" if m.top1 is not None else "-",
-                      "[green]pass[/green]" if c.passed else "[red]FAIL: " + "; ".join(c.violations) + "[/red]")
-    out.print(table)
-    if result.parity.passed:
-        out.print(f"[green]wrote {result.path}[/green] (verified at {len(result.parity.cases)} case(s), "
-                  f"{sum(result.seconds.values()):.1f}s)")
-    else:
-        out.print(f"[red]wrote {result.path} but it FAILED parity[/red]")

@@ -1,7 +1,7 @@
 """`preflight` (registered on the shared app) and the rendering of TensorRT preflight/build results.
 
-Thin: parse, call glmix_deploy.tensorrt.preflight / tensorrt_build, render; CheckFailed (exit 1)
-when preflight finds anything TensorRT's ONNX parser would reject.
+Thin: parse (cli/params.py), call glmix_deploy.tensorrt.preflight / tensorrt.profiles, render;
+CheckFailed (exit 1) when preflight finds anything TensorRT's ONNX parser would reject.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from glmix_deploy.errors import CheckFailed
 from glmix_deploy.cli import render
 from glmix_deploy.cli.app import State, app
+from glmix_deploy.cli.params import parse_profile_shapes
+from glmix_deploy.errors import CheckFailed
 
 ShapeOption = Optional[str]
 
@@ -63,12 +64,6 @@ def build_result(result) -> None:
     render.out.print(f"[green]wrote {result.engine}[/green]")
 
 
-def _parse_shape(text: str | None, flag: str):
-    from glmix_deploy.cli.targets import parse_shape
-
-    return parse_shape(text, flag)
-
-
 @app.command()
 def preflight(
     model: Annotated[Path, typer.Argument(help="ONNX model to check.")],
@@ -78,12 +73,11 @@ def preflight(
     max_shape: Annotated[ShapeOption, typer.Option("--max-shape", help="Profile maximum.")] = None,
 ) -> None:
     """Would TensorRT's ONNX parser import this model? Runs anywhere; exit 1 if anything would fail."""
-    from glmix_deploy.tensorrt.preflight import load_model
+    from glmix_deploy.graph.onnx_io import load_model
     from glmix_deploy.tensorrt.preflight import preflight as run_preflight
-    from glmix_deploy.tensorrt.build import derive_profiles
+    from glmix_deploy.tensorrt.profiles import derive_profiles
 
-    shapes = dict(min_shape=_parse_shape(min_shape, "--min-shape"), opt_shape=_parse_shape(opt_shape, "--opt-shape"),
-                  max_shape=_parse_shape(max_shape, "--max-shape"))
+    shapes = parse_profile_shapes(min_shape, opt_shape, max_shape)
     onnx_model = load_model(model)
     profiles = None
     if any(v is not None for v in shapes.values()):

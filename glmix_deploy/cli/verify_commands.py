@@ -12,9 +12,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from glmix_deploy.errors import CheckFailed, UserInputError
 from glmix_deploy.cli import render, verify_render
-from glmix_deploy.cli.app import CkptOption, HeadDimOption, NumSlotsOption, State, StateKey, StateKeyOption, app
+from glmix_deploy.cli.app import (
+    CkptOption,
+    HeadDimOption,
+    ModelConfigOption,
+    NumSlotsOption,
+    State,
+    StateKey,
+    StateKeyOption,
+    app,
+    model_config_file,
+)
+from glmix_deploy.errors import CheckFailed, UserInputError
 
 ReportOption = Annotated[Optional[Path], typer.Option("--report", help="Write the full report as JSON.")]
 ThreadsOption = Annotated[Optional[int], typer.Option(
@@ -72,11 +82,12 @@ def verify(
     state_key: StateKeyOption = StateKey.auto,
     head_dim: HeadDimOption = None,
     num_slots: NumSlotsOption = None,
+    model_config: ModelConfigOption = None,
 ) -> None:
     """Check an exported artifact against its PyTorch checkpoint (exit 1 when any threshold fails)."""
+    from glmix_deploy.cli.params import parse_fraction, parse_shapes
     from glmix_deploy.files import check_output_path, write_json
     from glmix_deploy.verify.reports import write_junit
-    from glmix_deploy.cli.params import parse_fraction, parse_shapes
     from glmix_deploy.verify.verify import verify_artifact
 
     report_path = check_output_path(report, "--report")
@@ -86,6 +97,7 @@ def verify(
         ckpt, model, shapes=parsed, images=images, atol=atol, rtol=rtol, min_cos=min_cos,
         min_top1=parse_fraction(min_top1, "--min-top1"), localize=localize, force=force, seed=seed, threads=threads,
         state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
+        model_config=model_config_file(model_config),
         on_case=None if State.json else verify_render.verify_case,
         progress=None if State.json else render.step)
     if report_path:
@@ -118,11 +130,17 @@ def bench(
     state_key: StateKeyOption = StateKey.auto,
     head_dim: HeadDimOption = None,
     num_slots: NumSlotsOption = None,
+    model_config: ModelConfigOption = None,
 ) -> None:
     """Latency/throughput of PyTorch eager and each artifact, side by side, with optional gates."""
-    from glmix_deploy.bench.bench import apply_baseline, apply_max_ratio, load_baseline, run_bench
-    from glmix_deploy.cli.params import parse_batches, parse_fraction
+    from glmix_deploy.bench.bench import (
+        apply_baseline,
+        apply_max_ratio,
+        load_baseline,
+        run_bench,
+    )
     from glmix_deploy.bench.bench import plot as plot_bench
+    from glmix_deploy.cli.params import parse_batches, parse_fraction
     from glmix_deploy.files import check_output_path, write_json
 
     report_path = check_output_path(report, "--report")
@@ -135,6 +153,7 @@ def bench(
     result = run_bench(
         ckpt, model or [], batches=batches, threads=threads, iters=iters, warmup=warmup, img_size=img_size,
         state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
+        model_config=model_config_file(model_config),
         progress=verify_render.progress_factory(enabled=not State.json), say=_step)
     if max_ratio is not None:
         apply_max_ratio(result, max_ratio)
@@ -165,17 +184,19 @@ def eval_command(
     state_key: StateKeyOption = StateKey.auto,
     head_dim: HeadDimOption = None,
     num_slots: NumSlotsOption = None,
+    model_config: ModelConfigOption = None,
 ) -> None:
     """Top-1/top-5 accuracy of PyTorch and each artifact on a labeled image folder."""
     from glmix_deploy.cli.params import parse_triple
-    from glmix_deploy.verify.evaluate import PreprocessOverrides, evaluate
     from glmix_deploy.files import check_output_path, write_json
+    from glmix_deploy.verify.evaluate import PreprocessOverrides, evaluate
 
     report_path = check_output_path(report, "--report")
     overrides = PreprocessOverrides(img_size=img_size, crop_pct=crop_pct, mean=parse_triple(mean, "--mean"),
                                     std=parse_triple(std, "--std"))
     result = evaluate(ckpt, images, model or [], class_map=class_map, overrides=overrides, batch=batch,
                       threads=threads, state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
+        model_config=model_config_file(model_config),
                       progress=verify_render.progress_factory(enabled=not State.json), say=_step)
     if report_path:
         write_json(report_path, result.to_dict())

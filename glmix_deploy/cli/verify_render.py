@@ -5,14 +5,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
+from glmix_deploy.bench.progress import ProgressFactory
 from glmix_deploy.cli import render
 
 
-def progress_factory(enabled: bool):
-    """A `(label, total) -> context manager yielding advance()` for the library's long loops."""
+def progress_factory(enabled: bool) -> ProgressFactory:
+    """A rich progress bar on stderr for the library's long loops (bench.progress's protocol)."""
 
     @contextlib.contextmanager
     def factory(label: str, total: int) -> Iterator[Callable[[], None]]:

@@ -8,7 +8,17 @@ from typing import Annotated, Optional
 import typer
 
 from glmix_deploy.cli import render
-from glmix_deploy.cli.app import CkptOption, HeadDimOption, NumSlotsOption, State, StateKey, StateKeyOption, app
+from glmix_deploy.cli.app import (
+    CkptOption,
+    HeadDimOption,
+    ModelConfigOption,
+    NumSlotsOption,
+    State,
+    StateKey,
+    StateKeyOption,
+    app,
+    model_config_file,
+)
 
 
 @app.command()
@@ -21,16 +31,19 @@ def visualize(
     state_key: StateKeyOption = StateKey.auto,
     head_dim: HeadDimOption = None,
     num_slots: NumSlotsOption = None,
+    model_config: ModelConfigOption = None,
 ) -> None:
     """Colour every pixel by the GLMix slot it is clustered into, per stage, over the image."""
+    from glmix_deploy.data.preprocess import Preprocessing
     from glmix_deploy.errors import UserInputError
     from glmix_deploy.models.loader import load_checkpoint
-    from glmix_deploy.data.preprocess import Preprocessing
-    from glmix_deploy.verify.visualize import agreement, onnx_slot_maps, render as render_png, torch_slot_maps
+    from glmix_deploy.verify.visualize import agreement, onnx_slot_maps, torch_slot_maps
+    from glmix_deploy.verify.visualize import render as render_png
 
     if not out.parent.exists():
         raise UserInputError(f"output directory does not exist: {out.parent}")
-    loaded = load_checkpoint(ckpt, state_key=state_key.value, head_dim=head_dim, num_slots=num_slots)
+    loaded = load_checkpoint(ckpt, state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
+                             model_config=model_config_file(model_config))
     prep = Preprocessing.from_config(loaded.config)
     rgb = prep.crop(image)
     x = prep.normalize(rgb)[None]

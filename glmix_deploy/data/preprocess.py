@@ -30,7 +30,7 @@ class Preprocessing:
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str]) -> "Preprocessing":
-        """From an exported artifact's metadata_props (see exporters.onnx_export._metadata)."""
+        """From an exported artifact's metadata_props (see exporters.onnx_export.metadata)."""
         try:
             size = json.loads(metadata["input_size"])[-1]
             return cls(int(size), tuple(json.loads(metadata["mean"])), tuple(json.loads(metadata["std"])),

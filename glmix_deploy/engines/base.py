@@ -1,19 +1,22 @@
-"""One interface for every runtime: load an artifact, describe its I/O, run named inputs.
+"""The one interface every runtime implements: describe its I/O, run named numpy inputs.
 
 Like Polygraphy's runners: PyTorch, onnxruntime, OpenVINO and TensorRT each implement `Engine`, and the
-verifier and the benchmark only ever talk to this interface.
+verifier and the benchmark only ever talk to this interface. Which engine opens which file is the
+registry's business (engines/registry.py); this module knows no runtime.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.graph.onnx_io import TensorSpec
+
+__all__ = ["Engine", "FixedIOEngine", "TensorSpec"]
+
 
 class Engine(abc.ABC):
     """A loaded model that maps named numpy inputs to named numpy outputs."""
@@ -71,41 +74,3 @@ class FixedIOEngine(Engine):
     @property
     def outputs(self) -> list[TensorSpec]:
         return self._outputs
-
-
-ENGINE_SUFFIXES = {
-    ".pth": "torch", ".pt": "torch", ".bin": "torch", ".ckpt": "torch", ".safetensors": "torch",
-    ".onnx": "onnxruntime",
-    ".engine": "tensorrt", ".plan": "tensorrt",
-    ".xml": "openvino",
-}
-
-
-def engine_kind_for(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in ENGINE_SUFFIXES:
-        raise UserInputError(
-            f"cannot tell the runtime of {path}: expected one of {', '.join(sorted(ENGINE_SUFFIXES))}")
-    return ENGINE_SUFFIXES[suffix]
-
-
-def open_engine(path: str | Path, **options) -> Engine:
-    """The engine for an artifact, chosen from its file suffix."""
-    kind = engine_kind_for(path)
-    if kind == "torch":
-        from glmix_deploy.engines.torch_engine import TorchEngine
-
-        return TorchEngine.from_checkpoint(path, **options)
-    if kind == "onnxruntime":
-        from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
-
-        return OnnxRuntimeEngine(path, **options)
-    if kind == "openvino":
-        from glmix_deploy.engines.openvino_engine import OpenVINOEngine
-
-        return OpenVINOEngine(path, **options)
-    # Lazy: tensorrt and CUDA are imported only here; without them TensorRTEngine raises
-    # MissingDependencyError (exit 2) with the install hint.
-    from glmix_deploy.engines.tensorrt_engine import TensorRTEngine
-
-    return TensorRTEngine(path, **options)

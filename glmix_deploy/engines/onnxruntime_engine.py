@@ -1,4 +1,7 @@
-"""onnxruntime engine: CPU always; CUDA / TensorRT execution providers first when present."""
+"""onnxruntime engine: CPU always; CUDA / TensorRT execution providers first when present.
+
+The one place that builds onnxruntime InferenceSessions: everything else runs ONNX through it.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from glmix_deploy.errors import UserInputError, first_line
 from glmix_deploy.engines.base import Engine, TensorSpec
+from glmix_deploy.errors import UserInputError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -32,11 +35,12 @@ class OnnxRuntimeEngine(Engine):
     kind = "onnxruntime"
 
     def __init__(self, model: "str | Path | onnx.ModelProto | bytes", *, threads: int | None = None,
-                 providers: Sequence[str] | None = None, spin: bool = True):
+                 providers: Sequence[str] | None = None, spin: bool = True, log_severity: int | None = None):
         """`model`: an ONNX file, or a graph in memory (a ModelProto or its serialized bytes), which
-        is how the exporter and the precision search run candidates without writing them out.
-        `spin=False` stops idle worker threads from spinning (fairer when timing other runtimes
-        in the same process)."""
+        is how the exporter, the precision search and the localizer run graphs without writing them
+        out; `path` is then None. `spin=False` stops idle worker threads from spinning (fairer when
+        timing other runtimes in the same process). `log_severity`: onnxruntime's lowest severity
+        logged (0 verbose .. 4 fatal; 3 = errors only, for callers that load many candidates)."""
         import onnxruntime as ort
 
         if isinstance(model, (str, Path)):
@@ -56,6 +60,8 @@ class OnnxRuntimeEngine(Engine):
         options.inter_op_num_threads = 1
         if not spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if log_severity is not None:
+            options.log_severity_level = log_severity
         available = ort.get_available_providers()
         chosen = list(providers) if providers else [p for p in _PREFERRED_PROVIDERS if p in available]
         try:

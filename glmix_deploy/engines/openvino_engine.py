@@ -13,20 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from glmix_deploy.errors import MissingDependencyError, UserInputError, first_line
 from glmix_deploy.engines.base import FixedIOEngine, TensorSpec
-
-INSTALL_HINT = "OpenVINO is not installed: pip install 'glmix-deploy[openvino]' (or pip install openvino)"
-RT_INFO_KEY = "glmix_deploy"
-
-
-def import_openvino():
-    try:
-        import openvino
-    except ImportError as exc:
-        raise MissingDependencyError(INSTALL_HINT) from exc
-    return openvino
-
+from glmix_deploy.errors import UserInputError, first_line
+from glmix_deploy.exporters.openvino_export import RT_INFO_KEY, import_openvino
 
 def _spec(port) -> TensorSpec:
     shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())

@@ -1,8 +1,9 @@
 """TensorRT engine: a serialized plan plus its sidecar, run with named tensors on torch CUDA buffers.
 
-Before the plan is deserialized, the sidecar (`<engine>.json`, written by exporters/tensorrt_build)
-is compared with this machine: another TensorRT version or another GPU is refused with the reason
-(UserInputError, exit 2) instead of a crash inside the runtime.
+Before the plan is deserialized, the sidecar (`<engine>.json`, written by tensorrt/build.py through
+tensorrt/sidecar.py) is compared with this machine (tensorrt/compat.py): another TensorRT version or
+another GPU is refused with the reason (UserInputError, exit 2) instead of a crash inside the
+runtime. The runtime never imports the builder.
 
 TensorRT 10 removed the binding-index API; this uses the named-tensor one that 10.x and 11.x share:
 `num_io_tensors`, `get_tensor_name`, `get_tensor_mode`, `set_input_shape`, `set_tensor_address`,
@@ -18,17 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
+from glmix_deploy.engines.base import FixedIOEngine
 from glmix_deploy.errors import MissingDependencyError, UserInputError
-from glmix_deploy.engines.base import FixedIOEngine, TensorSpec
+from glmix_deploy.graph.onnx_io import TensorSpec
 
-# TensorRT DataType member name -> numpy dtype name / torch dtype attribute.
+# TensorRT DataType member name -> TensorSpec dtype name (numpy-style, as graph.onnx_io names them) /
+# torch dtype attribute.
 TRT_DTYPES = {"FLOAT": ("float32", "float32"), "HALF": ("float16", "float16"), "BF16": ("bfloat16", "bfloat16"),
               "INT8": ("int8", "int8"), "UINT8": ("uint8", "uint8"), "INT32": ("int32", "int32"),
-              "INT64": ("int64", "int64"), "BOOL": ("bool", "bool"), "FP8": ("float8_e4m3fn", "float8_e4m3fn")}
+              "INT64": ("int64", "int64"), "BOOL": ("bool", "bool"), "FP8": ("float8e4m3fn", "float8_e4m3fn")}
 
 
 def dtype_names(trt_dtype_name: str) -> tuple[str, str]:
-    """(numpy name, torch attribute) for a TensorRT DataType name; UserInputError if unknown."""
+    """(TensorSpec dtype name, torch attribute) for a TensorRT DataType name; UserInputError if unknown."""
     key = trt_dtype_name.split(".")[-1].upper()
     if key not in TRT_DTYPES:
         raise UserInputError(f"TensorRT tensor type {trt_dtype_name} has no numpy/torch equivalent here")
@@ -54,8 +57,7 @@ def engine_metadata(sidecar: dict) -> dict[str, str]:
 
 
 def _require_runtime(device: int):
-    from glmix_deploy.tensorrt.compat import import_tensorrt
-    from glmix_deploy.tensorrt.compat import INSTALL_HINT
+    from glmix_deploy.tensorrt.compat import INSTALL_HINT, import_tensorrt
 
     trt = import_tensorrt()
     if trt is None:
@@ -106,8 +108,8 @@ class TensorRTEngine(FixedIOEngine):
         self._outputs: list[TensorSpec] = []
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
-            numpy_name, _ = dtype_names(self.engine.get_tensor_dtype(name).name)
-            spec = TensorSpec(name, spec_shape(self.engine.get_tensor_shape(name)), numpy_name)
+            dtype, _ = dtype_names(self.engine.get_tensor_dtype(name).name)
+            spec = TensorSpec(name, spec_shape(self.engine.get_tensor_shape(name)), dtype)
             if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                 self._inputs.append(spec)
             else:
@@ -120,7 +122,7 @@ class TensorRTEngine(FixedIOEngine):
         except Exception:
             return "its optimisation profile"
 
-    def run_device(self, tensors: Mapping[str, "object"]) -> dict[str, "object"]:
+    def run_device(self, tensors: Mapping[str, object]) -> dict[str, object]:
         """Run on CUDA tensors already on this engine's device; returns CUDA output tensors. Enqueued
         on the engine's stream; call `synchronize()` (or read the results) before using them."""
         torch = self._torch
@@ -145,7 +147,7 @@ class TensorRTEngine(FixedIOEngine):
     def synchronize(self) -> None:
         self.stream.synchronize()
 
-    def to_device(self, feeds: Mapping[str, np.ndarray]) -> dict[str, "object"]:
+    def to_device(self, feeds: Mapping[str, np.ndarray]) -> dict[str, object]:
         torch = self._torch
         with torch.cuda.stream(self.stream):
             return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device, non_blocking=False)

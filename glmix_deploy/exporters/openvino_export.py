@@ -1,53 +1,32 @@
-"""`--fmt openvino`: the verified ONNX converted to an OpenVINO IR (`.xml` + `.bin`), verified again.
+"""An ONNX file converted to an OpenVINO IR (`.xml` + `.bin`), and the IR's metadata section.
 
 The IR keeps float32 weights (`compress_to_fp16=False`; OpenVINO's default would halve them and
-change results), carries the ONNX's metadata in its rt_info, and is checked against PyTorch at the
-shapes and tolerance the ONNX was checked at. Both files appear at the target only when complete:
-staged in a private folder beside it, `.bin` renamed before the `.xml` that names it.
+change results) and carries the ONNX's metadata in its rt_info under RT_INFO_KEY. Verifying the IR
+and putting it in place are the export workflow's (pipeline/openvino.py).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from glmix_deploy.engines.openvino_engine import RT_INFO_KEY, import_openvino
-from glmix_deploy.errors import CheckFailed, UserInputError, first_line
+from glmix_deploy.errors import MissingDependencyError, UserInputError, first_line
 
-if TYPE_CHECKING:
-    from glmix_deploy.models.loader import LoadedCheckpoint
-    from glmix_deploy.compare.parity import ParityCase, ParityReport
-    from glmix_deploy.exporters.onnx_export import ExportResult
+INSTALL_HINT = "OpenVINO is not installed: pip install 'glmix-deploy[openvino]' (or pip install openvino)"
+RT_INFO_KEY = "glmix_deploy"  # the rt_info section holding the artifact metadata
 
 
-@dataclass
-class OpenVINOResult:
-    xml: Path
-    bin: Path
-    parity: "ParityReport"
-    seconds: dict[str, float]
-    openvino_version: str
-
-    def to_dict(self) -> dict:
-        return {"xml": str(self.xml), "bin": str(self.bin), "openvino": self.openvino_version,
-                "parity": self.parity.to_dict(), "seconds": {k: round(v, 2) for k, v in self.seconds.items()}}
-
-
-def ir_path(onnx_out: Path, out: Path | None) -> Path:
-    """--out itself unless it names the ONNX; else the ONNX's name with .xml."""
-    if out is not None and out.suffix.lower() != ".onnx":
-        return out if out.suffix.lower() == ".xml" else out.with_suffix(".xml")
-    return onnx_out.with_suffix(".xml")
+def import_openvino():
+    """The openvino module, or MissingDependencyError (exit 2) with the install hint."""
+    try:
+        import openvino
+    except ImportError as exc:
+        raise MissingDependencyError(INSTALL_HINT) from exc
+    return openvino
 
 
 def _without_local_functions(onnx_path: Path, has_functions: bool, work: Path) -> Path:
-    """OpenVINO's ONNX frontend cannot convert local functions (`--cluster-op function`'s
+    """OpenVINO's ONNX frontend cannot convert local functions (`cluster_op="function"`'s
     glmix.cluster / glmix.dispatch): hand it an inlined copy, the same graph."""
     if not has_functions:
         return onnx_path
@@ -61,60 +40,26 @@ def _without_local_functions(onnx_path: Path, has_functions: bool, work: Path) -
     return inlined
 
 
-def convert_openvino(
-    loaded: "LoadedCheckpoint",
-    export: "ExportResult",
-    out: str | os.PathLike,
-    *,
-    threads: int | None = None,
-    progress: Callable[[str], None] | None = None,
-    on_parity_case: Callable[["ParityCase"], None] | None = None,
-) -> OpenVINOResult:
-    """Convert `export`'s ONNX to an IR at `out` (.xml) and verify it like the ONNX was verified.
-    Parity failure keeps the files and raises CheckFailed (exit 1) with the report."""
-    import onnx
-
-    from glmix_deploy.engines.openvino_engine import OpenVINOEngine
-    from glmix_deploy.engines.torch_engine import TorchEngine
-    from glmix_deploy.compare.parity import check_parity
-    from glmix_deploy.exporters.spec import GLNetOnnxSpec
+def convert_openvino(onnx_path: Path, xml: Path, *, work: Path | None = None) -> str:
+    """Write the IR of `onnx_path` at `xml` (and its weights at `xml` with .bin): float32 weights,
+    the ONNX's metadata plus `source_onnx` in rt_info. An inlined copy of a graph with local
+    functions is made in a scratch folder under `work` (default: beside `xml`). Returns the OpenVINO
+    version."""
+    from glmix_deploy.graph.onnx_io import load_model, read_metadata
 
     ov = import_openvino()
-    say = progress or (lambda _msg: None)
-    out = Path(out)
-    if not out.parent.exists():
-        raise UserInputError(f"output directory does not exist: {out.parent}")
-    seconds: dict[str, float] = {}
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        t0 = time.perf_counter()
-        say(f"converting to OpenVINO IR (openvino {ov.__version__}, float32 weights)")
-        header = onnx.load(str(export.path), load_external_data=False)  # metadata and functions only
+    onnx_path, xml = Path(onnx_path), Path(xml)
+    header = load_model(onnx_path, load_external_data=False)  # metadata and functions only
+    metadata = read_metadata(header)
+    metadata["source_onnx"] = onnx_path.name
+    # The IR is saved before the scratch folder goes: the converted model may still read from it.
+    with tempfile.TemporaryDirectory(prefix=".openvino.", dir=work or xml.parent) as scratch:
+        source = _without_local_functions(onnx_path, bool(header.functions), Path(scratch))
         try:
-            model = ov.convert_model(str(_without_local_functions(export.path, bool(header.functions), work)))
+            model = ov.convert_model(str(source))
         except Exception as exc:  # OpenVINO's conversion errors are RuntimeErrors with long text
-            raise UserInputError(f"OpenVINO cannot convert {export.path}: {first_line(exc)}") from exc
-        metadata = {p.key: p.value for p in header.metadata_props}
-        metadata["source_onnx"] = export.path.name
+            raise UserInputError(f"OpenVINO cannot convert {onnx_path}: {first_line(exc)}") from exc
         for key, value in metadata.items():
             model.set_rt_info(value, [RT_INFO_KEY, key])
-        staged = work / out.name
-        ov.save_model(model, str(staged), compress_to_fp16=False)
-        seconds["convert"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        shapes = GLNetOnnxSpec(loaded.config).verification_shapes(export.shape_range)
-        say(f"verifying the IR against PyTorch at {len(shapes)} shape(s)")
-        with OpenVINOEngine(staged, threads=threads) as candidate:
-            report = check_parity(TorchEngine(loaded.model), candidate, shapes, export.parity.tolerance,
-                                  artifact=str(out), on_case=on_parity_case)
-        seconds["verify"] = time.perf_counter() - t0
-        weights = out.with_suffix(".bin")
-        os.replace(staged.with_suffix(".bin"), weights)
-        os.replace(staged, out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    result = OpenVINOResult(out, weights, report, seconds, ov.__version__)
-    if not report.passed:
-        raise CheckFailed(f"{out}: {report.summary_line()}", report=result)
-    return result
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+    return ov.__version__

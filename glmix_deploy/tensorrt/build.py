@@ -5,8 +5,10 @@ typed, which TensorRT 11 makes the only mode and 10.x offers as a creation flag.
 precision flags, no implicit INT8 calibration.
 
 The code that touches TensorRT (`_build_python`) or runs trtexec (`_build_trtexec`) is kept thin;
-every decision lives in pure functions below (profile derivation, timing-cache key, sidecar
-content, compatibility check, trtexec command and output parsing) and is tested on any machine.
+every decision lives in pure functions tested on any machine: here (network flags, timing-cache key,
+trtexec command and output parsing, parser messages), in profiles.py (optimisation profiles),
+preflight.py (would the parser import the graph), sidecar.py (what is recorded beside the engine)
+and compat.py (which TensorRT and GPU this machine has).
 
 What a build writes, beside the ONNX by default:
     model.engine       the plain serialized engine (no header: trtexec --loadEngine and Triton's
@@ -24,130 +26,30 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from glmix_deploy.errors import CheckFailed, MissingDependencyError, UserInputError
-from glmix_deploy.tensorrt.preflight import TensorInfo, declared_shape_range, graph_io, load_model, metadata, preflight
-from glmix_deploy.tensorrt.compat import INSTALL_HINT, GpuInfo, detect_gpu, import_tensorrt, version_tuple
 from glmix_deploy.files import write_bytes_atomic
-from glmix_deploy.tensorrt.sidecar import graph_precision, sha256_of, sidecar_content, write_sidecar
-
-if TYPE_CHECKING:
-    import onnx
-
-    from glmix_deploy.tensorrt.preflight import PreflightReport
+from glmix_deploy.graph.onnx_io import Shape, graph_io, load_model, read_metadata
+from glmix_deploy.tensorrt.compat import (
+    INSTALL_HINT,
+    GpuInfo,
+    detect_gpu,
+    import_tensorrt,
+    trtexec_path,
+    version_tuple,
+)
+from glmix_deploy.tensorrt.preflight import PreflightReport, preflight
+from glmix_deploy.tensorrt.profiles import Profile, derive_profiles, fmt_shape
+from glmix_deploy.tensorrt.sidecar import (
+    graph_precision,
+    sha256_of,
+    sidecar_content,
+    write_sidecar,
+)
 
 MIN_TENSORRT_MAJOR = 10
 TRTEXEC_TIMEOUT_S = 3 * 3600
 Progress = Callable[[str], None]
-Shape = tuple[int, ...]
-
-_NUMPY_DTYPES = {"FLOAT": "float32", "FLOAT16": "float16", "BFLOAT16": "bfloat16", "INT32": "int32",
-                 "INT64": "int64", "INT8": "int8", "UINT8": "uint8", "BOOL": "bool", "DOUBLE": "float64"}
-
-
-def fmt_shape(shape: Sequence[int | str] | None) -> str:
-    return "?" if shape is None else "x".join(str(d) for d in shape)
-
-
-# --------------------------------------------------------------------------------------------
-# Optimisation profiles
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Profile:
-    """One input's optimisation-profile shapes."""
-
-    input: str
-    min: Shape
-    opt: Shape
-    max: Shape
-
-    @property
-    def is_static(self) -> bool:
-        return self.min == self.opt == self.max
-
-    def contains(self, shape: Sequence[int]) -> bool:
-        return len(shape) == len(self.min) and all(a <= s <= b for a, s, b in zip(self.min, shape, self.max))
-
-    def to_dict(self) -> dict:
-        return {"input": self.input, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Profile":
-        return cls(str(data["input"]), *(tuple(int(d) for d in data[k]) for k in ("min", "opt", "max")))
-
-
-def derive_profile(inp: TensorInfo, declared: tuple[Shape, Shape, Shape] | None = None, *,
-                   min_shape: Shape | None = None, opt_shape: Shape | None = None,
-                   max_shape: Shape | None = None) -> Profile:
-    """The profile for `inp`: the ONNX's declared range (its `shape_range` metadata, or the input's
-    own dims when all are static), with any of --min/--opt/--max-shape replacing its end.
-
-    Given shapes must have the input's rank, keep its fixed axes (channels) unchanged, satisfy
-    min <= opt <= max on every axis and lie inside the declared range. Raises UserInputError.
-    """
-    name, shape = inp.name, inp.shape
-    if shape is None:
-        raise UserInputError(f"input {name!r} has unknown rank; TensorRT needs the rank of every input")
-    rank = len(shape)
-    given = {"min": min_shape, "opt": opt_shape, "max": max_shape}
-    if declared is not None:
-        if any(len(s) != rank for s in declared):
-            raise UserInputError(f"the ONNX's declared shape_range has rank {len(declared[0])}; input {name!r} "
-                                 f"is {fmt_shape(shape)}")
-        for i, d in enumerate(shape):
-            if isinstance(d, int) and any(s[i] != d for s in declared):
-                raise UserInputError(f"the ONNX's declared shape_range ({fmt_shape(declared[0])} .. "
-                                     f"{fmt_shape(declared[2])}) disagrees with input {name!r} "
-                                     f"({fmt_shape(shape)}) on axis {i}")
-        base: tuple[Shape, Shape, Shape] | None = declared
-    elif not inp.dynamic_axes:
-        static = tuple(int(d) for d in shape)
-        base = (static, static, static)
-    else:
-        base = None
-        missing = [f"--{k}-shape" for k, v in given.items() if v is None]
-        if missing:
-            axes = ", ".join(f"{i} ({shape[i]})" for i in inp.dynamic_axes)
-            raise UserInputError(f"input {name!r} ({fmt_shape(shape)}) has dynamic axes {axes} and the ONNX "
-                                 f"declares no shape_range: pass {', '.join(missing)}")
-    for key, s in given.items():
-        if s is None:
-            continue
-        if len(s) != rank:
-            raise UserInputError(f"--{key}-shape {fmt_shape(s)} has {len(s)} dims; input {name!r} has {rank} "
-                                 f"({fmt_shape(shape)})")
-        if min(s) < 1:
-            raise UserInputError(f"--{key}-shape {fmt_shape(s)}: every dimension must be >= 1")
-        for i, d in enumerate(shape):
-            if isinstance(d, int) and s[i] != d:
-                what = "the channel count" if rank == 4 and i == 1 else f"axis {i}"
-                raise UserInputError(f"--{key}-shape {fmt_shape(s)}: {what} is fixed at {d} in the ONNX "
-                                     f"(input {name!r} is {fmt_shape(shape)})")
-        if base is not None and not all(lo <= x <= hi for lo, x, hi in zip(base[0], s, base[2])):
-            raise UserInputError(f"--{key}-shape {fmt_shape(s)} is outside the ONNX's declared range "
-                                 f"{fmt_shape(base[0])} .. {fmt_shape(base[2])}")
-    lo = tuple(min_shape) if min_shape is not None else base[0]  # type: ignore[index]
-    opt = tuple(opt_shape) if opt_shape is not None else base[1]  # type: ignore[index]
-    hi = tuple(max_shape) if max_shape is not None else base[2]  # type: ignore[index]
-    if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
-        raise UserInputError(f"the profile must satisfy min <= opt <= max on every axis; got min {fmt_shape(lo)}, "
-                             f"opt {fmt_shape(opt)}, max {fmt_shape(hi)}")
-    return Profile(name, tuple(lo), tuple(opt), tuple(hi))
-
-
-def derive_profiles(model: "onnx.ModelProto", *, min_shape: Shape | None = None, opt_shape: Shape | None = None,
-                    max_shape: Shape | None = None) -> list[Profile]:
-    """One profile entry per network input (see `derive_profile`)."""
-    inputs, _ = graph_io(model)
-    overrides = dict(min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape)
-    if len(inputs) != 1:
-        if any(v is not None for v in overrides.values()):
-            raise UserInputError(f"--min-shape/--opt-shape/--max-shape apply to single-input models; this one has "
-                                 f"{len(inputs)} inputs")
-        return [derive_profile(i) for i in inputs]
-    return [derive_profile(inputs[0], declared_shape_range(metadata(model)), **overrides)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,7 +150,7 @@ def trtexec_command(trtexec: str, onnx_path: Path, engine: Path, profiles: Seque
     with dynamic axes (trtexec refuses shapes for static models). The workspace goes through
     --memPoolSize=workspace:<size>M, which replaced --workspace in 10.x
     (https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-8x-to-10x-trtexec.html)."""
-    mib = max(1, int(round(workspace_bytes(workspace_gib) / 2**20)))
+    mib = max(1, round(workspace_bytes(workspace_gib) / 2**20))
     cmd = [trtexec, f"--onnx={onnx_path}", f"--saveEngine={engine}"]
     shaped = [p for p in profiles if p.input in set(dynamic_inputs)]
     if shaped:
@@ -332,7 +234,7 @@ class BuildResult:
     profiles: list[Profile]
     timing_cache: dict
     seconds: float
-    preflight: "PreflightReport"
+    preflight: PreflightReport
     command: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -346,8 +248,6 @@ class BuildResult:
 
 def choose_backend(onnx_path: Path) -> str:
     """'python' when the tensorrt bindings import, else 'trtexec' when it is on PATH, else exit 2."""
-    from glmix_deploy.tensorrt.compat import trtexec_path
-
     if import_tensorrt() is not None:
         return "python"
     if trtexec_path() is not None:
@@ -393,7 +293,7 @@ def build_engine(
         raise CheckFailed(report.summary_line(), report=report)
     chosen = choose_backend(onnx_path) if backend == "auto" else backend
     inputs, outputs = graph_io(model)
-    meta = metadata(model)
+    meta = read_metadata(model)
     precision = graph_precision(model)
     dynamic_inputs = [i.name for i in inputs if i.dynamic_axes]
     del model  # the bindings parse the file themselves
@@ -506,8 +406,6 @@ def _parser_message(error) -> ParserMessage:
 
 def _build_trtexec(onnx_path: Path, engine: Path, profiles: Sequence[Profile], dynamic_inputs: Sequence[str], *,
                    workspace_gib: float, timing_cache: Path | None, builder_level: int, say: Progress):
-    from glmix_deploy.tensorrt.compat import trtexec_path
-
     exe = trtexec_path()
     if exe is None:
         raise MissingDependencyError(f"trtexec is not on PATH. Install: {INSTALL_HINT}")

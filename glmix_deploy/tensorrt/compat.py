@@ -30,7 +30,7 @@ def trtexec_path() -> str | None:
 def import_tensorrt():
     """The tensorrt module, or None where it is absent or cannot load (no libnvinfer, no driver)."""
     try:
-        import tensorrt  # noqa: PLC0415
+        import tensorrt
 
         return tensorrt
     except (ImportError, OSError):
@@ -50,7 +50,7 @@ class GpuInfo:
         return {"name": self.name, "compute_capability": self.compute_capability}
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "GpuInfo | None":
+    def from_dict(cls, data: dict | None) -> GpuInfo | None:
         if not data or not data.get("name"):
             return None
         return cls(str(data["name"]), str(data.get("compute_capability", "")))

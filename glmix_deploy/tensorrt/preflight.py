@@ -19,95 +19,50 @@ Checked:
 
 Errors would make the parse or build fail; warnings would not (exit 0), but deserve a look.
 
-Source of the operator table: onnx-tensorrt `docs/operators.md` ("Supported ONNX Operators",
-TensorRT 10.15: opset 9 to 24), https://github.com/onnx/onnx-tensorrt/blob/main/docs/operators.md,
-and the data-type notes at its top. Quantization rules: TensorRT developer guide, "Working with
-Quantized Types" (explicit quantization; INT8 Q/DQ with zero point 0, per-tensor activations,
-per-channel weights).
+The operator and data-type tables live in onnx_ops.py (with their source); this module owns the
+checks and the report. Quantization rules: TensorRT developer guide, "Working with Quantized Types"
+(explicit quantization; INT8 Q/DQ with zero point 0, per-tensor activations, per-channel weights).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from glmix_deploy.errors import UserInputError, first_line
+from glmix_deploy.graph.onnx_io import (
+    TensorSpec,
+    declared_shape_range,
+    graph_io,
+    load_model,
+    read_metadata,
+)
+from glmix_deploy.tensorrt.graph_scope import GraphScope, attribute_text, node_attribute
+from glmix_deploy.tensorrt.onnx_ops import (
+    DATA_DEPENDENT_OPS,
+    DEFAULT_DOMAINS,
+    DOUBLE,
+    OPSET_MAX,
+    OPSET_MIN,
+    QUANTIZED_DTYPES,
+    REDUCE_OPS,
+    RESIZE_COORDINATE_MODES,
+    RESIZE_MODES,
+    RESIZE_NEAREST_MODES,
+    SHAPE_INPUTS,
+    SUPPORTED_DTYPES,
+    SUPPORTED_OPS,
+    TABLE_SOURCE,
+    TOPK_MAX_K,
+    UNSUPPORTED_OPS,
+    dtype_name,
+)
 
 if TYPE_CHECKING:
     import onnx
 
 ERROR, WARNING = "error", "warning"
-DEFAULT_DOMAINS = ("", "ai.onnx")
-OPSET_MIN, OPSET_MAX = 9, 24  # "TensorRT 10.15 supports operators in the inclusive range of opset 9 to opset 24"
-TABLE_SOURCE = "onnx-tensorrt docs/operators.md (TensorRT 10.15)"
-
-# Default-domain ops the parser imports ("Y" rows of the support matrix).
-SUPPORTED_OPS = frozenset("""
-Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh Attention AveragePool BatchNormalization
-BlackmanWindow Cast CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh
-CumSum DeformConv DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike
-Flatten Floor Gather GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
-Greater GreaterOrEqual GridSample GroupNormalization GRU HammingWindow HannWindow HardSigmoid HardSwish
-Hardmax Identity If ImageScaler InstanceNormalization IsInf IsNaN LayerNormalization LeakyRelu Less
-LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean
-MeanVarianceNormalization Min Mish Mod Mul Neg NonMaxSuppression NonZero Not OneHot Or Pad
-ParametricSoftplus Pow PRelu QuantizeLinear RandomNormal RandomNormalLike RandomUniform RandomUniformLike
-Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd
-ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RMSNormalization RNN RoiAlign
-RotaryEmbedding Round STFT ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Shrink Sigmoid
-Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh
-TensorScatter ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
-""".split())
-
-# "N" rows: listed by the table as not supported.
-UNSUPPORTED_OPS = frozenset("""
-AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor CenterCropPad Col2Im Compress
-ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder MatMulInteger MaxRoiPool
-MaxUnpool MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional OptionalGetElement
-OptionalHasElement QLinearConv QLinearMatMul RegexFullMatch SequenceAt SequenceConstruct SequenceEmpty
-SequenceErase SequenceInsert SequenceLength SequenceMap SoftmaxCrossEntropyLoss SplitToSequence
-StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique
-""".split())
-
-# Ops whose output shape depends on tensor *values*: TensorRT builds them (data-dependent shapes),
-# but they defeat shape inference and often run slower. Warnings.
-DATA_DEPENDENT_OPS = frozenset({"NonZero", "NonMaxSuppression"})
-# Inputs that decide an output shape: fine when they come from shapes or constants.
-SHAPE_INPUTS = {"Range": (0, 1, 2), "Expand": (1,), "Reshape": (1,), "ConstantOfShape": (0,), "Tile": (1,),
-                "Slice": (1, 2, 3, 4), "Pad": (1,), "Resize": (2, 3), "OneHot": (1,)}
-# Ops that keep "computed from shapes/constants only" (shape arithmetic the exporters emit).
-_SHAPE_PASSTHROUGH = frozenset({
-    "Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Max", "Min", "Floor", "Ceil", "Cast", "Concat",
-    "Gather", "Slice", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Equal", "Less", "Greater",
-    "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "Where", "ReduceProd", "ReduceSum",
-    "ReduceMax", "ReduceMin", "Range", "ConstantOfShape", "Expand", "Sqrt", "Pow", "Clip", "Sign",
-    "Round", "Flatten", "Tile", "CumSum"})
-
-# TensorProto data types. TensorRT: FLOAT, FLOAT16, BFLOAT16, INT32, INT64, BOOL; UINT8 as network
-# I/O only; INT8/INT4/FP8(E4M3FN)/FP4(E2M1) as quantized types; DOUBLE initializers are cast down.
-_DTYPE_NAMES = {0: "UNDEFINED", 1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32",
-                7: "INT64", 8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64",
-                14: "COMPLEX64", 15: "COMPLEX128", 16: "BFLOAT16", 17: "FLOAT8E4M3FN", 18: "FLOAT8E4M3FNUZ",
-                19: "FLOAT8E5M2", 20: "FLOAT8E5M2FNUZ", 21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1",
-                24: "FLOAT8E8M0", 25: "UINT2", 26: "INT2", 27: "FLOAT6E2M3", 28: "FLOAT6E3M2"}
-SUPPORTED_DTYPES = frozenset({"FLOAT", "FLOAT16", "BFLOAT16", "INT32", "INT64", "BOOL", "UINT8", "INT8",
-                              "INT4", "FLOAT8E4M3FN", "FLOAT4E2M1"})
-QUANTIZED_DTYPES = frozenset({"INT8", "INT4", "FLOAT8E4M3FN", "FLOAT4E2M1"})
-DOUBLE = "DOUBLE"
-
-_REDUCE_OPS = frozenset({"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
-                         "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare"})
-_RESIZE_COORDINATE_MODES = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
-_RESIZE_MODES = {"nearest", "linear"}
-_RESIZE_NEAREST_MODES = {"floor", "ceil", "round_prefer_floor", "round_prefer_ceil"}
-_TOPK_MAX_K = 3840
-
-
-def dtype_name(elem_type: int) -> str:
-    return _DTYPE_NAMES.get(int(elem_type), f"type {elem_type}")
 
 
 @dataclass(frozen=True)
@@ -167,176 +122,13 @@ class PreflightReport:
                 "table": self.table}
 
 
-# --------------------------------------------------------------------------------------------
-# ONNX I/O helpers shared with tensorrt_build
-# --------------------------------------------------------------------------------------------
-
-Dim = int | str  # a fixed size, or a symbolic name ("?" when unnamed)
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    shape: tuple[Dim, ...] | None  # None: rank unknown
-    dtype: str  # TensorProto name, e.g. FLOAT
-
-    @property
-    def dynamic_axes(self) -> list[int]:
-        return [i for i, d in enumerate(self.shape or ()) if not isinstance(d, int)]
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "shape": None if self.shape is None else
-                [d if isinstance(d, int) else -1 for d in self.shape], "dtype": self.dtype,
-                "dims": None if self.shape is None else list(self.shape)}
-
-
-def _value_info(vi) -> TensorInfo:
-    t = vi.type.tensor_type
-    shape = None
-    if t.HasField("shape"):
-        dims: list[Dim] = []
-        for d in t.shape.dim:
-            if d.HasField("dim_value") and d.dim_value > 0:
-                dims.append(int(d.dim_value))
-            else:
-                dims.append(d.dim_param or "?")
-        shape = tuple(dims)
-    return TensorInfo(vi.name, shape, dtype_name(t.elem_type))
-
-
-def graph_io(model: "onnx.ModelProto") -> tuple[list[TensorInfo], list[TensorInfo]]:
-    """Network inputs (initializers excluded, as old IR versions list them too) and outputs."""
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [_value_info(i) for i in model.graph.input if i.name not in inits]
-    return inputs, [_value_info(o) for o in model.graph.output]
-
-
-def metadata(model: "onnx.ModelProto") -> dict[str, str]:
-    return {p.key: p.value for p in model.metadata_props}
-
-
-def declared_shape_range(meta: dict[str, str]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
-    """The `shape_range` metadata our exporter writes ({min, opt, max}), or None if absent/invalid."""
-    try:
-        data = json.loads(meta["shape_range"])
-        ranges = tuple(tuple(int(d) for d in data[k]) for k in ("min", "opt", "max"))
-    except (KeyError, ValueError, TypeError):
-        return None
-    if len({len(r) for r in ranges}) != 1 or not ranges[0]:
-        return None
-    return ranges  # type: ignore[return-value]
-
-
-def load_model(path: str | Path) -> "onnx.ModelProto":
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"ONNX model not found: {path}")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # protobuf DecodeError, missing external data, ...
-        raise UserInputError(f"cannot read {path} as ONNX: {first_line(exc)}") from exc
-
-
-# --------------------------------------------------------------------------------------------
-# The checker
-# --------------------------------------------------------------------------------------------
-
-class _Scope:
-    """One graph or function body: its constants, producers and consumers."""
-
-    def __init__(self, where: str, nodes, initializers, constant_outputs, inputs: set[str], outputs: set[str],
-                 parent: "_Scope | None" = None):
-        self.where = where
-        self.parent = parent  # the enclosing graph of an If/Loop/Scan body (outer-scope names)
-        self.nodes = list(nodes)
-        self.initializers = initializers  # name -> TensorProto
-        self.constants = dict(constant_outputs)  # name -> TensorProto (Constant nodes' values, None if unknown)
-        self.inputs = inputs
-        self.outputs = outputs
-        self.producer = {o: n for n in self.nodes for o in n.output if o}
-        self.consumers: dict[str, list] = {}
-        for n in self.nodes:
-            for i in n.input:
-                if i:
-                    self.consumers.setdefault(i, []).append(n)
-        self._shape_derived: dict[str, bool] = {}
-
-    def _proto(self, name: str):
-        scope = self
-        while scope is not None:
-            if name in scope.initializers:
-                return scope.initializers[name]
-            if name in scope.constants:
-                return scope.constants[name]
-            if name in scope.producer or name in scope.inputs:
-                return None  # computed (or an input) in this scope
-            scope = scope.parent
-        return None
-
-    def is_constant(self, name: str) -> bool:
-        scope = self
-        while scope is not None:
-            if name in scope.initializers or name in scope.constants:
-                return True
-            if name in scope.producer or name in scope.inputs:
-                return False
-            scope = scope.parent
-        return False
-
-    def constant_value(self, name: str):
-        import numpy as np
-        from onnx import numpy_helper
-
-        proto = self._proto(name)
-        if proto is None:
-            return None
-        try:
-            return np.asarray(numpy_helper.to_array(proto))
-        except Exception:  # external data not loaded, exotic types
-            return None
-
-    def constant_dtype(self, name: str) -> str | None:
-        proto = self._proto(name)
-        return dtype_name(proto.data_type) if proto is not None else None
-
-    def constant_dims(self, name: str) -> list[int] | None:
-        proto = self._proto(name)
-        return list(proto.dims) if proto is not None else None
-
-    def shape_derived(self, name: str, _depth: int = 0) -> bool:
-        """True if `name` is computed from constants and tensor shapes only (a shape tensor)."""
-        if name in self._shape_derived:
-            return self._shape_derived[name]
-        if self.is_constant(name):
-            return True
-        node = self.producer.get(name)
-        result = False
-        if node is not None and _depth < 200:
-            if node.op_type in ("Shape", "Size"):
-                result = True
-            elif node.op_type in _SHAPE_PASSTHROUGH:
-                result = all(self.shape_derived(i, _depth + 1) for i in node.input if i)
-        self._shape_derived[name] = result
-        return result
-
-
-def _attr(node, name: str, default=None):
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _shown(shape) -> list:
+    """An input's dims for messages: sizes, symbolic names, '?' for an unnamed dynamic axis."""
+    return ["?" if d is None else d for d in shape]
 
 
 class _Checker:
-    def __init__(self, model: "onnx.ModelProto"):
+    def __init__(self, model: onnx.ModelProto):
         self.model = model
         self.findings: list[Finding] = []
         self.functions = {(f.domain, f.name): f for f in model.functions}
@@ -375,13 +167,13 @@ class _Checker:
 
     # -- graphs and functions --------------------------------------------------------------
     def check_graph(self, graph, where: str, opset: int | None, top: bool = False,
-                    parent: _Scope | None = None) -> None:
+                    parent: GraphScope | None = None) -> None:
         inits = {i.name: i for i in graph.initializer}
         constants = {}
         for n in graph.node:
             if n.op_type == "Constant" and n.domain in DEFAULT_DOMAINS and n.output:
-                constants[n.output[0]] = _attr(n, "value")
-        scope = _Scope(where, graph.node, inits, constants, {i.name for i in graph.input},
+                constants[n.output[0]] = node_attribute(n, "value")
+        scope = GraphScope(where, graph.node, inits, constants, {i.name for i in graph.input},
                        {o.name for o in graph.output}, parent)
         for init in graph.initializer:
             self.check_dtype(where, init.name, init.data_type, "initializer")
@@ -411,8 +203,8 @@ class _Checker:
         constants = {}
         for n in func.node:
             if n.op_type == "Constant" and n.domain in DEFAULT_DOMAINS and n.output:
-                constants[n.output[0]] = _attr(n, "value")
-        scope = _Scope(where, func.node, {}, constants, set(func.input), set(func.output))
+                constants[n.output[0]] = node_attribute(n, "value")
+        scope = GraphScope(where, func.node, {}, constants, set(func.input), set(func.output))
         for vi in getattr(func, "value_info", []):
             if vi.type.HasField("tensor_type"):
                 self.check_dtype(where, vi.name, vi.type.tensor_type.elem_type, "value")
@@ -421,7 +213,7 @@ class _Checker:
                                               f"{OPSET_MIN} to {OPSET_MAX}")
         self.check_nodes(scope, opset)
 
-    def check_nodes(self, scope: _Scope, opset: int | None) -> None:
+    def check_nodes(self, scope: GraphScope, opset: int | None) -> None:
         from onnx import AttributeProto
 
         for node in scope.nodes:
@@ -448,7 +240,7 @@ class _Checker:
                                          parent=scope)
 
     # -- default-domain ops ----------------------------------------------------------------
-    def check_default_op(self, scope: _Scope, node, opset: int | None) -> None:
+    def check_default_op(self, scope: GraphScope, node, opset: int | None) -> None:
         op = node.op_type
         where = scope.where
         if op in UNSUPPORTED_OPS:
@@ -461,7 +253,7 @@ class _Checker:
         check = getattr(self, f"_op_{op}", None)
         if check is not None:
             check(scope, node)
-        if op in _REDUCE_OPS:
+        if op in REDUCE_OPS:
             self._reduce(scope, node)
         if op in DATA_DEPENDENT_OPS:
             self.add(WARNING, where, node, "output shape depends on tensor values (data-dependent shape)")
@@ -471,15 +263,15 @@ class _Checker:
                                                "computed from tensor values, not shapes: data-dependent shape")
                 break
 
-    def _needs_constant(self, scope: _Scope, node, idx: int, what: str, severity: str = ERROR) -> None:
+    def _needs_constant(self, scope: GraphScope, node, idx: int, what: str, severity: str = ERROR) -> None:
         if idx < len(node.input) and node.input[idx] and not scope.is_constant(node.input[idx]):
             self.add(severity, scope.where, node, f"{what} must be a build-time constant (initializer or Constant)")
 
-    def _pool(self, scope: _Scope, node) -> None:
-        kernel = _attr(node, "kernel_shape", [])
+    def _pool(self, scope: GraphScope, node) -> None:
+        kernel = node_attribute(node, "kernel_shape", [])
         if len(kernel) not in (2, 3):
             self.add(ERROR, scope.where, node, f"{len(kernel)}D pooling: TensorRT pools 2D or 3D only")
-        dilations = _attr(node, "dilations", [])
+        dilations = node_attribute(node, "dilations", [])
         if dilations and any(d != 1 for d in dilations):
             self.add(ERROR, scope.where, node, f"dilations {list(dilations)}: must be empty or all ones")
 
@@ -495,18 +287,18 @@ class _Checker:
             self.add(ERROR, scope.where, node, "the Indices output of MaxPool is not supported")
 
     def _op_Resize(self, scope, node):
-        mode = _text(_attr(node, "mode", b"nearest"))
-        coord = _text(_attr(node, "coordinate_transformation_mode", b"half_pixel"))
-        nearest = _text(_attr(node, "nearest_mode", b"round_prefer_floor"))
-        if mode not in _RESIZE_MODES:
+        mode = attribute_text(node_attribute(node, "mode", b"nearest"))
+        coord = attribute_text(node_attribute(node, "coordinate_transformation_mode", b"half_pixel"))
+        nearest = attribute_text(node_attribute(node, "nearest_mode", b"round_prefer_floor"))
+        if mode not in RESIZE_MODES:
             self.add(ERROR, scope.where, node, f"Resize mode {mode!r}: TensorRT supports nearest and linear")
-        if coord not in _RESIZE_COORDINATE_MODES:
+        if coord not in RESIZE_COORDINATE_MODES:
             self.add(ERROR, scope.where, node, f"coordinate_transformation_mode {coord!r} is not supported")
-        if mode == "nearest" and nearest not in _RESIZE_NEAREST_MODES:
+        if mode == "nearest" and nearest not in RESIZE_NEAREST_MODES:
             self.add(ERROR, scope.where, node, f"nearest_mode {nearest!r} is not supported")
-        if _attr(node, "antialias", 0):
+        if node_attribute(node, "antialias", 0):
             self.add(ERROR, scope.where, node, "antialiasing is not supported")
-        policy = _text(_attr(node, "keep_aspect_ratio_policy", b"stretch"))
+        policy = attribute_text(node_attribute(node, "keep_aspect_ratio_policy", b"stretch"))
         if policy != "stretch":
             self.add(ERROR, scope.where, node, f"keep_aspect_ratio_policy {policy!r}: only 'stretch' is supported")
 
@@ -536,24 +328,24 @@ class _Checker:
         self._needs_constant(scope, node, 1, "axes")
 
     def _op_TopK(self, scope, node):
-        if _attr(node, "sorted", 1) != 1:
+        if node_attribute(node, "sorted", 1) != 1:
             self.add(ERROR, scope.where, node, "sorted must be 1")
         if len(node.input) > 1 and node.input[1]:
             value = scope.constant_value(node.input[1])
             if value is None:
                 self.add(WARNING, scope.where, node, "K is not a build-time constant: data-dependent shape")
-            elif int(value.reshape(-1)[0]) >= _TOPK_MAX_K:
-                self.add(ERROR, scope.where, node, f"K = {int(value.reshape(-1)[0])}: must be less than {_TOPK_MAX_K}")
+            elif int(value.reshape(-1)[0]) >= TOPK_MAX_K:
+                self.add(ERROR, scope.where, node, f"K = {int(value.reshape(-1)[0])}: must be less than {TOPK_MAX_K}")
 
     def _op_ScatterND(self, scope, node):
-        reduction = _text(_attr(node, "reduction", b"none"))
+        reduction = attribute_text(node_attribute(node, "reduction", b"none"))
         if reduction != "none":
             self.add(ERROR, scope.where, node, f"reduction {reduction!r}: only 'none' is supported")
 
     def _op_LSTM(self, scope, node):
-        if _attr(node, "input_forget", 0) != 0:
+        if node_attribute(node, "input_forget", 0) != 0:
             self.add(ERROR, scope.where, node, "input_forget must be 0")
-        if _attr(node, "layout", 0) != 0:
+        if node_attribute(node, "layout", 0) != 0:
             self.add(ERROR, scope.where, node, "layout must be 0")
 
     def _op_Constant(self, scope, node):
@@ -564,7 +356,7 @@ class _Checker:
                 self.check_dtype(scope.where, node.output[0] if node.output else node.name, a.t.data_type, "constant")
 
     def _op_Cast(self, scope, node):
-        to = _attr(node, "to")
+        to = node_attribute(node, "to")
         if to is not None:
             name = dtype_name(to)
             if name == DOUBLE:
@@ -596,7 +388,7 @@ class _Checker:
                 if value is not None and value.size and (value.astype("float64") != 0).any():
                     self.add(ERROR, where, node, "the zero point must be 0 (TensorRT quantization is symmetric)")
         elif quantize:
-            out_dtype = _attr(node, "output_dtype", 0)
+            out_dtype = node_attribute(node, "output_dtype", 0)
             qtype = dtype_name(out_dtype) if out_dtype else "UINT8"  # ONNX default without a zero point
         if qtype is not None and qtype not in QUANTIZED_DTYPES:
             self.add(ERROR, where, node, f"quantized type {qtype}: TensorRT quantizes to INT8 (signed), INT4, "
@@ -645,11 +437,11 @@ class _Checker:
         """Per-channel weight scales must run along the consumer's output-channel axis."""
         where = scope.where
         scale = scope.constant_value(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-        if scale is None or scale.size <= 1 or _attr(node, "block_size", 0):
+        if scale is None or scale.size <= 1 or node_attribute(node, "block_size", 0):
             return  # per-tensor, unknown, or blocked (INT4 weights)
         dims = scope.constant_dims(weights)
         rank = len(dims) if dims else None
-        axis = _attr(node, "axis", 1)
+        axis = node_attribute(node, "axis", 1)
         if rank:
             axis = axis + rank if axis < 0 else axis
             if not 0 <= axis < rank or dims[axis] != scale.size:
@@ -667,13 +459,13 @@ class _Checker:
             elif consumer.op_type == "MatMul" and idx == 1 and rank:
                 expected = rank - 1
             elif consumer.op_type == "Gemm" and idx == 1:
-                expected = 0 if _attr(consumer, "transB", 0) else 1
+                expected = 0 if node_attribute(consumer, "transB", 0) else 1
             if expected is not None and axis != expected:
                 self.add(ERROR, where, node, f"per-channel weight scales along axis {axis}; {consumer.op_type} "
                                              f"{consumer.name!r} needs them along its output-channel axis {expected}")
 
     # -- dynamic shapes ----------------------------------------------------------------------
-    def check_inputs(self, inputs: list[TensorInfo], profiles: dict[str, tuple] | None,
+    def check_inputs(self, inputs: list[TensorSpec], profiles: dict[str, tuple] | None,
                      declared: tuple | None, explicit: bool) -> dict[str, dict[str, list[int]]]:
         covered: dict[str, dict[str, list[int]]] = {}
         for info in inputs:
@@ -688,7 +480,7 @@ class _Checker:
             if profile is None and declared is not None and len(inputs) == 1 and len(declared[0]) == len(info.shape):
                 profile = declared
             if profile is None:
-                dims = ", ".join(f"{i}:{info.shape[i]}" for i in info.dynamic_axes)
+                dims = ", ".join(f"{i}:{_shown(info.shape)[i]}" for i in info.dynamic_axes)
                 self.add(ERROR if explicit else WARNING, "graph", info.name,
                          f"dynamic dimension(s) {dims} and no optimisation profile covers them: pass "
                          "--min-shape/--opt-shape/--max-shape (or export with a declared shape_range)")
@@ -701,7 +493,7 @@ class _Checker:
             bad = [i for i, d in enumerate(info.shape) if isinstance(d, int) and not lo[i] == opt[i] == hi[i] == d]
             if bad:
                 self.add(ERROR, "graph", info.name, f"{source} varies or differs on static axis/axes {bad} "
-                                                    f"(input is {list(info.shape)})")
+                                                    f"(input is {_shown(info.shape)})")
                 continue
             if not all(1 <= a <= b <= c for a, b, c in zip(lo, opt, hi)):
                 self.add(ERROR, "graph", info.name, f"{source} is not ordered 1 <= min <= opt <= max: "
@@ -711,7 +503,7 @@ class _Checker:
         return covered
 
 
-def preflight(model: "onnx.ModelProto | str | Path", *, profiles: dict[str, tuple] | None = None,
+def preflight(model: onnx.ModelProto | str | Path, *, profiles: dict[str, tuple] | None = None,
               path: str | None = None) -> PreflightReport:
     """Check `model` (a ModelProto or a path) against the TensorRT ONNX parser's support.
 
@@ -733,7 +525,7 @@ def preflight(model: "onnx.ModelProto | str | Path", *, profiles: dict[str, tupl
         if o.domain == "ai.onnx.ml":
             checker.add(WARNING, "graph", "opset_import", "imports ai.onnx.ml (classic ML ops are not supported)")
     inputs, _outputs = graph_io(model)
-    covered = checker.check_inputs(inputs, profiles, declared_shape_range(metadata(model)), profiles is not None)
+    covered = checker.check_inputs(inputs, profiles, declared_shape_range(read_metadata(model)), profiles is not None)
     checker.check_graph(model.graph, "graph", opset, top=True)
     used = {(n.domain, n.op_type) for n in model.graph.node}
     for key, func in checker.functions.items():

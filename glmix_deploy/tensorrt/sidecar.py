@@ -22,7 +22,7 @@ from glmix_deploy.tensorrt.compat import GpuInfo
 if TYPE_CHECKING:
     import onnx
 
-    from glmix_deploy.tensorrt.build import Profile
+    from glmix_deploy.tensorrt.profiles import Profile
 
 SIDECAR_FORMAT = "glmix-deploy.tensorrt-engine"
 SIDECAR_VERSION = 1
@@ -42,11 +42,12 @@ def sha256_of(path: Path) -> str:
 
 
 def io_entries(tensors: Sequence[TensorSpec]) -> list[dict]:
+    """Name, shape (-1 for a dynamic axis) and numpy dtype name ('float32', 'float16', ...) per tensor."""
     return [{"name": t.name, "shape": None if t.shape is None else [d if isinstance(d, int) else -1 for d in t.shape],
              "dtype": t.dtype} for t in tensors]
 
 
-def graph_precision(model: "onnx.ModelProto") -> str:
+def graph_precision(model: onnx.ModelProto) -> str:
     """fp32 / fp16 / int8 from the metadata our exporters write, else from the graph itself."""
     meta = read_metadata(model)
     if meta.get("precision"):

@@ -11,11 +11,15 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from glmix_deploy.bench.progress import ProgressFactory, no_progress
 from glmix_deploy.errors import UserInputError
-from glmix_deploy.bench.bench import ProgressFactory, _no_progress
+
+if TYPE_CHECKING:
+    from glmix_deploy.models.model_config import ModelConfigFile
 
 EVAL_BATCH = 8
 
@@ -102,17 +106,18 @@ def evaluate(
     state_key: str = "auto",
     head_dim: int | None = None,
     num_slots: int | None = None,
+    model_config: "ModelConfigFile | None" = None,
     progress: ProgressFactory | None = None,
     say: Callable[[str], None] | None = None,
 ) -> EvalReport:
-    from glmix_deploy.engines.base import engine_kind_for, open_engine
+    from glmix_deploy.data.images import load_images, read_class_map, scan_image_folder
+    from glmix_deploy.data.preprocess import Preprocessing
+    from glmix_deploy.engines.batching import engine_batch, image_size_of, run_batched
+    from glmix_deploy.engines.registry import engine_kind_for, open_engine
     from glmix_deploy.engines.torch_engine import TorchEngine
     from glmix_deploy.models.loader import load_checkpoint
-    from glmix_deploy.data.images import load_images, read_class_map, scan_image_folder
-    from glmix_deploy.engines.batching import engine_batch, image_size_of, run_batched
-    from glmix_deploy.data.preprocess import Preprocessing
 
-    progress = progress or _no_progress
+    progress = progress or no_progress
     say = say or (lambda _m: None)
     overrides.validate()
     if batch < 1:
@@ -124,7 +129,8 @@ def evaluate(
             raise UserInputError(f"--model {p} does not exist")
     mapping = read_class_map(class_map) if class_map is not None else None
     dataset = scan_image_folder(images, class_map=mapping)
-    loaded = load_checkpoint(ckpt, state_key=state_key, head_dim=head_dim, num_slots=num_slots)
+    loaded = load_checkpoint(ckpt, state_key=state_key, head_dim=head_dim, num_slots=num_slots,
+                             model_config=model_config)
     num_classes = loaded.config.num_classes
     if num_classes <= 0:
         raise UserInputError(f"{ckpt} has no classifier head; eval needs class scores")

@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from glmix_deploy.errors import UserInputError
 from glmix_deploy.compare.metrics import Comparison, Tolerance, compare
+from glmix_deploy.errors import UserInputError
 
 BOUNDARY_PATTERN = re.compile(r"^(downsample_layers\.\d+|stages\.\d+\.blocks\.\d+|norm)$")
 OUTPUT_BOUNDARY = "head (model output)"
@@ -220,11 +220,10 @@ class _Prober:
     def __init__(self, path: Path, threads: int | None = None):
         import onnx
 
+        from glmix_deploy.graph.onnx_io import load_model
+
         self.path = Path(path)
-        try:
-            self.model = onnx.load(str(self.path), load_external_data=False)
-        except Exception as exc:
-            raise UserInputError(f"cannot read ONNX model {self.path}: {exc}") from exc
+        self.model = load_model(self.path, load_external_data=False)
         self.threads = threads
         self._tmp: tempfile.TemporaryDirectory | None = None
         external = sorted({
@@ -259,7 +258,8 @@ class _Prober:
 
     def run_many(self, x: np.ndarray, tensors: Sequence[str]) -> list[np.ndarray]:
         import onnx
-        import onnxruntime as ort
+
+        from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
 
         probe = onnx.ModelProto()
         probe.CopyFrom(self.model)
@@ -268,20 +268,14 @@ class _Prober:
             if tensor not in existing:
                 # Type and shape left open: onnxruntime infers them.
                 probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads or os.cpu_count() or 1
-        options.log_severity_level = 3
-        if self._tmp is not None:
-            probe_path = Path(self._tmp.name) / "probe.onnx"
-            onnx.save(probe, str(probe_path))
-            session = ort.InferenceSession(str(probe_path), options, providers=["CPUExecutionProvider"])
-        else:
-            session = ort.InferenceSession(probe.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
-        arg = session.get_inputs()[0]
-        dtype = np.float16 if arg.type == "tensor(float16)" else np.float32
-        values = session.run(list(tensors), {arg.name: np.ascontiguousarray(x, dtype=dtype)})
-        return [np.asarray(v) for v in values]
+        source: Path | onnx.ModelProto = probe
+        if self._tmp is not None:  # external weights: the probe must sit beside (links to) them
+            source = Path(self._tmp.name) / "probe.onnx"
+            onnx.save(probe, str(source))
+        with OnnxRuntimeEngine(source, threads=self.threads, providers=["CPUExecutionProvider"],
+                               log_severity=3) as engine:
+            values = engine.infer({engine.inputs[0].name: x})
+        return [np.asarray(values[t]) for t in tensors]
 
 
 def localize(model, onnx_path: str | Path, x: np.ndarray, tolerance: Tolerance, *,

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from glmix_deploy.files import write_text_atomic
 
-
 if TYPE_CHECKING:
     from glmix_deploy.verify.verify import VerifyReport
 

@@ -2,7 +2,9 @@
 
 Seeded random inputs at each shape (by default the artifact's declared min/opt/max), plus real
 images when a directory is given; every (input, output) pair is compared and every failure is
-reported at once. Thresholds default from the artifact's precision and can be overridden.
+reported at once. Thresholds default from the artifact's precision and can be overridden. The
+comparison loops and the pass/fail logic are compare.parity's; this module adds what only verify
+knows: which checkpoint and artifact, the images used, and the localization of a failure.
 """
 
 from __future__ import annotations
@@ -10,56 +12,29 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from glmix_deploy.errors import UserInputError
-from glmix_deploy.compare.metrics import Comparison, Tolerance, compare
+from glmix_deploy.compare.metrics import Tolerance
+from glmix_deploy.compare.parity import ParityCase, ParityReport, format_shape
 from glmix_deploy.compare.tolerances import resolve_tolerance
+from glmix_deploy.errors import UserInputError
 
 if TYPE_CHECKING:
+    from glmix_deploy.models.model_config import ModelConfigFile
     from glmix_deploy.verify.localize import Localization
-
-IMAGE_BATCH = 8  # batch for real images on engines with a dynamic batch
-
-
-def _fmt_shape(shape: Sequence[int]) -> str:
-    return "x".join(map(str, shape))
-
-
-@dataclass(frozen=True)
-class VerifyCase:
-    input: str  # 'random 1x3x224x224' or 'images (12)'
-    shape: tuple[int, ...]
-    output: str
-    metrics: Comparison
-    violations: tuple[str, ...]
-    seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return not self.violations
-
-    @property
-    def name(self) -> str:
-        return f"{self.input} / {self.output}"
-
-    def to_dict(self) -> dict:
-        return {"input": self.input, "shape": list(self.shape), "output": self.output,
-                "passed": self.passed, "violations": list(self.violations),
-                "seconds": round(self.seconds, 4), **self.metrics.to_dict()}
 
 
 @dataclass
 class VerifyReport:
-    artifact: str
+    """A parity report plus the identity of what was compared and what was learnt on failure."""
+
+    parity: ParityReport
     checkpoint: str
     precision: str
-    tolerance: Tolerance
-    cases: list[VerifyCase] = field(default_factory=list)
     checkpoint_sha256: str = ""
     artifact_checkpoint_sha256: str | None = None  # from the artifact's metadata
     forced: bool = False  # compared despite a checkpoint mismatch
@@ -70,8 +45,23 @@ class VerifyReport:
     seconds: float = 0.0
 
     @property
+    def artifact(self) -> str:
+        return self.parity.artifact
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return self.parity.tolerance
+
+    @property
+    def cases(self) -> list[ParityCase]:
+        return self.parity.cases
+
+    @property
     def passed(self) -> bool:
-        return bool(self.cases) and all(c.passed for c in self.cases)
+        return self.parity.passed
+
+    def failures(self) -> list[ParityCase]:
+        return self.parity.failures()
 
     @property
     def checkpoint_matches(self) -> bool | None:
@@ -79,18 +69,9 @@ class VerifyReport:
             return None
         return self.artifact_checkpoint_sha256 == self.checkpoint_sha256
 
-    def failures(self) -> list[VerifyCase]:
-        return [c for c in self.cases if not c.passed]
-
     def summary_line(self) -> str:
-        name = Path(self.artifact).name
-        if self.passed:
-            worst = max(self.cases, key=lambda c: c.metrics.max_rel if np.isfinite(c.metrics.max_rel) else np.inf)
-            return (f"{name}: parity passed at {len(self.cases)} case(s) ({self.precision}), "
-                    f"worst max_rel {worst.metrics.max_rel:.2e}")
-        parts = [f"{c.name}: {'; '.join(c.violations)}" for c in self.failures()]
-        line = f"{name}: parity failed in {len(parts)} of {len(self.cases)} case(s): " + " | ".join(parts)
-        if self.localization is not None and self.localization.first_bad:
+        line = f"{Path(self.artifact).name}: " + self.parity.summary_line(qualifier=f"({self.precision})")
+        if not self.passed and self.localization is not None and self.localization.first_bad:
             line += f"; first diverging block: {self.localization.first_bad}"
         return line
 
@@ -103,7 +84,7 @@ class VerifyReport:
             "passed": self.passed,
             "precision": self.precision,
             "engine": self.engine,
-            "tolerance": {k: v for k, v in vars(self.tolerance).items()},
+            "tolerance": dict(vars(self.tolerance)),
             "checkpoint_sha256": self.checkpoint_sha256,
             "artifact_checkpoint_sha256": self.artifact_checkpoint_sha256,
             "checkpoint_matches": self.checkpoint_matches,
@@ -171,19 +152,25 @@ def verify_artifact(
     state_key: str = "auto",
     head_dim: int | None = None,
     num_slots: int | None = None,
-    on_case: Callable[[VerifyCase], None] | None = None,
+    model_config: "ModelConfigFile | None" = None,
+    on_case: Callable[[ParityCase], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Compare `model` (any engine suffix) with the PyTorch model of `ckpt`. Returns the report;
     the caller decides what a failure means (the CLI raises CheckFailed)."""
-    from glmix_deploy.engines.base import open_engine
+    from glmix_deploy.compare.parity import (
+        check_image_parity,
+        check_parity,
+        seeded_input,
+        seeded_label,
+    )
+    from glmix_deploy.data.images import load_images, scan_images
+    from glmix_deploy.data.preprocess import Preprocessing
+    from glmix_deploy.engines.batching import image_size_of
+    from glmix_deploy.engines.registry import open_engine
     from glmix_deploy.engines.torch_engine import TorchEngine
     from glmix_deploy.models.checkpoint_io import sha256_file
     from glmix_deploy.models.loader import load_checkpoint
-    from glmix_deploy.data.images import load_images, scan_images
-    from glmix_deploy.engines.batching import engine_batch, image_size_of, run_batched
-    from glmix_deploy.compare.parity import seeded_input
-    from glmix_deploy.data.preprocess import Preprocessing
 
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
@@ -202,53 +189,33 @@ def verify_artifact(
         meta_cfg = _metadata_config(metadata)
         loaded = load_checkpoint(ckpt, state_key=state_key,
                                  head_dim=head_dim or (meta_cfg.head_dim if meta_cfg else None),
-                                 num_slots=num_slots or (meta_cfg.num_slots if meta_cfg else None))
+                                 num_slots=num_slots or (meta_cfg.num_slots if meta_cfg else None),
+                                 model_config=model_config)
         precision = metadata.get("precision", "fp32")
         tolerance = resolve_tolerance(precision, atol=atol, rtol=rtol, min_cos=min_cos, min_top1=min_top1)
         reference = TorchEngine(loaded.model, threads=threads)
-        report = VerifyReport(
-            artifact=str(model), checkpoint=str(ckpt), precision=precision, tolerance=tolerance,
-            checkpoint_sha256=actual_sha, artifact_checkpoint_sha256=recorded,
-            forced=bool(force and recorded and recorded != actual_sha), engine=candidate.kind)
 
         in_chans = loaded.config.in_chans
         size = image_size_of(candidate) or (meta_cfg.img_size if meta_cfg else loaded.config.img_size)
         shapes = [tuple(s) for s in shapes] if shapes else default_shapes(metadata, candidate, size, in_chans)
         spec = candidate.inputs[0]
-        bad = [_fmt_shape(s) for s in shapes if not spec.accepts(s) or s[1] != in_chans]
+        bad = [format_shape(s) for s in shapes if not spec.accepts(s) or s[1] != in_chans]
         if bad:
             declared = "x".join(str(d) if isinstance(d, int) else "?" for d in spec.shape)
             raise UserInputError(f"--shapes {', '.join(bad)} not accepted by {model.name} (input "
                                  f"{spec.name} is {declared}, {in_chans} channels)")
 
-        inputs: dict[str, np.ndarray] = {}
-
-        def add_cases(label: str, x: np.ndarray, ref: dict, out: dict, seconds: float) -> None:
-            inputs[label] = x
-            for name, ref_value in ref.items():
-                if name not in out:
-                    raise UserInputError(f"{model.name} has no output {name!r}; it has {sorted(out)}")
-                if out[name].shape != ref_value.shape:
-                    metrics = Comparison(*([float("nan")] * 4), None, None)
-                    violations = (f"output shape {out[name].shape} differs from PyTorch {ref_value.shape}",)
-                else:
-                    metrics = compare(ref_value, out[name])
-                    violations = tuple(tolerance.violations(metrics))
-                case = VerifyCase(label, tuple(x.shape), name, metrics, violations, seconds)
-                report.cases.append(case)
-                if on_case:
-                    on_case(case)
-
         say(f"comparing {model.name} ({precision}, {candidate.kind}) with PyTorch at "
-            f"{len(shapes)} shape(s): {', '.join(map(_fmt_shape, shapes))}")
-        ref_name = reference.inputs[0].name
-        cand_name = spec.name
-        for i, shape in enumerate(shapes):
-            x = seeded_input(shape, seed + i)
-            t0 = time.perf_counter()
-            ref = reference.infer({ref_name: x})
-            out = candidate.infer({cand_name: x})
-            add_cases(f"random {_fmt_shape(shape)}", x, ref, out, time.perf_counter() - t0)
+            f"{len(shapes)} shape(s): {', '.join(map(format_shape, shapes))}")
+        parity = check_parity(reference, candidate, shapes, tolerance, seed=seed, artifact=str(model),
+                              on_case=on_case)
+        report = VerifyReport(
+            parity, checkpoint=str(ckpt), precision=precision,
+            checkpoint_sha256=actual_sha, artifact_checkpoint_sha256=recorded,
+            forced=bool(force and recorded and recorded != actual_sha), engine=candidate.kind)
+        # The input of every case, for localizing the first failure (check_parity's seeding).
+        inputs: dict[str, Callable[[], np.ndarray]] = {
+            seeded_label(s): (lambda s=s, i=i: seeded_input(s, seed + i)) for i, s in enumerate(shapes)}
 
         if image_set is not None:
             prep = (Preprocessing.from_metadata(metadata) if "input_size" in metadata
@@ -260,11 +227,10 @@ def verify_artifact(
             say(f"preprocessing {len(image_set)} image(s) from {image_set.root} "
                 f"({prep.img_size}px, crop {prep.crop_pct}, {prep.interpolation})")
             x, kept = load_images(image_set, prep)
-            batch, fixed = engine_batch(candidate, IMAGE_BATCH)
-            t0 = time.perf_counter()
-            ref = run_batched(reference, x, IMAGE_BATCH)
-            out = run_batched(candidate, x, batch, fixed=fixed)
-            add_cases(f"images ({len(kept)})", x, ref, out, time.perf_counter() - t0)
+            image_cases = check_image_parity(reference, candidate, x, tolerance, on_case=on_case,
+                                             artifact=str(model))
+            parity.cases.extend(image_cases)
+            inputs[image_cases[0].input] = lambda x=x: x
             report.images = {**image_set.summary(), "img_size": prep.img_size, "used": int(len(kept))}
 
         if localize and not report.passed:
@@ -272,16 +238,23 @@ def verify_artifact(
             if candidate.kind != "onnxruntime":
                 report.localization_note = f"--localize needs an ONNX artifact, not a {candidate.kind} one"
             else:
-                from glmix_deploy.verify.localize import localize as run_localize
-
-                x = inputs[first.input]
-                batch, fixed = engine_batch(candidate, min(len(x), IMAGE_BATCH))
-                if len(x) < batch:  # a static batch larger than the images: repeat the last one
-                    x = np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])
-                x = x[:batch]
                 say(f"localizing the divergence on {first.input} by bisecting block boundaries")
-                report.localization = run_localize(
-                    loaded.model, model, x, tolerance, output_name=first.output,
-                    input_label=first.input, threads=threads)
+                report.localization = _localize(loaded.model, model, candidate, inputs[first.input](),
+                                                tolerance, first, threads)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _localize(reference_model, model: Path, candidate, x: np.ndarray, tolerance: Tolerance,
+              first: ParityCase, threads: int | None) -> "Localization":
+    """Bisect on at most one batch of `x`: the candidate's static batch (repeating the last row if
+    there are fewer) or up to IMAGE_BATCH rows."""
+    from glmix_deploy.compare.parity import IMAGE_BATCH
+    from glmix_deploy.engines.batching import engine_batch
+    from glmix_deploy.verify.localize import localize
+
+    batch, _fixed = engine_batch(candidate, min(len(x), IMAGE_BATCH))
+    if len(x) < batch:
+        x = np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])
+    return localize(reference_model, model, x[:batch], tolerance, output_name=first.output,
+                    input_label=first.input, threads=threads)

@@ -9,9 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glmix_deploy.errors import UserInputError
-from glmix_deploy.bench.latency import LatencyStats
-from glmix_deploy.bench.machine import cpu_model
 from glmix_deploy.bench.bench import (
     EAGER,
     apply_baseline,
@@ -20,23 +17,13 @@ from glmix_deploy.bench.bench import (
     plot,
     run_bench,
 )
+from glmix_deploy.bench.machine import cpu_model
+from glmix_deploy.errors import UserInputError
 
 
 @pytest.fixture(scope="module")
 def bench_report(tiny_ckpt, tiny_onnx, tiny_onnx_static):
     return run_bench(tiny_ckpt, [tiny_onnx, tiny_onnx_static], batches=[1, 2], threads=1, iters=3, warmup=1)
-
-
-def test_stats_from_known_samples():
-    stats = LatencyStats.from_samples([i / 1000 for i in range(1, 101)], batch=4)  # 1..100 ms
-    assert stats.iters == 100
-    assert stats.p50_ms == pytest.approx(50.5)
-    assert stats.p90_ms == pytest.approx(90.1)
-    assert stats.p99_ms == pytest.approx(99.01)
-    assert stats.mean_ms == pytest.approx(50.5)
-    assert stats.std_ms == pytest.approx(np.std(np.arange(1, 101)))
-    assert stats.min_ms == pytest.approx(1) and stats.max_ms == pytest.approx(100)
-    assert stats.throughput == pytest.approx(4 / 0.0505)
 
 
 def test_every_engine_at_every_batch_with_ratio_to_eager(bench_report, tiny_onnx, tiny_onnx_static):

@@ -95,6 +95,13 @@ def test_help_does_not_import_heavy_libraries() -> None:
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_the_cli_uses_typers_public_api_only() -> None:
+    # typer's vendored click (typer._click) is private and changes between releases.
+    package = Path(run.__code__.co_filename).parent
+    private = [p.name for p in package.glob("*.py") if "_click" in p.read_text()]
+    assert private == []
+
+
 def test_inspect_json(tiny_ckpt: Path, capsys) -> None:
     assert run(["--json", "inspect", "--ckpt", str(tiny_ckpt)]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from glmix_deploy.cli.params import parse_batches, parse_fraction, parse_preferred_batch, parse_shapes, parse_triple
+from glmix_deploy.cli.params import (
+    check_export_options,
+    parse_batches,
+    parse_fraction,
+    parse_preferred_batch,
+    parse_shapes,
+    parse_triple,
+)
 from glmix_deploy.errors import UserInputError
 
 
@@ -47,3 +54,24 @@ def test_parse_preferred_batch():
     assert parse_preferred_batch("") == () and parse_preferred_batch(None) == ()
     with pytest.raises(UserInputError, match="comma-separated integers"):
         parse_preferred_batch("8,x")
+
+
+@pytest.mark.parametrize(("given", "fmt", "backend", "precision"), [
+    (["--workspace", "--min-shape", "--timing-cache", "--builder-level"], "trt", "onnxruntime", "fp32"),
+    (["--workspace", "--max-shape", "--backend", "--with-preprocess"], "triton", "tensorrt", "fp32"),
+    (["--backend", "--name", "--preferred-batch", "--queue-delay-us", "--instances", "--kind", "--force"],
+     "triton", "onnxruntime", "fp32"),
+    (["--calib", "--holdout", "--min-top1", "--fp16-io"], "onnx", "onnxruntime", "fp16"),
+    (["--calib", "--calib-size", "--calib-method", "--calib-synthetic", "--calib-cache", "--min-top1"],
+     "openvino", "onnxruntime", "int8"),
+    (["--out", "--dynamic", "--max-batch", "--opset", "--simplify"], "onnx", "onnxruntime", "fp32"),
+])
+def test_export_options_of_the_chosen_format_and_precision_pass(given, fmt, backend, precision):
+    check_export_options(given, fmt=fmt, backend=backend, precision=precision)
+
+
+def test_the_first_misplaced_export_option_is_named():
+    with pytest.raises(UserInputError) as info:
+        check_export_options(["--dynamic", "--kind", "--workspace"], fmt="onnx", backend="onnxruntime",
+                             precision="fp32")
+    assert str(info.value) == "--kind applies to --fmt triton, not --fmt onnx"

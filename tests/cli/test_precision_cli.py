@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -16,15 +18,39 @@ def run_json(capsys, *args: str) -> tuple[int, dict]:
     return rc, json.loads(capsys.readouterr().out)
 
 
+def run_quietly(*args: str) -> tuple[int, str]:
+    """For module-scoped fixtures, which cannot use the function-scoped capsys."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        rc = run(list(args))
+    return rc, out.getvalue()
+
+
 @pytest.fixture(scope="module")
-def artifacts(tiny_ckpt, tmp_path_factory) -> dict[str, Path]:
+def reports(tiny_ckpt, tmp_path_factory) -> dict[str, dict]:
     root = tmp_path_factory.mktemp("precision_cli")
-    paths = {"fp16": root / "tiny_fp16.onnx", "int8": root / "tiny_int8.onnx"}
-    assert run(["--json", "export", "--ckpt", str(tiny_ckpt), "--precision", "fp16", "--dynamic", "batch",
-                "--max-batch", "4", "--out", str(paths["fp16"])]) == 0
-    assert run(["--json", "export", "--ckpt", str(tiny_ckpt), "--precision", "int8", "--calib-synthetic",
-                "--calib-size", "8", "--calib-cache", str(root / "cache"), "--out", str(paths["int8"])]) == 0
-    return paths
+    runs = {
+        "fp16": ["--precision", "fp16", "--min-top1", "98", "--dynamic", "batch", "--max-batch", "4"],
+        "int8": ["--precision", "int8", "--calib-synthetic", "--calib-size", "8", "--calib-cache", str(root / "cache")],
+    }
+    reports = {}
+    for precision, args in runs.items():
+        rc, out = run_quietly("--json", "export", "--ckpt", str(tiny_ckpt), *args,
+                              "--out", str(root / f"tiny_{precision}.onnx"))
+        assert rc == 0
+        reports[precision] = json.loads(out)
+    return reports
+
+
+@pytest.fixture(scope="module")
+def artifacts(reports) -> dict[str, Path]:
+    return {precision: Path(report["export"]["path"]) for precision, report in reports.items()}
+
+
+def test_min_top1_in_percent_reaches_the_guard_and_the_parity_check_as_a_fraction(reports):
+    export = reports["fp16"]["export"]
+    assert export["precision_report"]["guard_target"]["min_top1"] == pytest.approx(0.98)
+    assert export["parity"]["tolerance"]["min_top1"] == pytest.approx(0.98)
 
 
 def test_int8_without_calibration_exits_2_with_one_line(tiny_ckpt, tmp_path, capsys):
@@ -42,6 +68,8 @@ def test_int8_without_calibration_exits_2_with_one_line(tiny_ckpt, tmp_path, cap
     ["--precision", "int8", "--calib-synthetic", "--calib-method", "kl"],
     ["--precision", "int8", "--calib", "does-not-exist"],
     ["--precision", "int8", "--calib-synthetic", "--min-top1", "150"],
+    ["--calib-size", "4"],  # fp32 export
+    ["--precision", "fp16", "--calib-cache", "cache"],
 ])
 def test_precision_usage_errors_exit_2(tiny_ckpt, tmp_path, capsys, args):
     assert run(["export", "--ckpt", str(tiny_ckpt), "--out", str(tmp_path / "m.onnx"), *args]) == 2, args

@@ -15,7 +15,7 @@ import pytest
 from glmix_deploy.cli.main import run
 from glmix_deploy.tensorrt.compat import tensorrt_available, trtexec_path
 from glmix_deploy.data.preprocess import Preprocessing
-from tests.exporters.test_triton import (
+from tests.exporters.triton.checks import (
     assert_config_matches_onnx,
     check_ensemble,
     load_generated,

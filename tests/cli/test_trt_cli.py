@@ -12,10 +12,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from glmix_deploy.tensorrt.compat import import_tensorrt
-from glmix_deploy.tensorrt.compat import trtexec_path
-from tests.tensorrt.test_preflight import fvi, make_model
+from glmix_deploy.tensorrt.compat import import_tensorrt, trtexec_path
 from tests.factory import TINY, random_glnet, save_training_checkpoint
+from tests.tensorrt.samples import fvi, make_model
 
 HAS_BUILDER = import_tensorrt() is not None or trtexec_path() is not None
 

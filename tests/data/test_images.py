@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glmix_deploy.errors import UserInputError
 from glmix_deploy.data.images import (
     load_images,
     read_class_map,
@@ -16,6 +15,7 @@ from glmix_deploy.data.images import (
     scan_images,
 )
 from glmix_deploy.data.preprocess import Preprocessing
+from glmix_deploy.errors import UserInputError
 from tests.tiny_artifacts import write_image_folder
 
 

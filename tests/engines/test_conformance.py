@@ -1,25 +1,31 @@
 """One conformance suite for every engine available here (Polygraphy-style runners).
 
-torch, onnxruntime and openvino (a dev dependency) always run; tensorrt joins when its package
-(and a GPU) are present.
+torch, onnxruntime (from a file, and from a graph in memory: a ModelProto or its bytes) and
+openvino (a dev dependency) always run; tensorrt joins when its package (and a GPU) are present.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 
 import numpy as np
+import onnx
 import pytest
 
-from glmix_deploy.engines.base import Engine, TensorSpec, open_engine
-from glmix_deploy.errors import UserInputError
 from glmix_deploy.compare.metrics import compare
+from glmix_deploy.engines.base import Engine, TensorSpec
+from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
+from glmix_deploy.engines.registry import open_engine
+from glmix_deploy.errors import UserInputError
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
 ENGINES = [
     "torch",
     "onnxruntime",
+    "onnxruntime-modelproto",
+    "onnxruntime-bytes",
     "openvino",
     pytest.param("tensorrt", marks=[
         pytest.mark.tensorrt,
@@ -29,20 +35,28 @@ ENGINES = [
 
 
 @pytest.fixture(params=ENGINES)
-def engine_path(request, tiny_ckpt, tiny_onnx):
+def opener(request, tiny_ckpt, tiny_onnx) -> Callable[[], Engine]:
+    """Opens a fresh engine of the parametrized kind on the tiny GLNet (threads=1)."""
     if request.param == "torch":
-        return tiny_ckpt
+        return lambda: open_engine(tiny_ckpt, threads=1)
     if request.param == "onnxruntime":
-        return tiny_onnx
+        return lambda: open_engine(tiny_onnx, threads=1)
+    if request.param == "onnxruntime-modelproto":
+        graph = onnx.load(str(tiny_onnx))
+        return lambda: OnnxRuntimeEngine(graph, threads=1, log_severity=3)
+    if request.param == "onnxruntime-bytes":
+        data = tiny_onnx.read_bytes()
+        return lambda: OnnxRuntimeEngine(data, threads=1, spin=False)
     if request.param == "openvino":
-        return request.getfixturevalue("tiny_openvino")
+        path = request.getfixturevalue("tiny_openvino")
+        return lambda: open_engine(path, threads=1)
     # A TensorRT engine would be built from tiny_onnx here once the builder lands.
     pytest.skip("no TensorRT engine builder in this test session yet")
 
 
 @pytest.fixture
-def engine(engine_path):
-    with open_engine(engine_path, threads=1) as e:
+def engine(opener):
+    with opener() as e:
         yield e
 
 
@@ -92,8 +106,8 @@ def test_wrong_shape_is_a_user_error(engine, bad):
         engine.infer({"images": np.zeros(bad, dtype=np.float32)})
 
 
-def test_context_manager_closes(engine_path):
-    with open_engine(engine_path, threads=1) as e:
+def test_context_manager_closes(opener):
+    with opener() as e:
         assert isinstance(e, Engine)
         e.infer({"images": np.zeros(concrete(e.inputs[0]), dtype=np.float32)})
     if e.kind == "onnxruntime":
@@ -112,9 +126,14 @@ def test_agrees_with_torch_at_fp32_tolerance(engine, tiny_ckpt):
             assert m.max_rel <= 1e-4 and m.top1 == 1.0, (engine.kind, m)
 
 
-def test_unknown_suffix_and_missing_runtime_are_user_errors(tmp_path):
-    with pytest.raises(UserInputError, match="cannot tell the runtime"):
-        open_engine(tmp_path / "model.tflite")
-    if not HAS_TENSORRT:
-        with pytest.raises(UserInputError, match="TensorRT"):
-            open_engine(tmp_path / "model.engine")
+def test_in_memory_onnx_has_no_path_but_keeps_its_metadata(tiny_onnx):
+    from_file = OnnxRuntimeEngine(tiny_onnx, threads=1)
+    in_memory = OnnxRuntimeEngine(onnx.load(str(tiny_onnx)), threads=1)
+    assert from_file.path == tiny_onnx and in_memory.path is None
+    assert in_memory.metadata == from_file.metadata and in_memory.metadata["precision"] == "fp32"
+    assert in_memory.inputs == from_file.inputs and in_memory.outputs == from_file.outputs
+
+
+def test_unloadable_in_memory_graph_is_a_user_error():
+    with pytest.raises(UserInputError, match="cannot load the in-memory ONNX graph"):
+        OnnxRuntimeEngine(b"\x00not a model")

@@ -1,23 +1,25 @@
-"""ONNX export: graph form, shapes, local functions, metadata, atomic writes, built-in parity."""
+"""The exporter's own steps, without the workflow around them: tracing the export form, onnxsim,
+the metadata, the options' validation and the GLNet export facts (exporters/spec.py). The whole
+verified export is tests/pipeline/test_export.py's."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-import torch
+from onnx import TensorProto, helper
 
-from glmix_deploy.errors import CheckFailed
-from glmix_deploy.errors import ExportError
-from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
-from glmix_deploy.models.config import RELEASE_STATE_KEYS, RELEASES
+from glmix_deploy.errors import ExportError, UserInputError
+from glmix_deploy.exporters.onnx_export import ExportOptions, metadata, simplify, trace
+from glmix_deploy.exporters.spec import GLNetOnnxSpec
+from glmix_deploy.graph.onnx_io import count_nodes
 from glmix_deploy.models.glnet import GLNet
 from glmix_deploy.models.loader import LoadedCheckpoint, load_checkpoint
 from tests.factory import TINY, random_glnet, save_training_checkpoint
+
+SPEC = GLNetOnnxSpec(TINY)
 
 
 @pytest.fixture(scope="module")
@@ -27,97 +29,37 @@ def tiny(tmp_path_factory) -> LoadedCheckpoint:
     return load_checkpoint(path)
 
 
-def _run(path: Path, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"images": x})[0]
+@pytest.fixture(scope="module")
+def traced(tiny: LoadedCheckpoint, tmp_path_factory) -> onnx.ModelProto:
+    path = tmp_path_factory.mktemp("traced") / "raw.onnx"
+    shape_range = SPEC.shape_range(dynamic="batch", img_size=64, batch=1, max_batch=4)
+    trace(tiny.model, SPEC, ExportOptions(dynamic="batch"), shape_range, path)
+    return onnx.load(str(path))
 
 
-def _torch(loaded: LoadedCheckpoint, x: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return loaded.model(torch.from_numpy(x)).numpy()
+def _dims(value_info) -> list:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
 
-def test_static_export_is_verified_and_clean(tiny: LoadedCheckpoint, tmp_path: Path) -> None:
-    out = tmp_path / "m.onnx"
-    result = export_onnx(tiny, out, ExportOptions())
-    assert result.parity.passed and [c.shape for c in result.parity.cases] == [(1, 3, 64, 64)]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temp leftovers
-    model = onnx.load(str(out))
-    ops = {n.op_type for n in model.graph.node}
-    # Slot pooling as MatMuls, not the stock exporter's Gather/GatherND cascade.
-    assert "GatherND" not in ops and "AdaptiveAvgPool" not in str(ops)
-    assert model.opset_import[0].version == 17
-    # No NCHW <-> NHWC round trips: channel LayerNorms are written out over dim 1, token ops take
-    # channels-first pixels; what Transposes remain act on the (slots x C) tensors or attention.
-    layout_perms = ([0, 2, 3, 1], [0, 3, 1, 2])
-    assert not [n.name for n in model.graph.node
-                if n.op_type == "Transpose" and list(n.attribute[0].ints) in layout_perms]
-    assert "LayerNormalization" not in ops and "ReduceMean" in ops
-    assert result.nodes_final < result.nodes_exported
-    meta = {p.key: p.value for p in model.metadata_props}
-    assert meta["checkpoint_sha256"] == tiny.sha256
-    assert json.loads(meta["config"])["num_slots"] == 16
-    assert meta["precision"] == "fp32" and meta["num_classes"] == "10"
-    assert json.loads(meta["input_size"]) == [3, 64, 64]
-    assert json.loads(meta["mean"]) == list(TINY.mean)
+def test_trace_writes_the_export_form_with_the_specs_names(tiny: LoadedCheckpoint, traced: onnx.ModelProto) -> None:
+    assert [i.name for i in traced.graph.input] == ["images"]
+    assert [o.name for o in traced.graph.output] == ["logits"]
+    assert _dims(traced.graph.input[0]) == ["batch", 3, 64, 64] and _dims(traced.graph.output[0]) == ["batch", 10]
+    assert traced.opset_import[0].version == 17
+    assert "GatherND" not in {n.op_type for n in traced.graph.node}  # the export form, not the reference form
+    assert tiny.model.return_cluster_logits is False
 
 
-def test_dynamic_all_is_correct_across_its_range(tiny: LoadedCheckpoint, tmp_path: Path) -> None:
-    out = tmp_path / "dyn.onnx"
-    result = export_onnx(tiny, out, ExportOptions(dynamic="all", max_batch=4))
-    shapes = [c.shape for c in result.parity.cases]
-    assert shapes[:3] == [(1, 3, 32, 32), (1, 3, 64, 64), (4, 3, 128, 128)]
-    assert any(s[2] != s[3] for s in shapes), "a non-square shape is verified"
-    # Shapes the export did not check are right as well.
-    for shape in [(3, 3, 96, 64), (1, 3, 40, 72)]:
-        x = np.random.default_rng(1).standard_normal(shape, dtype=np.float32)
-        ref = _torch(tiny, x)
-        assert np.abs(_run(out, x) - ref).max() / np.abs(ref).max() < 1e-4
-    dims = [d.dim_param or d.dim_value for d in onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim]
-    assert dims == ["batch", 3, "height", "width"]
-
-
-def test_dynamic_batch_keeps_spatial_size_static(tiny: LoadedCheckpoint, tmp_path: Path) -> None:
-    result = export_onnx(tiny, tmp_path / "b.onnx", ExportOptions(dynamic="batch", batch=2, max_batch=5))
-    assert [c.shape for c in result.parity.cases] == [(1, 3, 64, 64), (2, 3, 64, 64), (5, 3, 64, 64)]
-
-
-def test_cluster_ops_as_local_functions(tiny: LoadedCheckpoint, tmp_path: Path) -> None:
-    out = tmp_path / "f.onnx"
-    result = export_onnx(tiny, out, ExportOptions(cluster_op="function", dynamic="all", max_batch=2))
-    assert result.parity.passed
-    assert result.functions == ["glmix.cluster", "glmix.dispatch"]
-    model = onnx.load(str(out))
-    assert {(f.domain, f.name) for f in model.functions} == {("glmix", "cluster"), ("glmix", "dispatch")}
-    calls = [n for n in model.graph.node if n.domain == "glmix"]
-    glmix_blocks = sum(1 for _ in tiny.model.glmix_blocks())
-    assert sorted(n.op_type for n in calls) == ["cluster"] * glmix_blocks + ["dispatch"] * glmix_blocks
-    assert any(o.domain == "glmix" for o in model.opset_import)
-    assert not any(o.domain.startswith("glmix_deploy") for o in model.opset_import)
-    onnx.checker.check_model(model)
-
-
-class _ShapeFrozenGLNet(GLNet):
-    """Python control flow on the input size: tracing freezes it, so a dynamic export is
-    right only at the traced shape, the failure mode parity-at-several-shapes exists for."""
-
-    def forward(self, x):
-        y = super().forward(x)
-        return y * 2 if x.shape[-1] > 64 else y
-
-
-def test_parity_failure_keeps_file_and_raises_with_report(tiny: LoadedCheckpoint, tmp_path: Path) -> None:
-    frozen = _ShapeFrozenGLNet(tiny.config).eval()
-    frozen.load_state_dict(tiny.model.state_dict())
-    loaded = LoadedCheckpoint(frozen, tiny.config, "custom", tiny.path, tiny.sha256, "model", ())
-    out = tmp_path / "frozen.onnx"
-    with pytest.raises(CheckFailed) as info:
-        export_onnx(loaded, out, ExportOptions(dynamic="all", max_batch=2))
-    report = info.value.report.parity
-    failing = {c.shape for c in report.failures()}
-    assert (2, 3, 128, 128) in failing and (1, 3, 64, 64) not in failing
-    assert "parity failed" in str(info.value)
-    assert out.exists()  # kept for inspection, reported as failing
+def test_trace_restores_the_model_it_was_given(tiny: LoadedCheckpoint, tmp_path: Path) -> None:
+    tiny.model.set_reference(True)
+    try:
+        shape_range = SPEC.shape_range(dynamic="none", img_size=64, batch=1)
+        trace(tiny.model, SPEC, ExportOptions(cluster_logits=True), shape_range, tmp_path / "m.onnx")
+        assert tiny.model.reference is True and tiny.model.return_cluster_logits is False
+    finally:
+        tiny.model.set_reference(False)
+    outputs = [o.name for o in onnx.load(str(tmp_path / "m.onnx")).graph.output]
+    assert outputs == ["logits"] + SPEC.cluster_logit_outputs(tiny.model)
 
 
 class _Untraceable(GLNet):
@@ -125,50 +67,66 @@ class _Untraceable(GLNet):
         raise RuntimeError("boom in forward")
 
 
-def test_export_failure_leaves_nothing_behind(tiny: LoadedCheckpoint, tmp_path: Path) -> None:
-    broken = _Untraceable(tiny.config).eval()
-    loaded = LoadedCheckpoint(broken, tiny.config, "custom", tiny.path, tiny.sha256, "model", ())
-    out = tmp_path / "broken.onnx"
-    with pytest.raises(ExportError, match="boom in forward"):
-        export_onnx(loaded, out, ExportOptions())
-    assert list(tmp_path.iterdir()) == []
+def test_trace_failure_is_an_export_error_with_torchs_first_line(tmp_path: Path) -> None:
+    broken = _Untraceable(TINY).eval()
+    shape_range = SPEC.shape_range(dynamic="none", img_size=64, batch=1)
+    with pytest.raises(ExportError, match="torch.onnx.export failed: boom in forward"):
+        trace(broken, SPEC, ExportOptions(), shape_range, tmp_path / "m.onnx")
 
 
-def test_existing_output_is_replaced_atomically(tiny: LoadedCheckpoint, tmp_path: Path) -> None:
-    out = tmp_path / "m.onnx"
-    out.write_bytes(b"old")
-    export_onnx(tiny, out, ExportOptions(opset=18))
-    assert onnx.load(str(out)).opset_import[0].version == 18
+def test_simplify_shrinks_the_traced_graph(traced: onnx.ModelProto) -> None:
+    simplified, ok, note = simplify(traced)
+    assert ok and note is None
+    assert count_nodes(simplified) < count_nodes(traced)
+    onnx.checker.check_model(simplified)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(RELEASES))
-def test_release_variants_export_static_and_dynamic(name: str, tmp_path: Path) -> None:
-    """Every release, random weights, official training layout (unimportable args, module.
-    prefix, model_ema where the release keeps its weights there)."""
-    state_key = RELEASE_STATE_KEYS.get(name, "model")
-    path = save_training_checkpoint(tmp_path / f"{name}.pth", random_glnet(name), tmp_path,
-                                    ema=state_key == "model_ema")
-    loaded = load_checkpoint(path, state_key=state_key)
-    assert loaded.release == name
-    static = export_onnx(loaded, tmp_path / "static.onnx", ExportOptions())
-    dynamic = export_onnx(loaded, tmp_path / "dynamic.onnx",
-                          ExportOptions(dynamic="all", max_batch=2, min_size=160, max_size=256))
-    for result in (static, dynamic):
-        assert result.parity.passed
-        assert max(c.metrics.max_rel for c in result.parity.cases) <= 1e-4
-    assert len(dynamic.parity.cases) >= 3
+def test_simplify_keeps_a_graph_onnxsim_cannot_handle() -> None:
+    # A node reading a tensor nothing produces: onnxsim's own checks reject the graph.
+    node = helper.make_node("Relu", ["nowhere"], ["y"])
+    graph = helper.make_graph([node], "broken", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    kept, ok, note = simplify(model)
+    assert kept is model and not ok and note.startswith("onnxsim failed (") and "kept the unsimplified" in note
 
 
-def test_external_data_when_over_the_protobuf_limit(tiny: LoadedCheckpoint, tmp_path: Path, monkeypatch) -> None:
-    # Our own size limit lowered (not a library fake): a model "over 2 GB" keeps its weights
-    # in <name>.data beside the graph, and the whole pipeline (checker, onnxruntime, rename) copes.
-    monkeypatch.setattr("glmix_deploy.graph.onnx_io._TWO_GIB", 2**24 + 1024)
-    out = tmp_path / "big.onnx"
-    result = export_onnx(tiny, out, ExportOptions())
-    assert result.parity.passed
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
-    assert (tmp_path / "big.onnx.data").stat().st_size > out.stat().st_size
-    x = np.random.default_rng(3).standard_normal((1, 3, 64, 64), dtype=np.float32)
-    ref = _torch(tiny, x)
-    assert np.abs(_run(out, x) - ref).max() / np.abs(ref).max() < 1e-4
+def test_metadata_records_provenance_and_preprocessing(tiny: LoadedCheckpoint) -> None:
+    shape_range = SPEC.shape_range(dynamic="all", img_size=96, batch=1, max_batch=2)
+    meta = metadata(tiny, ExportOptions(dynamic="all", opset=18), 96, shape_range, "fp16")
+    assert meta["checkpoint_sha256"] == tiny.sha256 and meta["producer"] == "glmix-deploy"
+    assert json.loads(meta["config"])["img_size"] == 96 and json.loads(meta["input_size"]) == [3, 96, 96]
+    assert json.loads(meta["mean"]) == list(TINY.mean) and meta["num_classes"] == "10"
+    assert meta["precision"] == "fp16" and meta["opset"] == "18" and meta["dynamic"] == "all"
+    assert json.loads(meta["shape_range"]) == {"min": [1, 3, 64, 64], "opt": [1, 3, 96, 96], "max": [2, 3, 192, 192]}
+    assert all(isinstance(v, str) for v in meta.values())
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    (ExportOptions(opset=11), "opset must be between 17 and 20"),
+    (ExportOptions(cluster_op="module"), "cluster op must be one of inline, function"),
+])
+def test_bad_options_are_user_errors(options: ExportOptions, match: str) -> None:
+    with pytest.raises(UserInputError, match=match):
+        options.validate()
+
+
+def test_spec_shape_ranges_and_verification_shapes() -> None:
+    static = SPEC.shape_range(dynamic="none", img_size=64, batch=2)
+    assert static.min == static.opt == static.max == (2, 3, 64, 64)
+    assert SPEC.verification_shapes(static) == [(2, 3, 64, 64)]
+    dynamic = SPEC.shape_range(dynamic="all", img_size=64, batch=1, max_batch=4)
+    assert (dynamic.min, dynamic.max) == ((1, 3, 32, 32), (4, 3, 128, 128))
+    assert SPEC.verification_shapes(dynamic) == [(1, 3, 32, 32), (1, 3, 64, 64), (4, 3, 128, 128), (2, 3, 32, 96)]
+    assert SPEC.dynamic_axes("none") is None
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    (dict(dynamic="sometimes", img_size=64, batch=1), "dynamic mode must be one of"),
+    (dict(dynamic="none", img_size=16, batch=1), "image size must be >= 32"),
+    (dict(dynamic="batch", img_size=64, batch=4, max_batch=2), "max batch 2 is below batch 4"),
+    (dict(dynamic="all", img_size=64, batch=1, min_size=96), "size range must satisfy"),
+])
+def test_spec_refuses_impossible_ranges(kwargs: dict, match: str) -> None:
+    with pytest.raises(UserInputError, match=match):
+        SPEC.shape_range(**kwargs)

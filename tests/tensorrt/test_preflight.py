@@ -11,51 +11,20 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from glmix_deploy.errors import CheckFailed, UserInputError
-from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
-from glmix_deploy.precision.convert import PrecisionOptions
-from glmix_deploy.tensorrt.preflight import (
-    ERROR,
-    OPSET_MAX,
-    SUPPORTED_OPS,
-    UNSUPPORTED_OPS,
-    WARNING,
-    PreflightReport,
-    graph_io,
-    preflight,
-)
+from glmix_deploy.exporters.onnx_export import ExportOptions
+from glmix_deploy.graph.onnx_io import graph_io
 from glmix_deploy.models.config import RELEASE_STATE_KEYS, RELEASES
 from glmix_deploy.models.loader import LoadedCheckpoint, load_checkpoint
+from glmix_deploy.pipeline.export import export_onnx
+from glmix_deploy.precision.options import PrecisionOptions
+from glmix_deploy.tensorrt.onnx_ops import OPSET_MAX
+from glmix_deploy.tensorrt.preflight import ERROR, WARNING, PreflightReport, preflight
 from tests.factory import TINY, random_glnet, save_training_checkpoint
-
-
+from tests.tensorrt.samples import fvi, make_model, relu_then
 
 # ----------------------------------------------------------------------------------------------
 # Small hand-made graphs
 # ----------------------------------------------------------------------------------------------
-
-def make_model(nodes, inputs, outputs, *, initializers=(), functions=(), opset: int = 17,
-               extra_opsets: dict[str, int] | None = None, value_info=(), meta: dict | None = None) -> onnx.ModelProto:
-    graph = helper.make_graph(list(nodes), "g", list(inputs), list(outputs), initializer=list(initializers),
-                              value_info=list(value_info))
-    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in (extra_opsets or {}).items()]
-    model = helper.make_model(graph, opset_imports=opsets, functions=list(functions))
-    for k, v in (meta or {}).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
-    return model
-
-
-def fvi(name: str, shape, elem=TensorProto.FLOAT):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def relu_then(op_type: str, domain: str = "", name: str = "planted", **attrs) -> onnx.ModelProto:
-    """x -> Relu -> <op_type> -> y."""
-    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
-             helper.make_node(op_type, ["r"], ["y"], name=name, domain=domain, **attrs)]
-    extra = {domain: 1} if domain else None
-    return make_model(nodes, [fvi("x", [1, 3, 8, 8])], [fvi("y", None)], extra_opsets=extra)
-
 
 def errors_of(report: PreflightReport) -> list[tuple[str, str, str]]:
     return [(f.node, f.op_type, f.reason) for f in report.errors]
@@ -205,12 +174,6 @@ def test_unsupported_default_domain_ops_are_errors(op: str) -> None:
 def test_op_missing_from_the_table_would_fall_back_to_a_plugin() -> None:
     report = preflight(relu_then("TotallyNewOp"))
     assert "fall back to a plugin named 'TotallyNewOp'" in report.errors[0].reason
-
-
-def test_operator_table_is_consistent() -> None:
-    assert not SUPPORTED_OPS & UNSUPPORTED_OPS
-    for op in ("Conv", "LayerNormalization", "GatherND", "Einsum", "QuantizeLinear", "Attention", "Gelu"):
-        assert op in SUPPORTED_OPS
 
 
 def test_opset_outside_the_parser_range() -> None:
@@ -429,4 +392,15 @@ def test_graph_io_skips_initializers_listed_as_inputs() -> None:
                        [fvi("y", ["n", 2])], initializers=[numpy_helper.from_array(np.ones(2, np.float32), "w")])
     inputs, outputs = graph_io(model)
     assert [i.name for i in inputs] == ["x"] and inputs[0].shape == ("n", 2) and inputs[0].dynamic_axes == [0]
-    assert outputs[0].dtype == "FLOAT"
+    assert outputs[0].dtype == "float32"
+    # Preflight sees the same network inputs: only x needs an optimisation profile.
+    assert [(f.node, f.severity) for f in preflight(model).findings] == [("x", WARNING)]
+
+
+def test_unnamed_dynamic_axes_read_as_question_marks() -> None:
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="r")], [fvi("x", [None, 3, 8, 8])],
+                       [fvi("y", [None, 3, 8, 8])])
+    (finding,) = preflight(model).warnings
+    assert finding.node == "x" and "dynamic dimension(s) 0:?" in finding.reason
+    report = preflight(model, profiles={"x": ((1, 3, 8, 8), (1, 3, 8, 8), (1, 3, 16, 16))})
+    assert "(input is ['?', 3, 8, 8])" in report.errors[0].reason

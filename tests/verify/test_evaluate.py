@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from glmix_deploy.errors import UserInputError
-from glmix_deploy.verify.evaluate import PreprocessOverrides, evaluate, topk_accuracy
 from glmix_deploy.data.images import load_images, scan_image_folder
 from glmix_deploy.data.preprocess import Preprocessing
+from glmix_deploy.errors import UserInputError
+from glmix_deploy.verify.evaluate import PreprocessOverrides, evaluate, topk_accuracy
 
 
 def test_topk_accuracy():

@@ -6,6 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
+from glmix_deploy.compare.metrics import Tolerance, compare
+from glmix_deploy.compare.parity import seeded_input
 from glmix_deploy.verify.localize import (
     OUTPUT_BOUNDARY,
     _Prober,
@@ -14,8 +16,6 @@ from glmix_deploy.verify.localize import (
     torch_boundaries,
     unqualified_scope_name,
 )
-from glmix_deploy.compare.metrics import Tolerance, compare
-from glmix_deploy.compare.parity import seeded_input
 from tests.tiny_artifacts import tamper
 
 EXPECTED_ORDER = [

@@ -52,7 +52,8 @@ def test_junit_escapes_hostile_names(passed_report):
     import dataclasses
 
     weird = dataclasses.replace(passed_report.cases[0], output='lo<g>"its&')
-    passed_report_copy = dataclasses.replace(passed_report, cases=[weird], artifact='a&b<c>.onnx')
+    parity = dataclasses.replace(passed_report.parity, cases=[weird], artifact='a&b<c>.onnx')
+    passed_report_copy = dataclasses.replace(passed_report, parity=parity)
     root = ET.fromstring(junit_xml(passed_report_copy))
     assert root.find(".//testcase").get("name") == 'random 1x3x64x64 / lo<g>"its&'
 

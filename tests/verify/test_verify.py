@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from glmix_deploy.errors import CheckpointError, UserInputError
 from glmix_deploy.compare.metrics import Tolerance
-from glmix_deploy.compare.tolerances import PRECISION_TOLERANCES, resolve_tolerance
+from glmix_deploy.compare.tolerances import PRECISION_TOLERANCES
+from glmix_deploy.errors import CheckpointError, UserInputError
 from glmix_deploy.verify.verify import verify_artifact
 from tests.tiny_artifacts import set_metadata
 
@@ -126,13 +126,3 @@ def test_missing_files_are_user_errors(tiny_ckpt, tiny_onnx, tmp_path):
     with pytest.raises(UserInputError, match="no image files"):
         verify_artifact(tiny_ckpt, tiny_onnx, images=tmp_path)
 
-
-def test_tolerance_resolution():
-    assert resolve_tolerance("fp32") == Tolerance(max_rel=1e-4)
-    assert resolve_tolerance("int8") == Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.97)
-    t = resolve_tolerance("fp16", rtol=1e-2, min_top1=0.95)
-    assert t.max_rel == 1e-2 and t.min_top1 == pytest.approx(0.95) and t.min_cosine == 0.999
-    assert resolve_tolerance("fp32", min_top1=0.9).min_top1 == 0.9
-    for kwargs in ({"min_top1": 150}, {"min_top1": -1}, {"rtol": -1}, {"atol": -0.1}, {"min_cos": 2}):
-        with pytest.raises(UserInputError):
-            resolve_tolerance("fp32", **kwargs)

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from glmix_deploy.cli.main import run
-from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
-from glmix_deploy.models.loader import load_checkpoint
 from glmix_deploy.data.preprocess import Preprocessing
+from glmix_deploy.exporters.onnx_export import ExportOptions
+from glmix_deploy.models.loader import load_checkpoint
+from glmix_deploy.pipeline.export import export_onnx
 from glmix_deploy.verify.visualize import agreement, onnx_slot_maps, torch_slot_maps
 from tests.factory import TINY, random_glnet, save_training_checkpoint
 

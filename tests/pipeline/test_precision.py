@@ -1,7 +1,8 @@
-"""FP16 / INT8 export: graph form, thresholds, calibration cache, the accuracy guard.
+"""The precision step of the export (pipeline.precision): FP16 / INT8 artifacts, their thresholds,
+the calibration cache, and the accuracy guard's measurements and choices.
 
 Real exports of tiny GLNets (and of the trained sample when it is present), run by onnxruntime;
-nothing is mocked.
+nothing is mocked. The graph passes and the search have their unit tests in tests/precision/.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from glmix_deploy.errors import UserInputError
-from glmix_deploy.precision.calibration import cache_key, default_cache_dir
-from glmix_deploy.exporters.onnx_export import ExportOptions, export_onnx
-from glmix_deploy.precision.convert import (
-    PrecisionOptions,
-    block_of,
-    convert_fp16,
-    fp16_island_candidates,
-)
+from glmix_deploy.compare.tolerances import GUARD_MIN_TOP1, PRECISION_TOLERANCES
+from glmix_deploy.exporters.onnx_export import ExportOptions
 from glmix_deploy.models.loader import load_checkpoint
-from glmix_deploy.compare.tolerances import PRECISION_TOLERANCES
+from glmix_deploy.pipeline.export import export_onnx
+from glmix_deploy.pipeline.precision import (
+    GuardCase,
+    activation_absmax,
+    guard_target,
+    run_cases,
+    score_outputs,
+)
+from glmix_deploy.precision.options import PrecisionOptions
+from glmix_deploy.precision.units import block_of
 from glmix_deploy.verify.verify import verify_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,22 +110,6 @@ def test_fp16_io_switches_model_inputs_and_outputs(tiny_loaded, tmp_path):
     assert y.dtype == np.float16 and np.isfinite(y).all()
 
 
-def test_fp16_islands_keep_chosen_nodes_in_fp32(tiny_onnx):
-    model = onnx.load(str(tiny_onnx))
-    units = {u.name: u for u in fp16_island_candidates(model)}
-    assert set(units) == {"LayerNormalization", "GLMix clustering/dispatching softmax", "attention softmax"}
-    keep = set(units["LayerNormalization"].nodes) | set(units["attention softmax"].nodes)
-    half = convert_fp16(model, keep)
-    onnx.checker.check_model(half)
-    types = _elem_types(half)
-    for node in half.graph.node:
-        floats = [t for t in [*node.input, *node.output] if types.get(t) in (TensorProto.FLOAT, TensorProto.FLOAT16)]
-        if node.name in keep:
-            assert all(types[t] == TensorProto.FLOAT for t in floats), node.name
-        elif node.op_type in ("Conv", "MatMul"):
-            assert all(types[t] == TensorProto.FLOAT16 for t in floats), node.name
-
-
 def test_fp16_guard_chooses_fp32_islands_by_measurement(tiny_loaded, tmp_path):
     """An impossible-for-fp16 cosine target makes the guard keep islands (and then blocks) fp32,
     most sensitive first, and record them."""
@@ -142,7 +129,8 @@ def test_fp16_guard_chooses_fp32_islands_by_measurement(tiny_loaded, tmp_path):
             assert types[node.output[0]] == TensorProto.FLOAT, node.name
 
 
-def test_fp16_with_local_functions(tiny_loaded, tmp_path):
+def test_fp16_then_cluster_ops_folded_into_functions(tiny_loaded, tmp_path):
+    """Functions are folded after the precision step: an fp16 graph folds like an fp32 one."""
     out = tmp_path / "f16.onnx"
     result = export_onnx(tiny_loaded, out, ExportOptions(cluster_op="function",
                                                          precision=PrecisionOptions(precision="fp16")))
@@ -189,17 +177,6 @@ def test_int8_is_qdq_per_channel_symmetric_and_synthetic_is_recorded(tiny_loaded
     assert report.passed and report.tolerance == PRECISION_TOLERANCES["int8"]
 
 
-def test_int8_needs_calibration_images_or_synthetic():
-    with pytest.raises(UserInputError, match="--calib"):
-        PrecisionOptions(precision="int8").validate()
-    with pytest.raises(UserInputError, match="not both"):
-        PrecisionOptions(precision="int8", calib=Path("."), calib_synthetic=True).validate()
-    with pytest.raises(UserInputError):
-        PrecisionOptions(precision="fp32", calib_synthetic=True).validate()
-    with pytest.raises(UserInputError):
-        PrecisionOptions(precision="int8", calib_synthetic=True, calib_method="kl").validate()
-
-
 def test_calibration_cache_is_reused_and_invalidated(tiny_loaded, other_ckpt, tmp_path):
     calib = _write_images(tmp_path / "calib", n=6)
     cache = tmp_path / "cache"
@@ -219,25 +196,11 @@ def test_calibration_cache_is_reused_and_invalidated(tiny_loaded, other_ckpt, tm
     third = _export(tiny_loaded, tmp_path / "c.onnx", **{**opts, "calib": tmp_path / "calib2"})
     assert third.precision_report["calibration"]["cache_reused"] is False
     assert third.precision_report["calibration"]["cache"] != first["cache"]
-    # Settings and model are part of the key too.
-    base = cache_key("m" * 64, "d" * 64, {"method": "minmax"})
-    assert base == cache_key("m" * 64, "d" * 64, {"method": "minmax"})
-    assert len({base, cache_key("m" * 64, "d" * 64, {"method": "entropy"}),
-                cache_key("n" * 64, "d" * 64, {"method": "minmax"}),
-                cache_key("m" * 64, "e" * 64, {"method": "minmax"})}) == 4
     other = load_checkpoint(other_ckpt)
     fourth = _export(other, tmp_path / "d.onnx", **opts).precision_report["calibration"]
     assert fourth["cache_reused"] is False and fourth["cache"] != first["cache"]
     fifth = _export(tiny_loaded, tmp_path / "e.onnx", **{**opts, "calib_size": 4}).precision_report["calibration"]
     assert fifth["cache_reused"] is False and fifth["images"] == 4
-
-
-def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "glmix-deploy" / "calib"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_cache_dir() == tmp_path / "home" / ".cache" / "glmix-deploy" / "calib"
 
 
 def test_guard_keeps_sensitive_blocks_out_and_reports_the_cost(tiny_loaded, tmp_path):
@@ -269,19 +232,54 @@ def test_guard_keeps_sensitive_blocks_out_and_reports_the_cost(tiny_loaded, tmp_
     assert images.shape[0] == 8 and images.metrics.top1 == 1.0
 
 
-def test_our_export_keeps_gelu_fusable(tiny_onnx, tmp_path):
-    """onnxsim folds a trailing GELU * 0.5 into the next Conv, leaving a pattern no runtime
-    fuses; the export form writes (x * 0.5) * (1 + erf(x / sqrt 2)), which onnxsim leaves intact,
-    so onnxruntime runs one Gelu kernel per GELU (stem + one per conv MLP)."""
-    import onnxruntime as ort
+# ------------------------------------------------------------------------------------ measuring
 
-    optimized = tmp_path / "optimized.onnx"
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(optimized)
-    ort.InferenceSession(str(tiny_onnx), options, providers=["CPUExecutionProvider"])
-    ops = [n.op_type for n in onnx.load(str(optimized)).graph.node]
-    assert ops.count("Gelu") == 6 and "Erf" not in ops
+
+def test_guard_target_is_the_table_unless_options_say_otherwise():
+    default = guard_target(PrecisionOptions(precision="fp16"))
+    assert default.min_top1 == GUARD_MIN_TOP1
+    assert default.min_cosine == PRECISION_TOLERANCES["fp16"].min_cosine
+    assert default.max_rel is None and default.atol is None
+    assert guard_target(PrecisionOptions(precision="int8", calib_synthetic=True)).min_cosine == \
+        PRECISION_TOLERANCES["int8"].min_cosine
+    given = guard_target(PrecisionOptions(precision="fp16", min_top1=0.5, min_cosine=0.9))
+    assert (given.min_top1, given.min_cosine) == (0.5, 0.9)
+
+
+def test_run_cases_casts_to_fp16_inputs_and_keeps_every_row(tiny_onnx):
+    """A float16-input candidate gets the float32 guard inputs cast by the engine; rows that do not
+    fill the last batch are kept; outputs come back float32 for scoring."""
+    from glmix_deploy.precision.fp16 import convert_fp16
+
+    fp32 = onnx.load(str(tiny_onnx))
+    half_io = convert_fp16(fp32, keep_io_types=False)
+    x = np.random.default_rng(0).standard_normal((3, 3, 64, 64), dtype=np.float32)
+    cases = [GuardCase("images (3)", x, 2, False)]
+    (ref,), (out,) = run_cases(fp32, cases), run_cases(half_io, cases)
+    assert ref.shape == out.shape == (3, ref.shape[1]) and out.dtype == np.float32
+    score = score_outputs([ref], [out], cases, guard_target(PrecisionOptions(precision="fp16")))
+    assert score.worst_cosine > 0.99 and score.images_top1 is not None
+
+
+def test_score_outputs_names_the_failing_case():
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((8, 10)).astype(np.float32)
+    cases = [GuardCase("images (8)", np.zeros((8, 3, 4, 4), np.float32), 8, False)]
+    target = guard_target(PrecisionOptions(precision="fp16"))
+    same = score_outputs([ref], [ref.copy()], cases, target)
+    assert same.passed and same.error == pytest.approx(0.0, abs=1e-9) and same.images_top1 == 1.0
+    worse = score_outputs([ref], [-ref], cases, target)
+    assert not worse.passed and worse.error > 1 and all(v.startswith("images (8): ") for v in worse.violations)
+
+
+def test_activation_absmax_sees_intermediates_and_outputs(tiny_onnx):
+    model = onnx.load(str(tiny_onnx))
+    x = np.random.default_rng(2).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    absmax = activation_absmax(model, [GuardCase("random 2x3x64x64", x, 2, True)])
+    (logits,) = run_cases(model, [GuardCase("random 2x3x64x64", x, 2, True)])
+    assert absmax["logits"] == pytest.approx(float(np.abs(logits).max()), rel=1e-5)
+    produced = {o for n in model.graph.node for o in n.output}
+    assert len(set(absmax) & produced) > len(model.graph.node) // 2
 
 
 # ---------------------------------------------------------------------------------- the sample

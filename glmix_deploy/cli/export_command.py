@@ -1,0 +1,267 @@
+"""`export` (registered on the shared app): parse the options, run the export pipeline, render.
+
+Options of another format or precision are refused (exit 2), not ignored: an option counts as given
+when it was typed, even with its default value.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from glmix_deploy.cli import export_render, render
+from glmix_deploy.cli.app import (
+    CkptOption,
+    HeadDimOption,
+    ModelConfigOption,
+    NumSlotsOption,
+    State,
+    StateKey,
+    StateKeyOption,
+    app,
+    load,
+)
+from glmix_deploy.errors import CheckFailed
+
+
+class Fmt(str, Enum):
+    onnx = "onnx"
+    trt = "trt"
+    openvino = "openvino"
+    triton = "triton"
+
+
+class TritonBackend(str, Enum):
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
+
+
+class InstanceKind(str, Enum):
+    gpu = "gpu"
+    cpu = "cpu"
+
+
+class Dynamic(str, Enum):
+    none = "none"
+    batch = "batch"
+    all = "all"
+
+
+class ClusterOp(str, Enum):
+    inline = "inline"
+    function = "function"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class CalibMethod(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+_PRECISION = "Precision (--precision fp16 / int8)"
+_TENSORRT = "TensorRT (--fmt trt)"
+_TRITON = "Triton (--fmt triton)"
+
+
+def given_options(ctx: typer.Context) -> list[str]:
+    """The options typed on the command line (by their first flag), in declaration order."""
+    def typed(name: str | None) -> bool:
+        source = ctx.get_parameter_source(name) if name else None
+        # Compared by name: the ParameterSource enum lives in typer's private vendored click.
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    return [param.opts[0] for param in ctx.command.params if param.opts and typed(param.name)]
+
+
+def _showing_preflight(build):
+    """Run a step that builds an engine; a preflight refusal (CheckFailed) shows its findings first."""
+    from glmix_deploy.cli.trt_commands import preflight_report
+    from glmix_deploy.tensorrt.preflight import PreflightReport
+
+    try:
+        return build()
+    except CheckFailed as exc:
+        if not State.json and isinstance(exc.report, PreflightReport):
+            preflight_report(exc.report)
+        raise
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    ckpt: CkptOption,
+    fmt: Annotated[Fmt, typer.Option(
+        "--fmt", help="onnx; trt (TensorRT engine built from the verified ONNX); openvino (OpenVINO IR, verified); "
+                      "triton (a Triton model repository).")] = Fmt.onnx,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Output file, or repository folder for triton (default: <checkpoint name>.onnx/.engine "
+                      "or ./model_repository).")] = None,
+    img_size: Annotated[Optional[int], typer.Option(
+        "--img-size", min=32, help="Input height/width (default: the checkpoint's, 224).")] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size (default shape).")] = 1,
+    dynamic: Annotated[Dynamic, typer.Option(
+        "--dynamic", help="none: static; batch: dynamic batch; all: batch, height and width.")] = Dynamic.none,
+    max_batch: Annotated[Optional[int], typer.Option(
+        "--max-batch", min=1, help="Largest batch of a dynamic export (default 8; triton: 64).")] = None,
+    min_size: Annotated[Optional[int], typer.Option(
+        "--min-size", min=32, help="Smallest height/width with --dynamic all (default img-size/2).")] = None,
+    max_size: Annotated[Optional[int], typer.Option(
+        "--max-size", min=32, help="Largest height/width with --dynamic all (default 2 x img-size).")] = None,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (17-20).")] = 17,
+    cluster_op: Annotated[ClusterOp, typer.Option(
+        "--cluster-op", help="inline: plain ops; function: glmix.cluster/glmix.dispatch local functions.")
+    ] = ClusterOp.inline,
+    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxsim.")] = True,
+    cluster_logits: Annotated[bool, typer.Option(
+        "--cluster-logits", help="Add every GLMix block's clustering logits as extra outputs (for visualize).")
+    ] = False,
+    state_key: StateKeyOption = StateKey.auto,
+    head_dim: HeadDimOption = None,
+    num_slots: NumSlotsOption = None,
+    model_config: ModelConfigOption = None,
+    # Precision
+    precision: Annotated[Precision, typer.Option(
+        "--precision", rich_help_panel=_PRECISION,
+        help="fp32; fp16 (FP16 with measured FP32 islands); int8 (Q/DQ, static calibration).")] = Precision.fp32,
+    calib: Annotated[Optional[Path], typer.Option(
+        "--calib", rich_help_panel=_PRECISION,
+        help="INT8 calibration images (ImageFolder or a folder of images), preprocessed like eval.")] = None,
+    calib_size: Annotated[Optional[int], typer.Option(
+        "--calib-size", rich_help_panel=_PRECISION, min=1,
+        help="Calibration images to use (default 256, all when fewer).")] = None,
+    calib_method: Annotated[CalibMethod, typer.Option(
+        "--calib-method", rich_help_panel=_PRECISION, help="Range calibration method.")] = CalibMethod.minmax,
+    calib_synthetic: Annotated[bool, typer.Option(
+        "--calib-synthetic", rich_help_panel=_PRECISION,
+        help="Calibrate on random inputs (timing only; recorded in the metadata).")] = False,
+    calib_cache: Annotated[Optional[Path], typer.Option(
+        "--calib-cache", rich_help_panel=_PRECISION,
+        help="Calibration cache folder (default $XDG_CACHE_HOME/glmix-deploy/calib).")] = None,
+    fp16_io: Annotated[bool, typer.Option(
+        "--fp16-io", rich_help_panel=_PRECISION, help="FP16 model inputs/outputs (default FP32).")] = False,
+    min_top1: Annotated[Optional[float], typer.Option(
+        "--min-top1", rich_help_panel=_PRECISION,
+        help="Top-1 agreement with fp32 the accuracy guard aims at (default 0.99; 99 means 99%).")] = None,
+    holdout: Annotated[Optional[Path], typer.Option(
+        "--holdout", rich_help_panel=_PRECISION,
+        help="Held-out images for the accuracy guard (default: the calibration images).")] = None,
+    # TensorRT (--fmt trt, and triton with --backend tensorrt)
+    min_shape: Annotated[Optional[str], typer.Option(
+        "--min-shape", rich_help_panel=_TENSORRT,
+        help="TensorRT profile minimum, e.g. 1x3x160x160 (default: the ONNX's range).")] = None,
+    opt_shape: Annotated[Optional[str], typer.Option(
+        "--opt-shape", rich_help_panel=_TENSORRT, help="TensorRT profile optimum.")] = None,
+    max_shape: Annotated[Optional[str], typer.Option(
+        "--max-shape", rich_help_panel=_TENSORRT, help="TensorRT profile maximum.")] = None,
+    workspace: Annotated[float, typer.Option(
+        "--workspace", rich_help_panel=_TENSORRT, min=0.0625, help="TensorRT workspace limit, GiB.")] = 4.0,
+    timing_cache: Annotated[Optional[Path], typer.Option(
+        "--timing-cache", rich_help_panel=_TENSORRT, help="Persistent TensorRT timing cache file.")] = None,
+    builder_level: Annotated[int, typer.Option(
+        "--builder-level", rich_help_panel=_TENSORRT, min=0, max=5,
+        help="TensorRT builder optimization level.")] = 3,
+    # Triton (--fmt triton)
+    backend: Annotated[TritonBackend, typer.Option(
+        "--backend", rich_help_panel=_TRITON, help="Triton backend serving the model.")] = TritonBackend.onnxruntime,
+    name: Annotated[str, typer.Option("--name", rich_help_panel=_TRITON, help="Triton model name.")] = "glnet",
+    preferred_batch: Annotated[str, typer.Option(
+        "--preferred-batch", rich_help_panel=_TRITON,
+        help="Triton dynamic batcher preferred sizes, comma-separated (default: those of 8,16,32 up to "
+             "--max-batch).")] = "8,16,32",
+    queue_delay_us: Annotated[int, typer.Option(
+        "--queue-delay-us", rich_help_panel=_TRITON, min=0, help="Triton dynamic batcher max queue delay.")] = 100,
+    instances: Annotated[int, typer.Option(
+        "--instances", rich_help_panel=_TRITON, min=1, help="Triton instances per device.")] = 1,
+    kind: Annotated[InstanceKind, typer.Option(
+        "--kind", rich_help_panel=_TRITON, help="Triton instance kind.")] = InstanceKind.gpu,
+    with_preprocess: Annotated[bool, typer.Option(
+        "--with-preprocess", rich_help_panel=_TRITON, help="Triton ensemble accepting encoded JPEG/PNG bytes.")
+    ] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", rich_help_panel=_TRITON, help="Replace an existing Triton model entry.")] = False,
+) -> None:
+    """Export a checkpoint to ONNX, TensorRT, OpenVINO or a Triton repository, verified against PyTorch."""
+    from glmix_deploy.cli.params import (
+        check_export_options,
+        parse_fraction,
+        parse_preferred_batch,
+        parse_profile_shapes,
+    )
+    from glmix_deploy.cli.trt_commands import build_result
+    from glmix_deploy.exporters.onnx_export import ExportOptions
+    from glmix_deploy.pipeline import targets
+    from glmix_deploy.pipeline.export import export_onnx
+    from glmix_deploy.precision.options import PrecisionOptions
+
+    # Every check that needs no export runs first: a bad request costs nothing and writes nothing.
+    given = given_options(ctx)
+    check_export_options(given, fmt=fmt.value, backend=backend.value, precision=precision.value)
+    tensorrt = targets.TensorRTOptions(**parse_profile_shapes(min_shape, opt_shape, max_shape),
+                                       workspace_gib=workspace, timing_cache=timing_cache,
+                                       builder_level=builder_level)
+    triton = None
+    if fmt is Fmt.triton:
+        triton = targets.triton_target(
+            targets.repository_path(out), backend=backend.value, name=name, max_batch=max_batch,
+            preferred_batch=parse_preferred_batch(preferred_batch) if "--preferred-batch" in given else None,
+            queue_delay_us=queue_delay_us, instances=instances, kind=kind.value,
+            with_preprocess=with_preprocess, force=force)
+        max_batch = triton.max_batch
+        if dynamic is Dynamic.none:
+            dynamic = Dynamic.batch  # Triton batches requests: the batch axis must be dynamic
+    precision_options = None if precision is Precision.fp32 else PrecisionOptions(
+        precision=precision.value, calib=calib, calib_size=calib_size, calib_method=calib_method.value,
+        calib_synthetic=calib_synthetic, calib_cache=calib_cache, fp16_io=fp16_io,
+        min_top1=parse_fraction(min_top1, "--min-top1"), holdout=holdout)
+    options = ExportOptions(img_size=img_size, batch=batch, dynamic=dynamic.value, opset=opset,
+                            cluster_op=cluster_op.value, cluster_logits=cluster_logits, simplify=simplify,
+                            max_batch=max_batch, min_size=min_size, max_size=max_size,
+                            precision=precision_options)
+    options.validate()
+    onnx_out = targets.onnx_path(fmt.value, out, ckpt)
+
+    loaded = load(ckpt, state_key, head_dim, num_slots, img_size, model_config)
+    if not State.json:
+        render.loaded_line(loaded)
+    render.assumed_warning(loaded)  # stderr, also under --json: an assumption is never silent
+    progress = None if State.json else render.step
+    on_case = None if State.json else render.parity_case
+    result = export_onnx(loaded, onnx_out, options, progress=progress, on_parity_case=on_case)
+    report = {"checkpoint": loaded.summary(), "export": result.to_dict()}
+    if not State.json:
+        export_render.export_result(result)
+        export_render.precision_summary(result)
+
+    if fmt is Fmt.trt:
+        engine = targets.engine_path(onnx_out, out)
+        build = _showing_preflight(lambda: targets.build_tensorrt(onnx_out, engine, tensorrt, progress=progress))
+        if not State.json:
+            build_result(build)
+        report["tensorrt"] = build.to_dict()
+    elif fmt is Fmt.openvino:
+        from glmix_deploy.pipeline.openvino import export_openvino
+
+        ir = export_openvino(loaded, result, targets.ir_path(result.path, out), progress=progress,
+                             on_parity_case=on_case)
+        if not State.json:
+            export_render.openvino_result(ir)
+        report["openvino"] = ir.to_dict()
+    elif triton is not None:
+        written = _showing_preflight(lambda: targets.write_triton(loaded, onnx_out, triton, tensorrt=tensorrt,
+                                                                  progress=progress))
+        if not State.json:
+            if written.tensorrt is not None:
+                build_result(written.tensorrt)
+            export_render.triton_result(written)
+        report["triton"] = written.to_dict()
+    if State.json:
+        render.print_json(report)

@@ -1,0 +1,235 @@
+"""The export workflow: a loaded checkpoint becomes a verified ONNX file, in explicit steps.
+
+    trace -> simplify (kept only if onnxruntime sees the same results) -> precision (fp16/int8)
+    -> local functions -> metadata + save -> verify against PyTorch at every declared shape
+    -> rename into place
+
+The exporter (exporters/onnx_export.py) produces; this module also runs what it produced (engines)
+and judges it (compare), which is why it sits above both. The file appears at its target only once
+complete and verified; a file that fails parity is kept for inspection and CheckFailed carries the
+ExportResult.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from glmix_deploy.errors import CheckFailed, ExportError, UserInputError
+from glmix_deploy.exporters.onnx_export import ExportOptions, metadata, simplify, trace
+from glmix_deploy.exporters.spec import FUNCTION_DOMAIN, GLNetOnnxSpec, ShapeRange
+from glmix_deploy.graph.onnx_io import count_nodes, op_histogram, save_model, write_metadata
+
+if TYPE_CHECKING:
+    import onnx
+
+    from glmix_deploy.compare.parity import ParityCase, ParityReport
+    from glmix_deploy.models.loader import LoadedCheckpoint
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    shape_range: ShapeRange
+    nodes_exported: int
+    nodes_final: int
+    simplified: bool
+    simplify_note: str | None
+    functions: list[str]
+    op_counts: dict[str, int]
+    parity: "ParityReport"
+    seconds: dict[str, float] = field(default_factory=dict)
+    precision: str = "fp32"
+    precision_report: dict | None = None  # fp16 islands / int8 calibration, exclusions, latency cost
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "shape_range": self.shape_range.to_dict(),
+            "nodes_exported": self.nodes_exported,
+            "nodes_final": self.nodes_final,
+            "simplified": self.simplified,
+            "simplify_note": self.simplify_note,
+            "functions": self.functions,
+            "op_counts": self.op_counts,
+            "parity": self.parity.to_dict(),
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "precision": self.precision,
+            "precision_report": self.precision_report,
+        }
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    seconds[step] = time.perf_counter() - start
+
+
+def check_target(out: Path) -> Path:
+    """Refuse (exit 2) before any work an output that could not be written."""
+    if out.is_dir():
+        raise UserInputError(f"output {out} is a directory; give a file name ending in .onnx")
+    if not out.parent.exists():
+        raise UserInputError(f"output directory does not exist: {out.parent}")
+    return out
+
+
+def simplify_checked(model: "onnx.ModelProto", shape_range: ShapeRange,
+                     seed: int) -> tuple["onnx.ModelProto", bool, str | None]:
+    """onnxsim's graph, kept only if it moves onnxruntime's outputs by at most SIMPLIFY_MAX_REL."""
+    from glmix_deploy.compare.metrics import compare
+    from glmix_deploy.compare.parity import seeded_input
+    from glmix_deploy.compare.tolerances import SIMPLIFY_MAX_REL
+    from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    simplified, ok, note = simplify(model)
+    if not ok:
+        return model, False, note
+    x = seeded_input(shape_range.opt, seed + 1000)
+    outputs = []
+    for graph in (model, simplified):
+        with OnnxRuntimeEngine(graph, providers=["CPUExecutionProvider"]) as engine:
+            first = engine.outputs[0].name
+            outputs.append(engine.infer({engine.inputs[0].name: x})[first])
+    drift = compare(*outputs)
+    if not drift.max_rel <= SIMPLIFY_MAX_REL:
+        return model, False, f"onnxsim changed results (max_rel {drift.max_rel:.2e}); kept the unsimplified graph"
+    return simplified, True, None
+
+
+def fold_functions(model: "onnx.ModelProto", spec: GLNetOnnxSpec, loaded: "LoadedCheckpoint") -> list[str]:
+    """GLMix clustering and dispatching as glmix.cluster / glmix.dispatch local functions."""
+    from glmix_deploy.graph.functions import FunctionExtractionError, extract_functions
+
+    try:
+        return extract_functions(model, spec.function_scopes(loaded.model), FUNCTION_DOMAIN)
+    except FunctionExtractionError as exc:
+        raise ExportError(f"cannot fold the cluster ops into local functions: {exc}") from exc
+
+
+def verify_onnx(loaded: "LoadedCheckpoint", path: Path, shapes: list, options: ExportOptions, *,
+                artifact: str, image_x=None, image_label: str = "", say: Progress = _quiet,
+                on_parity_case: Callable[["ParityCase"], None] | None = None) -> "ParityReport":
+    """Parity of the ONNX at `path` against PyTorch at `shapes` (seeded inputs) and, for fp16/int8,
+    on the images the precision guard judged; the tolerance is the precision's from the table."""
+    from glmix_deploy.compare.parity import check_image_parity, check_parity
+    from glmix_deploy.compare.tolerances import resolve_tolerance
+    from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from glmix_deploy.engines.torch_engine import TorchEngine
+
+    min_top1 = options.precision.min_top1 if options.precision is not None else None
+    tolerance = resolve_tolerance(options.precision_name, min_top1=min_top1)
+    with OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"]) as candidate:
+        reference = TorchEngine(loaded.model)
+        report = check_parity(reference, candidate, shapes, tolerance, seed=options.seed,
+                              artifact=artifact, on_case=on_parity_case)
+        if image_x is not None:
+            say(f"verifying against PyTorch on {image_label}")
+            report.cases.extend(check_image_parity(reference, candidate, image_x, tolerance,
+                                                   on_case=on_parity_case))
+    return report
+
+
+def place(written: list[Path], folder: Path) -> None:
+    """Rename the staged files into `folder`: external data before the graph that points at it, so
+    a reader never sees a graph without its weights. Same filesystem, so each rename is atomic."""
+    for file in written[1:] + written[:1]:
+        os.replace(file, folder / file.name)
+
+
+def export_onnx(
+    loaded: "LoadedCheckpoint",
+    out: str | os.PathLike,
+    options: ExportOptions = ExportOptions(),
+    *,
+    progress: Progress | None = None,
+    on_parity_case: Callable[["ParityCase"], None] | None = None,
+) -> ExportResult:
+    """Export `loaded` to ONNX at `out`, verified against PyTorch at every declared shape.
+
+    The file only appears at `out` once it is complete. It is kept even when parity fails (so the
+    failure can be examined), and then CheckFailed (exit 1) is raised carrying the ExportResult.
+    """
+    import onnx
+
+    options.validate()
+    say = progress or _quiet
+    out = check_target(Path(out))
+    spec = GLNetOnnxSpec(loaded.config)
+    img_size = options.img_size or loaded.config.img_size
+    shape_range = spec.shape_range(dynamic=options.dynamic, img_size=img_size, batch=options.batch,
+                                   max_batch=options.max_batch, min_size=options.min_size,
+                                   max_size=options.max_size)
+    precision = options.precision_name
+    seconds: dict[str, float] = {}
+    # A private directory beside the target: same filesystem, so the final rename is atomic.
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        with _timed(seconds, "export"):
+            say(f"exporting ONNX (opset {options.opset}, dynamic={options.dynamic}, "
+                f"cluster-op={options.cluster_op})")
+            trace(loaded.model, spec, options, shape_range, work / "raw.onnx")
+            model = onnx.load(str(work / "raw.onnx"))
+        nodes_exported = count_nodes(model)
+
+        with _timed(seconds, "simplify"):
+            simplified, note = False, "simplification turned off; kept the traced graph"
+            if options.simplify:
+                say("simplifying with onnxsim")
+                model, simplified, note = simplify_checked(model, shape_range, options.seed)
+
+        converted = None
+        if precision != "fp32":
+            # Only fp16/int8 exports need the precision search (and its numpy-heavy imports).
+            from glmix_deploy.pipeline.precision import convert_precision
+
+            with _timed(seconds, "precision"):
+                say(f"converting the verified fp32 graph to {precision}")
+                converted = convert_precision(model, loaded=loaded, spec=spec, shape_range=shape_range,
+                                              img_size=img_size, options=options.precision, seed=options.seed,
+                                              work=work, say=say)
+            model = converted.model
+
+        functions = fold_functions(model, spec, loaded) if options.cluster_op == "function" else []
+
+        write_metadata(model, metadata(loaded, options, img_size, shape_range, precision)
+                       | (converted.metadata if converted is not None else {}))
+        staged = work / out.name
+        written = save_model(model, staged)
+        onnx.checker.check_model(str(staged))
+
+        with _timed(seconds, "verify"):
+            shapes = spec.verification_shapes(shape_range)
+            say(f"verifying against PyTorch at {len(shapes)} shape(s): "
+                + ", ".join("x".join(map(str, s)) for s in shapes))
+            image_case = converted.image_case if converted is not None else None
+            report = verify_onnx(loaded, staged, shapes, options, artifact=str(out),
+                                 image_x=image_case.x if image_case is not None else None,
+                                 image_label=image_case.label if image_case is not None else "",
+                                 say=say, on_parity_case=on_parity_case)
+
+        nodes_final, ops = count_nodes(model), op_histogram(model)
+        place(written, out.parent)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    result = ExportResult(out, shape_range, nodes_exported, nodes_final, simplified, note,
+                          functions, ops, report, seconds, precision,
+                          converted.report if converted is not None else None)
+    if not report.passed:
+        raise CheckFailed(f"{out}: {report.summary_line()}", report=result)
+    return result

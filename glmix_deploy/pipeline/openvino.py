@@ -1,0 +1,85 @@
+"""The OpenVINO target step: the verified ONNX converted to an IR, verified again, then put in place.
+
+The IR is checked against PyTorch at the shapes and tolerance the ONNX was checked at. Both files
+appear at the target only when complete: staged in a private folder beside it, `.bin` renamed
+before the `.xml` that names it. A failing IR is kept and CheckFailed carries the OpenVINOResult.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from glmix_deploy.errors import CheckFailed, UserInputError
+
+if TYPE_CHECKING:
+    from glmix_deploy.compare.parity import ParityCase, ParityReport
+    from glmix_deploy.models.loader import LoadedCheckpoint
+    from glmix_deploy.pipeline.export import ExportResult
+
+
+@dataclass
+class OpenVINOResult:
+    xml: Path
+    bin: Path
+    parity: "ParityReport"
+    seconds: dict[str, float]
+    openvino_version: str
+
+    def to_dict(self) -> dict:
+        return {"xml": str(self.xml), "bin": str(self.bin), "openvino": self.openvino_version,
+                "parity": self.parity.to_dict(), "seconds": {k: round(v, 2) for k, v in self.seconds.items()}}
+
+
+def export_openvino(
+    loaded: "LoadedCheckpoint",
+    export: "ExportResult",
+    out: str | os.PathLike,
+    *,
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    on_parity_case: Callable[["ParityCase"], None] | None = None,
+) -> OpenVINOResult:
+    """Convert `export`'s ONNX to an IR at `out` (.xml) and verify it like the ONNX was verified."""
+    from glmix_deploy.compare.parity import check_parity
+    from glmix_deploy.engines.openvino_engine import OpenVINOEngine
+    from glmix_deploy.engines.torch_engine import TorchEngine
+    from glmix_deploy.exporters.openvino_export import convert_openvino, import_openvino
+    from glmix_deploy.exporters.spec import GLNetOnnxSpec
+
+    say = progress or (lambda _msg: None)
+    out = Path(out)
+    if not out.parent.exists():
+        raise UserInputError(f"output directory does not exist: {out.parent}")
+    version = import_openvino().__version__  # before any work: a missing OpenVINO is exit 2
+    seconds: dict[str, float] = {}
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        t0 = time.perf_counter()
+        say(f"converting to OpenVINO IR (openvino {version}, float32 weights)")
+        staged = work / out.name
+        convert_openvino(export.path, staged, work=work)
+        seconds["convert"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        shapes = GLNetOnnxSpec(loaded.config).verification_shapes(export.shape_range)
+        say(f"verifying the IR against PyTorch at {len(shapes)} shape(s)")
+        with OpenVINOEngine(staged, threads=threads) as candidate:
+            report = check_parity(TorchEngine(loaded.model), candidate, shapes, export.parity.tolerance,
+                                  artifact=str(out), on_case=on_parity_case)
+        seconds["verify"] = time.perf_counter() - t0
+        weights = out.with_suffix(".bin")
+        os.replace(staged.with_suffix(".bin"), weights)
+        os.replace(staged, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = OpenVINOResult(out, weights, report, seconds, version)
+    if not report.passed:
+        raise CheckFailed(f"{out}: {report.summary_line()}", report=result)
+    return result

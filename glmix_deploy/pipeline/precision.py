@@ -1,0 +1,289 @@
+"""The precision step of the export: the verified fp32 graph converted to fp16 or int8, with the
+accuracy guard's measurements.
+
+The graph work and the search live in `precision/` (the pass for each precision, `run_guard`);
+this module does the measuring they are handed: the guard's inputs (the export parity's seeded
+inputs plus held-out or calibration images), candidates run in memory by onnxruntime on the CPU
+(`OnnxRuntimeEngine`), scores against the fp32 graph (`compare.metrics`), the target
+(`compare.tolerances`), and what keeping parts out costs in latency (`bench.latency`).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from glmix_deploy.bench.latency import time_engine
+from glmix_deploy.compare.metrics import Comparison, Tolerance, compare
+from glmix_deploy.compare.parity import (
+    IMAGE_BATCH,
+    images_label,
+    seeded_input,
+    seeded_label,
+)
+from glmix_deploy.compare.tolerances import GUARD_MIN_TOP1, PRECISION_TOLERANCES
+from glmix_deploy.data.images import batches
+from glmix_deploy.engines.batching import run_batched
+from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
+from glmix_deploy.precision.calibration import (
+    CalibrationData,
+    evenly_spaced,
+    load_calibration_images,
+    synthetic_calibration,
+)
+from glmix_deploy.precision.guard import Progress, Score, run_guard
+from glmix_deploy.precision.options import PrecisionOptions
+from glmix_deploy.precision.passes import PRECISION_PASSES, PassContext
+
+if TYPE_CHECKING:
+    import onnx
+
+    from glmix_deploy.data.preprocess import Preprocessing
+
+GUARD_MAX_IMAGES = 512
+RANK_IMAGES = 64  # images used to rank sensitivity (the pass/fail decisions use all of them)
+LATENCY_RUNS = 5
+QUIET = 3  # onnxruntime log severity: errors only (the guard loads many candidates)
+
+
+@dataclass
+class GuardCase:
+    label: str  # 'random 1x3x64x64' or 'images (N)'
+    x: np.ndarray
+    batch: int  # chunk size fed to the model
+    fixed: bool  # static batch: pad the last chunk
+
+    def subset(self, most: int) -> "GuardCase":
+        """At most `most` rows, evenly spread (the case itself when it has no more)."""
+        if len(self.x) <= most:
+            return self
+        return GuardCase(f"images ({most} of {len(self.x)})", self.x[evenly_spaced(len(self.x), most)],
+                         self.batch, self.fixed)
+
+
+@dataclass
+class PrecisionResult:
+    model: "onnx.ModelProto"
+    metadata: dict[str, str]
+    report: dict
+    image_case: GuardCase | None  # the images the guard judged (export parity checks them too)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running graphs (onnxruntime, CPU, in memory)
+# ---------------------------------------------------------------------------------------------
+
+
+def _cpu_engine(model: "onnx.ModelProto", *, spin: bool = False) -> OnnxRuntimeEngine:
+    # No spinning by default: many short runs on a shared machine, spinning threads only fight
+    # other jobs. Timing spins, as a deployed session would.
+    return OnnxRuntimeEngine(model, providers=["CPUExecutionProvider"], spin=spin, log_severity=QUIET)
+
+
+def run_cases(model: "onnx.ModelProto", cases: Sequence[GuardCase]) -> list[np.ndarray]:
+    """The graph's first output on each case, as float32."""
+    with _cpu_engine(model) as engine:
+        output = engine.outputs[0].name
+        return [run_batched(engine, c.x, c.batch, fixed=c.fixed)[output].astype(np.float32) for c in cases]
+
+
+def _chunks(case: GuardCase) -> Iterator[np.ndarray]:
+    for rows in batches(len(case.x), case.batch):
+        chunk = case.x[rows]
+        if case.fixed and len(chunk) < case.batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], case.batch - len(chunk), axis=0)])
+        yield chunk
+
+
+def activation_absmax(model: "onnx.ModelProto", cases: Sequence[GuardCase]) -> dict[str, float]:
+    """Largest |value| of every float intermediate tensor of `model` over the cases (fp32 run)."""
+    import onnx
+    from onnx import TensorProto
+
+    probe = copy.deepcopy(model)
+    inferred = onnx.shape_inference.infer_shapes(probe)
+    names = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(vi for vi in inferred.graph.value_info
+                              if vi.type.tensor_type.elem_type == TensorProto.FLOAT and vi.name not in names)
+    absmax: dict[str, float] = defaultdict(float)
+    # Whole outputs, chunk by chunk (not run_batched: intermediates need not be batch-first).
+    with _cpu_engine(probe) as engine:
+        input_name = engine.inputs[0].name
+        for case in cases:
+            for chunk in _chunks(case):
+                for name, value in engine.infer({input_name: chunk}).items():
+                    if value.size and np.issubdtype(value.dtype, np.floating):
+                        absmax[name] = max(absmax[name], float(np.nanmax(np.abs(value))))
+    return dict(absmax)
+
+
+def latency_ms(model: "onnx.ModelProto", x: np.ndarray) -> float:
+    """Median onnxruntime CPU latency over a few runs, one warm-up run first."""
+    with _cpu_engine(model, spin=True) as engine:
+        return time_engine(engine, x, warmup=1, iters=LATENCY_RUNS).p50_ms
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
+
+
+def guard_target(options: PrecisionOptions) -> Tolerance:
+    """What the guard searches for: top-1 agreement (options, else the table's guard target) and
+    cosine (options, else the precision's threshold); no elementwise bounds."""
+    cosine = options.min_cosine if options.min_cosine is not None else \
+        PRECISION_TOLERANCES[options.precision].min_cosine
+    return Tolerance(max_rel=None, atol=None, min_cosine=cosine,
+                     min_top1=options.min_top1 if options.min_top1 is not None else GUARD_MIN_TOP1)
+
+
+def score_outputs(refs: Sequence[np.ndarray], outs: Sequence[np.ndarray], cases: Sequence[GuardCase],
+                  tolerance: Tolerance) -> Score:
+    metrics: list[Comparison] = [compare(r, o) for r, o in zip(refs, outs)]
+    violations = [f"{c.label}: {v}" for c, m in zip(cases, metrics) for v in tolerance.violations(m)]
+    cosines = [m.cosine if np.isfinite(m.cosine) else -1.0 for m in metrics]
+    top1s = [m.top1 for m in metrics if m.top1 is not None]
+    image_top1 = next((m.top1 for c, m in zip(cases, metrics) if c.label.startswith("images")), None)
+    worst = min(cosines) if cosines else 1.0
+    error = (1.0 - worst) + (1.0 - (image_top1 if image_top1 is not None else (min(top1s) if top1s else 1.0)))
+    return Score(not violations, float(worst), image_top1, min(top1s) if top1s else None, float(error), violations)
+
+
+def scorer(refs: Sequence[np.ndarray], cases: Sequence[GuardCase],
+           target: Tolerance) -> Callable[["onnx.ModelProto"], Score]:
+    """A candidate's score on `cases` against the fp32 outputs `refs`."""
+    def evaluate(candidate: "onnx.ModelProto") -> Score:
+        return score_outputs(refs, run_cases(candidate, cases), cases, target)
+
+    return evaluate
+
+
+# ---------------------------------------------------------------------------------------------
+# The guard's inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def guard_cases(spec, shape_range, seed: int, images: np.ndarray | None) -> list[GuardCase]:
+    """The export parity's seeded inputs (same shapes and seeds) plus the guard images."""
+    cases = [GuardCase(seeded_label(s), seeded_input(s, seed + i), s[0], True)
+             for i, s in enumerate(spec.verification_shapes(shape_range))]
+    if images is not None and len(images):
+        static = shape_range.min[0] == shape_range.max[0]
+        batch = shape_range.opt[0] if static else min(IMAGE_BATCH, shape_range.max[0])
+        cases.append(GuardCase(images_label(len(images)), images, batch, static))
+    return cases
+
+
+def _load_guard_images(root: Path, preprocessing: "Preprocessing", option: str) -> np.ndarray:
+    from glmix_deploy.data.images import load_images, scan_images
+
+    images = scan_images(root, option=option)
+    images.files = [images.files[i] for i in evenly_spaced(len(images.files), GUARD_MAX_IMAGES)]
+    arrays, _ = load_images(images, preprocessing)
+    return arrays
+
+
+def guard_images(options: PrecisionOptions, preprocessing: "Preprocessing",
+                 calibration: CalibrationData | None) -> tuple[np.ndarray | None, str | None]:
+    """The images the guard judges and where they come from: held-out images, else the
+    calibration images (never synthetic ones), else none."""
+    if options.holdout is not None:
+        return _load_guard_images(options.holdout, preprocessing, "--holdout"), f"held-out images {options.holdout}"
+    if calibration is not None and not calibration.synthetic:
+        return calibration.arrays, f"calibration images {calibration.source} (no --holdout)"
+    if options.calib is not None:
+        return _load_guard_images(options.calib, preprocessing, "--calib"), f"images {options.calib} (no --holdout)"
+    return None, None
+
+
+def load_calibration(options: PrecisionOptions, preprocessing: "Preprocessing", shape_range,
+                     say: Progress) -> CalibrationData:
+    if options.calib_synthetic:
+        say("[bold yellow]calibrating on SYNTHETIC random inputs: the ranges do not fit real images; "
+            "use this artifact for timing only[/bold yellow]")
+        return synthetic_calibration(shape_range.opt, options.calib_size)
+    calibration = load_calibration_images(options.calib, preprocessing, options.calib_size)
+    say(f"calibration: {len(calibration)} of {calibration.available} image(s) from {calibration.source} "
+        f"({preprocessing.img_size}px, {options.calib_method})")
+    return calibration
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+# ---------------------------------------------------------------------------------------------
+
+
+def convert_precision(
+    model: "onnx.ModelProto",
+    *,
+    loaded,
+    spec,
+    shape_range,
+    img_size: int,
+    options: PrecisionOptions,
+    seed: int,
+    work: Path,
+    say: Progress = lambda _m: None,
+) -> PrecisionResult:
+    """The verified fp32 `model` converted to options.precision (fp16 or int8), with the guard's
+    report."""
+    import onnx
+
+    from glmix_deploy.data.preprocess import Preprocessing
+
+    options.validate()
+    if options.precision not in PRECISION_PASSES:
+        raise ValueError(f"{options.precision} is the verified graph itself: nothing to convert")
+    pass_type = PRECISION_PASSES[options.precision]
+    prep = Preprocessing.from_config(loaded.config.replace(img_size=img_size))
+    target = guard_target(options)
+    started = time.perf_counter()
+
+    calibration = load_calibration(options, prep, shape_range, say) if pass_type.calibrated else None
+    images, images_source = guard_images(options, prep, calibration)
+    cases = guard_cases(spec, shape_range, seed, images)
+    say(f"accuracy guard: top-1 >= {target.min_top1:.2%} and cosine >= {target.min_cosine} vs fp32 on "
+        + (f"{len(images)} {images_source} + " if images is not None else "")
+        + f"{len(cases) - (images is not None)} seeded input(s)")
+    refs = run_cases(model, cases)
+    # Sensitivity ranking only needs an order: a subset of the images is enough.
+    rank_cases = [c.subset(RANK_IMAGES) if c.label.startswith("images") else c for c in cases]
+    rank_refs = [r if rc is c else r[evenly_spaced(len(c.x), RANK_IMAGES)]
+                 for r, rc, c in zip(refs, rank_cases, cases)]
+
+    context = PassContext(options, work, batch=shape_range.opt[0],
+                          static_batch=shape_range.min[0] == shape_range.max[0], calibration=calibration,
+                          activation_absmax=lambda fp32: activation_absmax(fp32, rank_cases), say=say)
+    step = pass_type(model, context)
+    result = run_guard(step.phases(), step.build, scorer(refs, cases, target), forced=step.forced, say=say,
+                       what=pass_type.converted, rank=scorer(rank_refs, rank_cases, target))
+    step.finish(result)
+
+    report: dict = {"precision": options.precision,
+                    "guard_target": {"min_top1": target.min_top1, "min_cosine": target.min_cosine},
+                    "guard_inputs": [c.label for c in cases], "guard_images": images_source,
+                    **step.report(result)}
+    if result.excluded:  # what keeping parts out costs (onnxruntime CPU; TensorRT timings differ)
+        x = cases[0].x
+        report["latency_ms_cpu"] = {
+            "fp32": round(latency_ms(step.model, x), 3),
+            "all_converted": round(latency_ms(result.full_model, x), 3),
+            "shipped": round(latency_ms(result.model, x), 3),
+            "shape": list(x.shape),
+            "note": f"onnxruntime CPU, median of {LATENCY_RUNS} runs; TensorRT timings differ",
+        }
+    report["guard_passed"] = result.final.passed
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    final = result.model
+    del final.metadata_props[:]
+    onnx.checker.check_model(final)
+    image_case = next((c for c in cases if c.label.startswith("images")), None)
+    return PrecisionResult(final, {**step.metadata(result), "fp32_onnx_sha256": step.fp32_sha256}, report,
+                           image_case)

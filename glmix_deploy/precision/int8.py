@@ -1,0 +1,98 @@
+"""INT8 as Q/DQ: onnxruntime's static post-training quantization, set up for TensorRT's explicit
+quantization. Per-channel symmetric int8 weights, per-tensor symmetric int8 activations (zero
+point 0), only Conv / MatMul with constant weights / Gemm, outputs and biases left in float
+(TensorRT fuses them itself). `check_qdq` confirms those facts on the result."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from glmix_deploy.errors import MissingDependencyError
+
+if TYPE_CHECKING:
+    import onnx
+
+INT8_OP_TYPES = ("Conv", "MatMul", "Gemm")  # what TensorRT's explicit quantization takes as Q/DQ
+PERCENTILE = 99.999
+
+
+@contextlib.contextmanager
+def quiet_quantizer() -> Iterator[None]:
+    """onnxruntime.quantization logs warnings (pre-processing advice) on the root logger."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def calibration_method(method: str):
+    """onnxruntime's CalibrationMethod for one of calibration.CALIB_METHODS."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[method]
+
+
+def int8_settings(method: str) -> dict:
+    """Everything but model and data that the cached ranges (and the artifact) depend on."""
+    return {"method": method, "op_types": list(INT8_OP_TYPES), "matmul": "constant B only",
+            "activation": "int8-symmetric-per-tensor", "weight": "int8-symmetric-per-channel",
+            "calib_symmetric": True, "percentile": PERCENTILE if method == "percentile" else None}
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, reader, cache_path: Path, method: str,
+                  nodes: Iterable[str]) -> "onnx.ModelProto":
+    """TensorRT-style Q/DQ model quantizing `nodes` (see the module docstring). Ranges come from
+    `cache_path` when it exists; else they are computed from `reader` and written there."""
+    import inspect
+
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        raise MissingDependencyError("INT8 export needs an onnxruntime whose quantize_static takes "
+                                     "calibration_cache_path (pip install -U onnxruntime)")
+    extra = {
+        "ActivationSymmetric": True,  # zero point 0: TensorRT explicit quantization
+        "WeightSymmetric": True,
+        "QuantizeBias": False,  # TensorRT takes float biases and fuses them
+        "OpTypesToExcludeOutputQuantization": list(INT8_OP_TYPES),  # Q/DQ on inputs only
+        "CalibTensorRangeSymmetric": True,
+    }
+    stride = reader.stride() if reader is not None and method == "minmax" else None
+    if stride:
+        extra["CalibStridedMinMax"] = stride  # bounded memory: ranges merged pass by pass
+    if method == "percentile":
+        extra["CalibPercentile"] = PERCENTILE
+    with quiet_quantizer():
+        quantize_static(
+            str(fp32_path), str(out_path), None if Path(cache_path).is_file() else reader,
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(INT8_OP_TYPES), per_channel=True,
+            reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            nodes_to_quantize=sorted(set(nodes)) or ["<none>"], calibrate_method=calibration_method(method),
+            extra_options=extra, calibration_cache_path=str(cache_path))
+    return onnx.load(str(out_path))
+
+
+def check_qdq(model: "onnx.ModelProto") -> dict:
+    """Facts TensorRT's explicit quantization relies on: Q/DQ present, zero points 0, weight scales
+    per channel. Returns counts for the report."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    per_channel = sum(1 for n in dq if n.input[0] in inits and len(inits[n.input[1]].dims) == 1
+                      and inits[n.input[1]].dims[0] > 1)
+    nonzero = [n.name for n in [*q, *dq] if len(n.input) > 2 and n.input[2] in inits
+               and np.any(numpy_helper.to_array(inits[n.input[2]]) != 0)]
+    return {"quantize_linear": len(q), "dequantize_linear": len(dq), "per_channel_weights": per_channel,
+            "nonzero_zero_points": len(nonzero)}

@@ -1,0 +1,64 @@
+"""What an export asks of the precision step: `PrecisionOptions` (typed values, validated for
+meaning) and the precisions there are. Command-line strings are parsed by `cli.params` before
+these are built: `min_top1` here is always a fraction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from glmix_deploy.errors import UserInputError
+from glmix_deploy.precision.calibration import CALIB_METHODS
+
+# fp32 is the verified graph itself; every other precision is a pass in precision.passes.
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class PrecisionOptions:
+    precision: str = "fp32"
+    calib: Path | None = None  # calibration images (ImageFolder or any tree)
+    calib_size: int | None = None  # default 256, all when fewer
+    calib_method: str = "minmax"
+    calib_synthetic: bool = False
+    calib_cache: Path | None = None  # default: calibration.default_cache_dir()
+    fp16_io: bool = False
+    min_top1: float | None = None  # guard's top-1 target, a fraction; None: compare.tolerances.GUARD_MIN_TOP1
+    holdout: Path | None = None  # held-out images for the guard (else the calibration images)
+    min_cosine: float | None = None  # guard's cosine target (library only); None: the precision's
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UserInputError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.calib_method not in CALIB_METHODS:
+            raise UserInputError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not {self.calib_method!r}")
+        if self.calib_size is not None and self.calib_size < 1:
+            raise UserInputError(f"--calib-size must be >= 1, not {self.calib_size}")
+        if self.min_top1 is not None and not 0 <= self.min_top1 <= 1:
+            raise UserInputError(f"--min-top1 must be a fraction between 0 and 1, not {self.min_top1:g}")
+        if self.min_cosine is not None and not -1 <= self.min_cosine <= 1:
+            raise UserInputError(f"the guard's cosine target must be between -1 and 1, not {self.min_cosine:g}")
+        # The CLI refuses options its --precision does not use before building these (cli.params);
+        # the same contradictions from a library caller are refused here.
+        if self.fp16_io and self.precision != "fp16":
+            raise UserInputError(f"fp16 inputs/outputs only apply to precision fp16, not {self.precision}")
+        if self.precision == "fp32":
+            given = [what for what, value in (("calibration images", self.calib),
+                                              ("synthetic calibration", self.calib_synthetic),
+                                              ("held-out images", self.holdout), ("a top-1 target", self.min_top1))
+                     if value]
+            if given:
+                raise UserInputError(f"{', '.join(given)} only apply to precision fp16 or int8")
+        if self.precision == "int8":
+            if self.calib is not None and self.calib_synthetic:
+                raise UserInputError("give either --calib DIR or --calib-synthetic, not both")
+            if self.calib is None and not self.calib_synthetic:
+                raise UserInputError(
+                    "--precision int8 needs calibration images: --calib DIR (an ImageFolder or a folder of "
+                    "images preprocessed like evaluation), or --calib-synthetic for random inputs "
+                    "(timing only: the ranges will not fit real images)")
+        elif self.calib_synthetic:
+            raise UserInputError(f"synthetic calibration only applies to precision int8, not {self.precision}")
+        for flag, path in (("--calib", self.calib), ("--holdout", self.holdout)):
+            if path is not None and not Path(path).is_dir():
+                raise UserInputError(f"{flag} {path} is not a directory")

@@ -1,0 +1,82 @@
+"""What the onnx-tensorrt parser (inside TensorRT and trtexec) imports: its operator support matrix,
+the per-op limits the checks in preflight.py apply, and the data types TensorRT has.
+
+Source of the operator table: onnx-tensorrt `docs/operators.md` ("Supported ONNX Operators",
+TensorRT 10.15: opset 9 to 24), https://github.com/onnx/onnx-tensorrt/blob/main/docs/operators.md,
+and the data-type notes at its top. Data types here are TensorProto names (FLOAT, FLOAT16, ...), as
+TensorRT's and ONNX's documentation spell them in the messages users read.
+"""
+
+from __future__ import annotations
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+OPSET_MIN, OPSET_MAX = 9, 24  # "TensorRT 10.15 supports operators in the inclusive range of opset 9 to opset 24"
+TABLE_SOURCE = "onnx-tensorrt docs/operators.md (TensorRT 10.15)"
+
+# Default-domain ops the parser imports ("Y" rows of the support matrix).
+SUPPORTED_OPS = frozenset("""
+Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh Attention AveragePool BatchNormalization
+BlackmanWindow Cast CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh
+CumSum DeformConv DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike
+Flatten Floor Gather GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
+Greater GreaterOrEqual GridSample GroupNormalization GRU HammingWindow HannWindow HardSigmoid HardSwish
+Hardmax Identity If ImageScaler InstanceNormalization IsInf IsNaN LayerNormalization LeakyRelu Less
+LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean
+MeanVarianceNormalization Min Mish Mod Mul Neg NonMaxSuppression NonZero Not OneHot Or Pad
+ParametricSoftplus Pow PRelu QuantizeLinear RandomNormal RandomNormalLike RandomUniform RandomUniformLike
+Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd
+ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RMSNormalization RNN RoiAlign
+RotaryEmbedding Round STFT ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Shrink Sigmoid
+Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh
+TensorScatter ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
+""".split())
+
+# "N" rows: listed by the table as not supported.
+UNSUPPORTED_OPS = frozenset("""
+AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor CenterCropPad Col2Im Compress
+ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder MatMulInteger MaxRoiPool
+MaxUnpool MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional OptionalGetElement
+OptionalHasElement QLinearConv QLinearMatMul RegexFullMatch SequenceAt SequenceConstruct SequenceEmpty
+SequenceErase SequenceInsert SequenceLength SequenceMap SoftmaxCrossEntropyLoss SplitToSequence
+StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique
+""".split())
+
+# Ops whose output shape depends on tensor *values*: TensorRT builds them (data-dependent shapes),
+# but they defeat shape inference and often run slower. Warnings.
+DATA_DEPENDENT_OPS = frozenset({"NonZero", "NonMaxSuppression"})
+# Inputs that decide an output shape: fine when they come from shapes or constants.
+SHAPE_INPUTS = {"Range": (0, 1, 2), "Expand": (1,), "Reshape": (1,), "ConstantOfShape": (0,), "Tile": (1,),
+                "Slice": (1, 2, 3, 4), "Pad": (1,), "Resize": (2, 3), "OneHot": (1,)}
+# Ops that keep "computed from shapes/constants only" (shape arithmetic the exporters emit).
+SHAPE_PASSTHROUGH_OPS = frozenset({
+    "Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Max", "Min", "Floor", "Ceil", "Cast", "Concat",
+    "Gather", "Slice", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Equal", "Less", "Greater",
+    "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "Where", "ReduceProd", "ReduceSum",
+    "ReduceMax", "ReduceMin", "Range", "ConstantOfShape", "Expand", "Sqrt", "Pow", "Clip", "Sign",
+    "Round", "Flatten", "Tile", "CumSum"})
+
+# TensorProto data types. TensorRT: FLOAT, FLOAT16, BFLOAT16, INT32, INT64, BOOL; UINT8 as network
+# I/O only; INT8/INT4/FP8(E4M3FN)/FP4(E2M1) as quantized types; DOUBLE initializers are cast down.
+DTYPE_NAMES = {0: "UNDEFINED", 1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32",
+               7: "INT64", 8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64",
+               14: "COMPLEX64", 15: "COMPLEX128", 16: "BFLOAT16", 17: "FLOAT8E4M3FN", 18: "FLOAT8E4M3FNUZ",
+               19: "FLOAT8E5M2", 20: "FLOAT8E5M2FNUZ", 21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1",
+               24: "FLOAT8E8M0", 25: "UINT2", 26: "INT2", 27: "FLOAT6E2M3", 28: "FLOAT6E3M2"}
+SUPPORTED_DTYPES = frozenset({"FLOAT", "FLOAT16", "BFLOAT16", "INT32", "INT64", "BOOL", "UINT8", "INT8",
+                              "INT4", "FLOAT8E4M3FN", "FLOAT4E2M1"})
+QUANTIZED_DTYPES = frozenset({"INT8", "INT4", "FLOAT8E4M3FN", "FLOAT4E2M1"})
+DOUBLE = "DOUBLE"
+
+# Per-op limits from the table's notes column: reductions need constant axes; Resize supports these
+# modes only; TopK's K must stay below 3840.
+REDUCE_OPS = frozenset({"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
+                        "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare"})
+RESIZE_COORDINATE_MODES = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
+RESIZE_MODES = {"nearest", "linear"}
+RESIZE_NEAREST_MODES = {"floor", "ceil", "round_prefer_floor", "round_prefer_ceil"}
+TOPK_MAX_K = 3840
+
+
+def dtype_name(elem_type: int) -> str:
+    """The TensorProto name of an element type ('FLOAT', 'FLOAT8E4M3FN', ...)."""
+    return DTYPE_NAMES.get(int(elem_type), f"type {elem_type}")

@@ -1,0 +1,43 @@
+"""compare.tolerances: the one table of per-precision thresholds, and overriding it."""
+
+from __future__ import annotations
+
+import pytest
+
+from glmix_deploy.compare.metrics import Tolerance
+from glmix_deploy.compare.tolerances import (
+    FP32_MAX_REL,
+    GUARD_MIN_TOP1,
+    PRECISION_TOLERANCES,
+    SIMPLIFY_MAX_REL,
+    resolve_tolerance,
+)
+from glmix_deploy.errors import UserInputError
+
+
+def test_tolerance_resolution():
+    assert resolve_tolerance("fp32") == Tolerance(max_rel=1e-4)
+    assert resolve_tolerance("int8") == Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.97)
+    t = resolve_tolerance("fp16", rtol=1e-2, min_top1=0.95)
+    assert t.max_rel == 1e-2 and t.min_top1 == pytest.approx(0.95) and t.min_cosine == 0.999
+    assert resolve_tolerance("fp32", min_top1=0.9).min_top1 == 0.9
+    for kwargs in ({"min_top1": 150}, {"min_top1": -1}, {"rtol": -1}, {"atol": -0.1}, {"min_cos": 2}):
+        with pytest.raises(UserInputError):
+            resolve_tolerance("fp32", **kwargs)
+
+
+def test_unknown_precision_is_judged_as_fp32():
+    assert resolve_tolerance("bf16") == PRECISION_TOLERANCES["fp32"]
+
+
+def test_the_table_is_ordered_by_how_much_a_precision_may_drift():
+    assert PRECISION_TOLERANCES["fp32"].max_rel == FP32_MAX_REL
+    assert SIMPLIFY_MAX_REL < FP32_MAX_REL  # onnxsim must move outputs less than fp32 may
+    fp16, int8 = PRECISION_TOLERANCES["fp16"], PRECISION_TOLERANCES["int8"]
+    assert fp16.min_cosine > int8.min_cosine and fp16.min_top1 > int8.min_top1
+    assert GUARD_MIN_TOP1 >= int8.min_top1
+
+
+def test_an_override_of_zero_is_kept_not_defaulted():
+    assert resolve_tolerance("fp16", atol=0.0, rtol=0.0).atol == 0.0
+    assert resolve_tolerance("fp16", rtol=0.0).max_rel == 0.0

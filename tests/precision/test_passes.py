@@ -1,0 +1,67 @@
+"""The precision registry and the passes' contract with the guard, on a real tiny GLNet export."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+from onnx import TensorProto
+
+from glmix_deploy.compare.tolerances import PRECISION_TOLERANCES
+from glmix_deploy.precision.calibration import synthetic_calibration
+from glmix_deploy.precision.fp16 import FP16_SAFE_MAX
+from glmix_deploy.precision.guard import Score, run_guard
+from glmix_deploy.precision.options import PRECISIONS, PrecisionOptions
+from glmix_deploy.precision.passes import (
+    PRECISION_PASSES,
+    Fp16Pass,
+    Int8Pass,
+    PassContext,
+)
+
+
+def _context(tmp_path, options: PrecisionOptions, absmax=None, calibration=None) -> PassContext:
+    return PassContext(options, tmp_path, batch=1, static_batch=False, calibration=calibration,
+                       activation_absmax=lambda _model: absmax or {})
+
+
+def test_every_precision_but_fp32_has_a_pass_and_a_tolerance():
+    assert ["fp32", *PRECISION_PASSES] == list(PRECISIONS)
+    assert set(PRECISIONS) <= set(PRECISION_TOLERANCES)
+
+
+def test_fp16_pass_forces_overflowing_nodes_and_offers_islands_then_blocks(tiny_onnx, tmp_path):
+    model = onnx.load(str(tiny_onnx))
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    step = PRECISION_PASSES["fp16"](model, _context(tmp_path, PrecisionOptions(precision="fp16"),
+                                                    absmax={conv.output[0]: FP16_SAFE_MAX * 2}))
+    assert isinstance(step, Fp16Pass) and conv.name in step.forced
+    islands, blocks = step.phases()
+    assert all(u.kind == "island" for u in islands) and all(u.kind == "block" for u in blocks)
+    result = run_guard(step.phases(), step.build, lambda _m: Score(True, 1.0, None, None, 0.0),
+                       forced=step.forced)
+    assert result.model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    meta = step.metadata(result)
+    assert meta["fp16_io"] == "false" and json.loads(meta["fp32_islands"]) == []
+    assert int(meta["fp32_island_nodes"]) == len(step.forced)
+    assert step.report(result)["activation_absmax"] == round(FP16_SAFE_MAX * 2, 3)
+
+
+def test_int8_pass_needs_calibration_and_records_a_new_cache_entry(tiny_onnx, tmp_path):
+    model = onnx.load(str(tiny_onnx))
+    options = PrecisionOptions(precision="int8", calib_synthetic=True, calib_cache=tmp_path / "cache")
+    with pytest.raises(ValueError, match="calibration"):
+        Int8Pass(model, _context(tmp_path, options))
+    calibration = synthetic_calibration((1, 3, 64, 64), 4)
+    step = Int8Pass(model, _context(tmp_path, options, calibration=calibration))
+    (blocks,) = step.phases()  # one phase: whole blocks
+    assert not step.reused and blocks and all(u.kind == "block" for u in blocks)
+    result = run_guard(step.phases(), step.build, lambda _m: Score(True, 1.0, None, None, 0.0))
+    step.finish(result)
+    assert step.cache.meta_path.is_file() and step.cache.ranges_path.is_file()
+    meta, report = step.metadata(result), step.report(result)
+    assert meta["calibration"] == "synthetic" and meta["quant_format"] == "QDQ"
+    assert report["int8"]["quantized_nodes"] == report["int8"]["candidate_nodes"] > 0
+    assert report["calibration"]["cache_reused"] is False and report["calibration"]["images"] == 4
+    assert Int8Pass(model, _context(tmp_path, options, calibration=calibration)).reused
