@@ -116,6 +116,13 @@ def tiny_onnx_function(tiny_ckpt, tiny_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_onnx_dynamo(tiny_ckpt, tiny_dir) -> Path:
+    """torch.export (dynamo) exporter, dynamic batch and size, glmix.cluster/dispatch as functions."""
+    return export_tiny(tiny_ckpt, tiny_dir / "tiny_dynamo.onnx", exporter="dynamo", dynamic="all",
+                       max_batch=4, cluster_op="function")
+
+
+@pytest.fixture(scope="session")
 def tiny_openvino(tiny_loaded, tiny_dir) -> Path:
     """The dynamic-batch export converted to an OpenVINO IR (tiny_ov.xml + tiny_ov.bin)."""
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'glmix-deploy[openvino]')")

@@ -55,6 +55,11 @@ class ClusterOp(str, Enum):
     function = "function"
 
 
+class Exporter(str, Enum):
+    torchscript = "torchscript"
+    dynamo = "dynamo"
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
@@ -117,6 +122,9 @@ def export(
     max_size: Annotated[Optional[int], typer.Option(
         "--max-size", min=32, help="Largest height/width with --dynamic all (default 2 x img-size).")] = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (17-20).")] = 17,
+    exporter: Annotated[Exporter, typer.Option(
+        "--exporter", help="torchscript (torch.onnx's TorchScript exporter) or dynamo (torch.export; "
+                           "opset >= 18, smallest dynamic size 64). See README.")] = Exporter.torchscript,
     cluster_op: Annotated[ClusterOp, typer.Option(
         "--cluster-op", help="inline: plain ops; function: glmix.cluster/glmix.dispatch local functions.")
     ] = ClusterOp.inline,
@@ -223,7 +231,7 @@ def export(
         calib_synthetic=calib_synthetic, calib_cache=calib_cache, fp16_io=fp16_io,
         min_top1=parse_fraction(min_top1, "--min-top1"), holdout=holdout)
     options = ExportOptions(img_size=img_size, batch=batch, dynamic=dynamic.value, opset=opset,
-                            cluster_op=cluster_op.value, cluster_logits=cluster_logits, simplify=simplify,
+                            cluster_op=cluster_op.value, exporter=exporter.value, cluster_logits=cluster_logits, simplify=simplify,
                             max_batch=max_batch, min_size=min_size, max_size=max_size,
                             precision=precision_options)
     options.validate()

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glmix_deploy.errors import ExportError, UserInputError, first_line
-from glmix_deploy.exporters.spec import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, GLNetOnnxSpec, ShapeRange
+from glmix_deploy.exporters.dynamo_export import DYNAMO_MIN_OPSET, trace_dynamo
+from glmix_deploy.exporters.spec import (
+    DEFAULT_OPSET,
+    MAX_OPSET,
+    MIN_OPSET,
+    GLNetOnnxSpec,
+    ShapeRange,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -24,6 +31,7 @@ if TYPE_CHECKING:
     from glmix_deploy.precision.options import PrecisionOptions
 
 CLUSTER_OPS = ("inline", "function")
+EXPORTERS = ("torchscript", "dynamo")
 
 
 @dataclass(frozen=True)
@@ -39,8 +47,16 @@ class ExportOptions:
     min_size: int | None = None
     max_size: int | None = None
     seed: int = 0
+    exporter: str = "torchscript"  # or "dynamo" (torch.export); see exporters/dynamo_export.py
     # fp16 / int8 (precision.options.PrecisionOptions); None: fp32
     precision: "PrecisionOptions | None" = None
+
+    @property
+    def effective_opset(self) -> int:
+        """The opset written: the dynamo exporter cannot write below its own (18)."""
+        if self.exporter == "dynamo":
+            return max(self.opset, DYNAMO_MIN_OPSET)
+        return self.opset
 
     @property
     def precision_name(self) -> str:
@@ -49,6 +65,8 @@ class ExportOptions:
     def validate(self) -> None:
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise UserInputError(f"opset must be between {MIN_OPSET} and {MAX_OPSET}, not {self.opset}")
+        if self.exporter not in EXPORTERS:
+            raise UserInputError(f"exporter must be one of {', '.join(EXPORTERS)}, not {self.exporter!r}")
         if self.cluster_op not in CLUSTER_OPS:
             raise UserInputError(f"cluster op must be one of {', '.join(CLUSTER_OPS)}, not {self.cluster_op!r}")
         if self.precision is not None:
@@ -56,17 +74,25 @@ class ExportOptions:
 
 
 def trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: ShapeRange, path: Path) -> None:
-    """Write the export form of `model` to `path` with the TorchScript exporter, traced at the
-    range's default shape with the spec's names and dynamic axes. ExportError (exit 2) with the
-    exporter's first line when torch refuses."""
+    """Write the export form of `model` to `path` with the chosen exporter (TorchScript, or
+    torch.export with `exporter="dynamo"`), with the spec's names and dynamic axes. ExportError
+    (exit 2) with the exporter's first line when torch refuses."""
     import torch
 
-    dummy = torch.zeros(shape_range.opt)
     outputs = spec.output_names(model, options.cluster_logits)
     model.return_cluster_logits = options.cluster_logits
     # Always the export form (models/glnet.py): the reference form's library ops do not export.
     was_reference = model.reference
     model.set_reference(False)
+    if options.exporter == "dynamo":
+        try:
+            trace_dynamo(model, spec, dynamic=options.dynamic, opset=options.opset, shape_range=shape_range,
+                         outputs=outputs, path=path)
+        finally:
+            model.return_cluster_logits = False
+            model.set_reference(was_reference)
+        return
+    dummy = torch.zeros(shape_range.opt)
     with warnings.catch_warnings():
         # The TorchScript exporter announces its deprecation and tracer quirks on every call;
         # the pipeline's parity check is what tells whether the trace is right.
@@ -133,7 +159,8 @@ def metadata(loaded: "LoadedCheckpoint", options: ExportOptions, img_size: int,
         "shape_range": json.dumps(shape_range.to_dict()),
         "cluster_op": options.cluster_op,
         "cluster_logits": json.dumps(options.cluster_logits),
-        "opset": str(options.opset),
+        "opset": str(options.effective_opset),
+        "exporter": options.exporter,
         "glmix_deploy_version": __version__,
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,

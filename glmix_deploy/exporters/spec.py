@@ -51,8 +51,8 @@ class GLNetOnnxSpec:
 
     def function_scopes(self, model) -> list:
         """GLMix clustering and dispatching of every block, as `--cluster-op function` folds them."""
-        from glmix_deploy.models.glnet import SoftCluster, SoftDispatch
         from glmix_deploy.graph.functions import FunctionScope, onnx_scope
+        from glmix_deploy.models.glnet import SoftCluster, SoftDispatch
 
         names = {SoftCluster: "cluster", SoftDispatch: "dispatch"}
         return [FunctionScope(onnx_scope(name), names[type(m)])
@@ -78,7 +78,10 @@ class GLNetOnnxSpec:
         return result
 
     def shape_range(self, *, dynamic: str, img_size: int, batch: int, max_batch: int | None = None,
-                    min_size: int | None = None, max_size: int | None = None) -> ShapeRange:
+                    min_size: int | None = None, max_size: int | None = None,
+                    default_min_size: int = STRIDE) -> ShapeRange:
+        """The declared input range. Without `min_size`, the smallest size is half the image size
+        (rounded to the stride), and at least `default_min_size` (an exporter may need more)."""
         if dynamic not in DYNAMIC_MODES:
             raise UserInputError(f"dynamic mode must be one of {', '.join(DYNAMIC_MODES)}, not {dynamic!r}")
         if img_size < STRIDE or batch < 1:
@@ -92,7 +95,7 @@ class GLNetOnnxSpec:
             raise UserInputError(f"max batch {b_hi} is below batch {batch}")
         if dynamic == "batch":
             return ShapeRange((1, c, img_size, img_size), opt, (b_hi, c, img_size, img_size))
-        lo = min_size or _round_to_stride(img_size / 2)
+        lo = min_size or min(img_size, max(default_min_size, _round_to_stride(img_size / 2)))
         hi = max_size or img_size * 2
         if not STRIDE <= lo <= img_size <= hi:
             raise UserInputError(

@@ -40,6 +40,16 @@ def onnx_scope(module_name: str) -> str:
     return "/" + "/".join(parts) + "/"
 
 
+def unqualified_scope_name(qualified_name: str) -> str:
+    """The scope component torch.onnx gives a module: the qualified name from its last
+    non-numeric atom on (`stages.2.blocks.1` -> `blocks.1`, `downsample_layers.0.1` unchanged)."""
+    atoms = qualified_name.split(".")
+    for i in range(len(atoms) - 1, -1, -1):
+        if not atoms[i].isnumeric():
+            return ".".join(atoms[i:])
+    return qualified_name
+
+
 class FunctionExtractionError(RuntimeError):
     """A scope could not be folded (cycle, or no nodes); the caller keeps the inline graph."""
 

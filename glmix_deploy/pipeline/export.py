@@ -23,9 +23,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glmix_deploy.errors import CheckFailed, ExportError, UserInputError
+from glmix_deploy.exporters.dynamo_export import MIN_DYNAMIC_SIZE
 from glmix_deploy.exporters.onnx_export import ExportOptions, metadata, simplify, trace
-from glmix_deploy.exporters.spec import FUNCTION_DOMAIN, GLNetOnnxSpec, ShapeRange
-from glmix_deploy.graph.onnx_io import count_nodes, op_histogram, save_model, write_metadata
+from glmix_deploy.exporters.spec import (
+    FUNCTION_DOMAIN,
+    STRIDE,
+    GLNetOnnxSpec,
+    ShapeRange,
+)
+from glmix_deploy.graph.onnx_io import (
+    count_nodes,
+    op_histogram,
+    save_model,
+    write_metadata,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -173,7 +184,8 @@ def export_onnx(
     img_size = options.img_size or loaded.config.img_size
     shape_range = spec.shape_range(dynamic=options.dynamic, img_size=img_size, batch=options.batch,
                                    max_batch=options.max_batch, min_size=options.min_size,
-                                   max_size=options.max_size)
+                                   max_size=options.max_size,
+                                   default_min_size=MIN_DYNAMIC_SIZE if options.exporter == "dynamo" else STRIDE)
     precision = options.precision_name
     seconds: dict[str, float] = {}
     # A private directory beside the target: same filesystem, so the final rename is atomic.

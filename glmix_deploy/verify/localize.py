@@ -43,21 +43,12 @@ import numpy as np
 
 from glmix_deploy.compare.metrics import Comparison, Tolerance, compare
 from glmix_deploy.errors import UserInputError
+from glmix_deploy.graph.functions import unqualified_scope_name
 
 BOUNDARY_PATTERN = re.compile(r"^(downsample_layers\.\d+|stages\.\d+\.blocks\.\d+|norm)$")
 OUTPUT_BOUNDARY = "head (model output)"
 # Ops whose outputs carry shapes, not image-dependent values.
 _SHAPE_OPS = {"Shape", "Size"}
-
-
-def unqualified_scope_name(qualified_name: str) -> str:
-    """The scope component torch.onnx gives a module: the qualified name from its last
-    non-numeric atom on (`stages.2.blocks.1` -> `blocks.1`, `downsample_layers.0.1` unchanged)."""
-    atoms = qualified_name.split(".")
-    for i in range(len(atoms) - 1, -1, -1):
-        if not atoms[i].isnumeric():
-            return ".".join(atoms[i:])
-    return qualified_name
 
 
 @dataclass(frozen=True)

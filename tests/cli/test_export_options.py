@@ -79,5 +79,5 @@ def test_a_bad_profile_shape_is_refused_before_the_export(tmp_path: Path, capsys
     monkeypatch.chdir(tmp_path)
     rc = run(["export", "--ckpt", str(tmp_path / "absent.pth"), "--fmt", "trt", "--max-shape", "4x3x64"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and err == ["error: --max-shape must look like 1x3x224x224, not '4x3x64'"]
+    assert rc == 2 and err == ["error: --max-shape must look like 1x3x224x224 (NxCxHxW, positive sizes), not '4x3x64'"]
     assert list(tmp_path.iterdir()) == []

@@ -190,6 +190,21 @@ def test_release_variants_export_static_and_dynamic(name: str, tmp_path: Path) -
     assert len(dynamic.parity.cases) >= 3
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RELEASES))
+def test_release_variants_export_with_the_dynamo_exporter(name: str, tmp_path: Path) -> None:
+    """torch.export route, dynamic batch and size: right at the smallest, default and largest
+    shape and a non-square one."""
+    path = tmp_path / f"{name}.pth"
+    torch.save(random_glnet(name).state_dict(), path)
+    loaded = load_checkpoint(path)
+    result = export_onnx(loaded, tmp_path / "dynamo.onnx",
+                         ExportOptions(exporter="dynamo", dynamic="all", max_batch=2, min_size=160, max_size=256))
+    shapes = {c.shape for c in result.parity.cases}
+    assert len(shapes) == 4 and any(s[2] != s[3] for s in shapes)
+    assert result.parity.passed and max(c.metrics.max_rel for c in result.parity.cases) <= 1e-4
+
+
 def test_external_data_when_over_the_protobuf_limit(tiny: LoadedCheckpoint, tmp_path: Path, monkeypatch) -> None:
     # Our own size limit lowered (not a library fake): a model "over 2 GB" keeps its weights
     # in <name>.data beside the graph, and the whole pipeline (checker, onnxruntime, rename) copes.

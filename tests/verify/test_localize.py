@@ -25,7 +25,7 @@ EXPECTED_ORDER = [
     "downsample_layers.3", "stages.3.blocks.0",
     "norm",
 ]
-VARIANTS = ["tiny_onnx", "tiny_onnx_static", "tiny_onnx_function"]
+VARIANTS = ["tiny_onnx", "tiny_onnx_static", "tiny_onnx_function", "tiny_onnx_dynamo"]
 
 
 @pytest.mark.parametrize("qualified, expected", [
