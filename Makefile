@@ -9,7 +9,12 @@ VAL    := samples/digits/val
 # CPU build from the local wheel store; an unpinned torch would pull multi-GB CUDA wheels.
 TORCH  := torch==2.13.0
 
-.PHONY: install demo test test-fast bench clean
+# TensorRT's Python bindings (about 1.3 MB each) for tests/tensorrt/test_api_names.py, which reads the
+# names they define without importing them; fetched once, and skipped by the tests when offline.
+TRT_BINDINGS := .cache/trt-bindings
+TRT_BINDINGS_VERSIONS := 10.13.3.9 11.4.0.106
+
+.PHONY: install demo test test-fast bench clean trt-bindings
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +35,15 @@ demo: $(STAMP)
 	$(BIN)/glmix-deploy verify --ckpt $(SAMPLE) --model $(OUT)/glnet_digits.onnx --images $(VAL) --junit $(OUT)/verify.xml
 	$(BIN)/glmix-deploy eval --ckpt $(SAMPLE) --images $(VAL) --model $(OUT)/glnet_digits.onnx
 
-test: $(STAMP)
+trt-bindings: $(STAMP)
+	@mkdir -p $(TRT_BINDINGS)
+	@for v in $(TRT_BINDINGS_VERSIONS); do \
+		ls $(TRT_BINDINGS)/tensorrt_cu12_bindings-$$v-*.whl >/dev/null 2>&1 || \
+		$(BIN)/pip download --quiet --disable-pip-version-check --no-deps -d $(TRT_BINDINGS) \
+			tensorrt-cu12-bindings==$$v || echo "note: tensorrt-cu12-bindings==$$v not fetched; its API test will skip"; \
+	done
+
+test: $(STAMP) trt-bindings
 	$(BIN)/python -m pytest -q -ra
 
 # Skips the full-size release-variant exports (minutes on 2 cores).

@@ -388,10 +388,16 @@ def _logger(trt):
     return _Logger()
 
 
+# The IParserError methods _parser_message reads (by name: node_name, node_operator and
+# local_function_stack arrived in TensorRT 10); tests/tensorrt/test_api_names.py checks them.
+PARSER_ERROR_METHODS = ("desc", "code", "node", "node_name", "node_operator", "local_function_stack")
+
+
 def _parser_message(error) -> ParserMessage:
-    """IParserError -> ParserMessage (node_name/node_operator/local_function_stack: TensorRT 10)."""
+    """IParserError -> ParserMessage; a method the installed TensorRT lacks reads as its default."""
 
     def call(name, default):
+        assert name in PARSER_ERROR_METHODS
         fn = getattr(error, name, None)
         try:
             return fn() if callable(fn) else default

@@ -50,8 +50,13 @@ def opener(request, tiny_ckpt, tiny_onnx) -> Callable[[], Engine]:
     if request.param == "openvino":
         path = request.getfixturevalue("tiny_openvino")
         return lambda: open_engine(path, threads=1)
-    # A TensorRT engine would be built from tiny_onnx here once the builder lands.
-    pytest.skip("no TensorRT engine builder in this test session yet")
+    # TensorRT: an engine built from the same ONNX by our builder (tensorrt-marked: needs the
+    # package and a GPU), with a small workspace and the fastest builder level.
+    from glmix_deploy.tensorrt.build import build_engine
+
+    engine_path = request.getfixturevalue("tmp_path") / "tiny.engine"
+    build_engine(tiny_onnx, engine_path, workspace_gib=1.0, builder_level=0, backend="python")
+    return lambda: open_engine(engine_path)
 
 
 @pytest.fixture
