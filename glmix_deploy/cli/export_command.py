@@ -212,7 +212,8 @@ def export(
 
     # Every check that needs no export runs first: a bad request costs nothing and writes nothing.
     given = given_options(ctx)
-    check_export_options(given, fmt=fmt.value, backend=backend.value, precision=precision.value)
+    check_export_options(given, fmt=fmt.value, backend=backend.value, precision=precision.value,
+                         dynamic=dynamic.value)
     tensorrt = targets.TensorRTOptions(**parse_profile_shapes(min_shape, opt_shape, max_shape),
                                        workspace_gib=workspace, timing_cache=timing_cache,
                                        builder_level=builder_level)
@@ -231,7 +232,8 @@ def export(
         calib_synthetic=calib_synthetic, calib_cache=calib_cache, fp16_io=fp16_io,
         min_top1=parse_fraction(min_top1, "--min-top1"), holdout=holdout)
     options = ExportOptions(img_size=img_size, batch=batch, dynamic=dynamic.value, opset=opset,
-                            cluster_op=cluster_op.value, exporter=exporter.value, cluster_logits=cluster_logits, simplify=simplify,
+                            cluster_op=cluster_op.value, exporter=exporter.value,
+                            cluster_logits=cluster_logits, simplify=simplify,
                             max_batch=max_batch, min_size=min_size, max_size=max_size,
                             precision=precision_options)
     options.validate()

@@ -100,10 +100,23 @@ PRECISION_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_export_options(given: Iterable[str], *, fmt: str, backend: str, precision: str) -> None:
-    """Refuse an option given explicitly to an `export` whose format or precision does not use it,
-    instead of ignoring it: one line naming the option and what it applies to."""
+# `export` shape-range options and the --dynamic values that use them (triton makes the batch dynamic).
+DYNAMIC_OPTIONS: dict[str, tuple[str, ...]] = {
+    "--min-size": ("all",),
+    "--max-size": ("all",),
+    "--max-batch": ("batch", "all"),
+}
+
+
+def check_export_options(given: Iterable[str], *, fmt: str, backend: str, precision: str,
+                         dynamic: str = "none") -> None:
+    """Refuse an option given explicitly to an `export` whose format, precision or --dynamic does
+    not use it, instead of ignoring it: one line naming the option and what it applies to."""
     for option in given:
+        if option in DYNAMIC_OPTIONS and dynamic not in DYNAMIC_OPTIONS[option] and not (
+                option == "--max-batch" and fmt == "triton"):
+            wanted = " or ".join(DYNAMIC_OPTIONS[option])
+            raise UserInputError(f"{option} applies to --dynamic {wanted}, not --dynamic {dynamic}")
         if option in TENSORRT_OPTIONS and not (fmt == "trt" or (fmt == "triton" and backend == "tensorrt")):
             if fmt == "triton":
                 raise UserInputError(f"{option} applies to --fmt trt or --backend tensorrt, not --backend {backend}")

@@ -17,6 +17,7 @@ from glmix_deploy.engines.base import FixedIOEngine, TensorSpec
 from glmix_deploy.errors import UserInputError, first_line
 from glmix_deploy.exporters.openvino_export import RT_INFO_KEY, import_openvino
 
+
 def _spec(port) -> TensorSpec:
     shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
     return TensorSpec(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()).name)

@@ -41,6 +41,8 @@ CASES = [
     (["--calib", "images"], "--calib applies to --precision fp16 or int8, not --precision fp32"),
     (["--holdout", "images"], "--holdout applies to --precision fp16 or int8, not --precision fp32"),
     (["--min-top1", "99"], "--min-top1 applies to --precision fp16 or int8, not --precision fp32"),
+    (["--max-batch", "4"], "--max-batch applies to --dynamic batch or all, not --dynamic none"),
+    (["--dynamic", "batch", "--max-size", "256"], "--max-size applies to --dynamic all, not --dynamic batch"),
 ]
 
 

@@ -64,10 +64,21 @@ def test_parse_preferred_batch():
     (["--calib", "--holdout", "--min-top1", "--fp16-io"], "onnx", "onnxruntime", "fp16"),
     (["--calib", "--calib-size", "--calib-method", "--calib-synthetic", "--calib-cache", "--min-top1"],
      "openvino", "onnxruntime", "int8"),
-    (["--out", "--dynamic", "--max-batch", "--opset", "--simplify"], "onnx", "onnxruntime", "fp32"),
+    (["--out", "--dynamic", "--opset", "--simplify"], "onnx", "onnxruntime", "fp32"),
 ])
 def test_export_options_of_the_chosen_format_and_precision_pass(given, fmt, backend, precision):
     check_export_options(given, fmt=fmt, backend=backend, precision=precision)
+
+
+def test_range_options_follow_dynamic():
+    check_export_options(["--max-batch"], fmt="onnx", backend="onnxruntime", precision="fp32", dynamic="batch")
+    check_export_options(["--min-size", "--max-size", "--max-batch"], fmt="onnx", backend="onnxruntime",
+                         precision="fp32", dynamic="all")
+    check_export_options(["--max-batch"], fmt="triton", backend="onnxruntime", precision="fp32", dynamic="none")
+    with pytest.raises(UserInputError, match="^--min-size applies to --dynamic all, not --dynamic batch$"):
+        check_export_options(["--min-size"], fmt="onnx", backend="onnxruntime", precision="fp32", dynamic="batch")
+    with pytest.raises(UserInputError, match="^--max-batch applies to --dynamic batch or all, not --dynamic none$"):
+        check_export_options(["--max-batch"], fmt="onnx", backend="onnxruntime", precision="fp32")
 
 
 def test_the_first_misplaced_export_option_is_named():
