@@ -8,10 +8,8 @@ import importlib.util
 import os
 import pathlib
 import pickle
-import random
 import subprocess
 import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,17 +28,11 @@ from glmix_deploy.models.checkpoint_io import (
     read_checkpoint,
     sha256_file,
 )
-
 from tests.factory import unimportable_config_class
+from tests.models import hostile_checkpoints as hostile
+from tests.models.hostile_checkpoints import rewrite_zip
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _rewrite_zip(src: Path, dst: Path, edit: Callable[[str, bytes], bytes]) -> None:
-    """Copy a torch zip entry by entry, letting `edit` change any entry's bytes."""
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
-        for name in zin.namelist():
-            zout.writestr(name, edit(name, zin.read(name)))
 
 
 def _assert_one_line_naming(exc: BaseException, path: Path) -> str:
@@ -126,7 +118,7 @@ def test_big_endian_archive(tmp_path: Path) -> None:
         return _byteswap(data, dtypes[key]) if "/data/" in name else data
 
     big = tmp_path / "big.pth"
-    _rewrite_zip(little, big, to_big)
+    rewrite_zip(little, big, to_big)
     loaded = read_checkpoint(big)
     assert isinstance(loaded, dict)
     for name, tensor in sd.items():
@@ -282,12 +274,6 @@ def test_legacy_torch_format_is_rejected(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- bad files
 
 
-def _real_checkpoint(tmp_path: Path) -> Path:
-    path = tmp_path / "real.pth"
-    torch.save({"model": {"w": torch.arange(4096, dtype=torch.float32) + 0.25}}, path)
-    return path
-
-
 def _missing(tmp_path: Path) -> Path:
     return tmp_path / "missing.pth"
 
@@ -298,69 +284,18 @@ def _directory(tmp_path: Path) -> Path:
     return path
 
 
-def _empty(tmp_path: Path) -> Path:
-    path = tmp_path / "empty.pth"
-    path.write_bytes(b"")
-    return path
-
-
-def _random(tmp_path: Path) -> Path:
-    path = tmp_path / "random.pth"
-    path.write_bytes(random.Random(0).randbytes(4096))
-    return path
-
-
-def _truncated(tmp_path: Path) -> Path:
-    data = _real_checkpoint(tmp_path).read_bytes()
-    path = tmp_path / "truncated.pth"
-    path.write_bytes(data[: len(data) // 2])
-    return path
-
-
-def _short_storage(tmp_path: Path) -> Path:
-    path = tmp_path / "short_storage.pth"
-    _rewrite_zip(_real_checkpoint(tmp_path), path,
-                 lambda name, data: data[:-4] if name.endswith("/data/0") else data)
-    return path
-
-
-def _bad_crc(tmp_path: Path) -> Path:
-    data = bytearray(_real_checkpoint(tmp_path).read_bytes())
-    offset = data.find((torch.arange(8, dtype=torch.float32) + 0.25).numpy().tobytes())
-    assert offset > 0
-    data[offset + 100] ^= 0xFF
-    path = tmp_path / "bad_crc.pth"
-    path.write_bytes(bytes(data))
-    return path
-
-
-def _zip_without_pickle(tmp_path: Path) -> Path:
-    path = tmp_path / "notes.pth"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("notes/readme.txt", "hello")
-    return path
-
-
-def _bad_safetensors(tmp_path: Path) -> Path:
-    path = tmp_path / "half.safetensors"
-    save_file({"w": torch.randn(256)}, str(path))
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
-
-
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
         (_missing, "checkpoint not found"),
         (_directory, "directory"),
-        (_empty, "is empty"),
-        (_random, "not a zip archive"),
-        (_truncated, "truncated or corrupt"),
-        (_short_storage, "truncated or corrupt"),
-        (_bad_crc, "truncated or corrupt"),
-        (_zip_without_pickle, "no data.pkl"),
-        (_bad_safetensors, "truncated or corrupt"),
+        (hostile.empty, "is empty"),
+        (hostile.random_bytes, "not a zip archive"),
+        (hostile.truncated, "truncated or corrupt"),
+        (hostile.short_storage, "truncated or corrupt"),
+        (hostile.bad_crc, "truncated or corrupt"),
+        (hostile.zip_without_pickle, "no data.pkl"),
+        (hostile.half_safetensors, "truncated or corrupt"),
     ],
 )
 def test_bad_files_raise_one_line_checkpoint_error(
@@ -472,3 +407,10 @@ def test_pickled_module_and_torchscript_are_explained(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="TorchScript") as info:
         load_state_dict(scripted)
     _assert_one_line_naming(info.value, scripted)
+
+
+def test_unusable_path_is_a_checkpoint_error(tmp_path: Path) -> None:
+    too_long = tmp_path / ("x" * 5000)  # stat() raises ENAMETOOLONG
+    for reader in (read_checkpoint, load_state_dict, sha256_file):
+        with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+            reader(too_long)
