@@ -16,6 +16,7 @@ from rich.table import Table
 
 from glmix_deploy.bench.progress import ProgressFactory
 from glmix_deploy.cli import render
+from glmix_deploy.graph.flops import share_line
 
 
 def progress_factory(enabled: bool) -> ProgressFactory:
@@ -57,6 +58,8 @@ def verify_report(report) -> None:
         render.step(f"[yellow]--force: {report.artifact} was exported from a different checkpoint[/yellow]")
     elif report.checkpoint_matches is None:
         render.step(f"[yellow]{report.artifact} records no checkpoint sha256; its origin was not checked[/yellow]")
+    if report.flop_share:
+        render.step(f"FLOPs by compute dtype: {share_line(report.flop_share)}")
     if report.images:
         im = report.images
         render.step(f"images: {im['used']} used from {im['root']}, {im['skipped_non_images']} non-image "
@@ -126,9 +129,10 @@ def eval_report(report) -> None:
     render.step(f"{d['images']} image(s), {d['classes']} class folder(s) in {d['root']}; skipped "
                 f"{d['skipped_non_images']} non-image file(s), {d['unreadable_images']} unreadable")
     table = Table(title=f"accuracy on {d['root']}", title_justify="left")
-    for col in ("model", "format", "size", "top-1", "top-5", "agreement", "ms / image"):
-        table.add_column(col, justify="left" if col in ("model", "format") else "right")
+    for col in ("model", "format", "size", "top-1", "top-5", "agreement", "ms / image", "FLOPs by dtype"):
+        table.add_column(col, justify="left" if col in ("model", "format", "FLOPs by dtype") else "right")
     for e in report.entries:
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in (e.flop_share or {}).get("shares", {}).items() if v) or "-"
         table.add_row(e.name, e.format, f"{e.file_bytes / 1e6:.2f} MB", _pct(e.top1), _pct(e.top5),
-                      _pct(e.agreement), _num(e.latency_ms_per_image, ".2f"))
+                      _pct(e.agreement), _num(e.latency_ms_per_image, ".2f"), shares)
     render.out.print(table)

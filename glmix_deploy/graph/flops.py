@@ -90,10 +90,17 @@ class FlopShare:
 
     def summary(self) -> str:
         """One line for reports, e.g. 'fp32 46.0% · int8 54.0% of 61.2 MFLOPs at 1x3x64x64'."""
-        parts = " · ".join(f"{k} {v:.1%}" for k, v in self.shares.items()) or "no Conv/MatMul/Gemm"
-        shapes = ", ".join("x".join(map(str, s)) for s in self.input_shapes.values())
-        tail = f" ({len(self.unresolved)} nodes unsized)" if self.unresolved else ""
-        return f"{parts} of {self.total / 1e6:.1f} MFLOPs at {shapes}{tail}"
+        return share_line(self.to_dict())
+
+
+def share_line(data: Mapping) -> str:
+    """The one-line summary of a FlopShare.to_dict() (also as stored in an artifact's metadata)."""
+    shares = data.get("shares") or {}
+    parts = " · ".join(f"{k} {v:.1%}" for k, v in shares.items() if v) or "no Conv/MatMul/Gemm"
+    shapes = ", ".join("x".join(map(str, s)) for s in (data.get("input_shapes") or {}).values())
+    unresolved = data.get("unresolved") or 0
+    tail = f" ({unresolved} nodes unsized)" if unresolved else ""
+    return f"{parts} of {float(data.get('total') or 0) / 1e6:.1f} MFLOPs at {shapes}{tail}"
 
 
 def read_flop_share(meta: Mapping[str, str]) -> dict | None:

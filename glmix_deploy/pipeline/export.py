@@ -31,6 +31,7 @@ from glmix_deploy.exporters.spec import (
     GLNetOnnxSpec,
     ShapeRange,
 )
+from glmix_deploy.graph.flops import flops_by_dtype
 from glmix_deploy.graph.onnx_io import (
     count_nodes,
     op_histogram,
@@ -61,6 +62,7 @@ class ExportResult:
     seconds: dict[str, float] = field(default_factory=dict)
     precision: str = "fp32"
     precision_report: dict | None = None  # fp16 islands / int8 calibration, exclusions, latency cost
+    flop_share: dict | None = None  # graph.flops.FlopShare.to_dict(): Conv/MatMul/Gemm FLOPs per compute dtype
 
     def to_dict(self) -> dict:
         return {
@@ -76,6 +78,7 @@ class ExportResult:
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "precision": self.precision,
             "precision_report": self.precision_report,
+            "flop_share": self.flop_share,
         }
 
 
@@ -192,8 +195,8 @@ def export_onnx(
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         with _timed(seconds, "export"):
-            say(f"exporting ONNX (opset {options.opset}, dynamic={options.dynamic}, "
-                f"cluster-op={options.cluster_op})")
+            say(f"exporting ONNX ({options.exporter} exporter, opset {options.effective_opset}, "
+                f"dynamic={options.dynamic}, cluster-op={options.cluster_op})")
             trace(loaded.model, spec, options, shape_range, work / "raw.onnx")
             model = onnx.load(str(work / "raw.onnx"))
         nodes_exported = count_nodes(model)
@@ -218,8 +221,11 @@ def export_onnx(
 
         functions = fold_functions(model, spec, loaded) if options.cluster_op == "function" else []
 
+        # What the strongly typed engine will compute in which precision (one image at the default size).
+        flop_share = flops_by_dtype(model, (1, loaded.config.in_chans, img_size, img_size))
+        say(f"FLOPs by compute dtype: {flop_share.summary()}")
         write_metadata(model, metadata(loaded, options, img_size, shape_range, precision)
-                       | (converted.metadata if converted is not None else {}))
+                       | (converted.metadata if converted is not None else {}) | flop_share.to_metadata())
         staged = work / out.name
         written = save_model(model, staged)
         onnx.checker.check_model(str(staged))
@@ -241,7 +247,7 @@ def export_onnx(
 
     result = ExportResult(out, shape_range, nodes_exported, nodes_final, simplified, note,
                           functions, ops, report, seconds, precision,
-                          converted.report if converted is not None else None)
+                          converted.report if converted is not None else None, flop_share.to_dict())
     if not report.passed:
         raise CheckFailed(f"{out}: {report.summary_line()}", report=result)
     return result

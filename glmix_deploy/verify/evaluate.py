@@ -17,6 +17,7 @@ import numpy as np
 
 from glmix_deploy.bench.progress import ProgressFactory, no_progress
 from glmix_deploy.errors import UserInputError
+from glmix_deploy.graph.flops import read_flop_share
 
 if TYPE_CHECKING:
     from glmix_deploy.models.model_config import ModelConfigFile
@@ -71,6 +72,7 @@ class EvalEntry:
     top5: float | None = None
     agreement: float | None = None  # top-1 prediction equals PyTorch's
     latency_ms_per_image: float | None = None
+    flop_share: dict | None = None  # the artifact's `flops_by_dtype` metadata, when it records one
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -190,7 +192,7 @@ def evaluate(
                 name=name, path=str(path), format=fmt, file_bytes=artifact_bytes(path),
                 preprocessing=dataclasses.asdict(prep), images=int(len(x)),
                 top1=topk_accuracy(logits, labels, 1), top5=topk_accuracy(logits, labels, 5),
-                latency_ms_per_image=1e3 * sum(timer) / max(1, len(x)))
+                latency_ms_per_image=1e3 * sum(timer) / max(1, len(x)), flop_share=read_flop_share(metadata))
             by_index = dict(zip(kept.tolist(), pred.tolist()))
             if reference_pred is None:
                 reference_pred = by_index

@@ -22,6 +22,7 @@ from glmix_deploy.compare.metrics import Tolerance
 from glmix_deploy.compare.parity import ParityCase, ParityReport, format_shape
 from glmix_deploy.compare.tolerances import resolve_tolerance
 from glmix_deploy.errors import UserInputError
+from glmix_deploy.graph.flops import read_flop_share
 
 if TYPE_CHECKING:
     from glmix_deploy.models.model_config import ModelConfigFile
@@ -43,6 +44,7 @@ class VerifyReport:
     localization: "Localization | None" = None
     localization_note: str | None = None
     seconds: float = 0.0
+    flop_share: dict | None = None  # the artifact's `flops_by_dtype` metadata (compute dtype of its FLOPs)
 
     @property
     def artifact(self) -> str:
@@ -95,6 +97,7 @@ class VerifyReport:
             "localization": self.localization.to_dict() if self.localization else None,
             "localization_note": self.localization_note,
             "seconds": round(self.seconds, 3),
+            "flop_share": self.flop_share,
         })
 
 
@@ -212,7 +215,8 @@ def verify_artifact(
         report = VerifyReport(
             parity, checkpoint=str(ckpt), precision=precision,
             checkpoint_sha256=actual_sha, artifact_checkpoint_sha256=recorded,
-            forced=bool(force and recorded and recorded != actual_sha), engine=candidate.kind)
+            forced=bool(force and recorded and recorded != actual_sha), engine=candidate.kind,
+            flop_share=read_flop_share(metadata))
         # The input of every case, for localizing the first failure (check_parity's seeding).
         inputs: dict[str, Callable[[], np.ndarray]] = {
             seeded_label(s): (lambda s=s, i=i: seeded_input(s, seed + i)) for i, s in enumerate(shapes)}

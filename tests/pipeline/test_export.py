@@ -46,7 +46,7 @@ def test_static_export_is_verified_and_clean(tiny: LoadedCheckpoint, tmp_path: P
     assert result.parity.tolerance.max_rel == 1e-4  # compare.tolerances.FP32_MAX_REL
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temp leftovers
     assert set(result.seconds) == {"export", "simplify", "verify"}
-    assert [s.split()[0] for s in steps] == ["exporting", "simplifying", "verifying"]
+    assert [s.split()[0] for s in steps] == ["exporting", "simplifying", "FLOPs", "verifying"]
     model = onnx.load(str(out))
     ops = {n.op_type for n in model.graph.node}
     # Slot pooling as MatMuls, not the stock exporter's Gather/GatherND cascade.
@@ -217,3 +217,12 @@ def test_external_data_when_over_the_protobuf_limit(tiny: LoadedCheckpoint, tmp_
     x = np.random.default_rng(3).standard_normal((1, 3, 64, 64), dtype=np.float32)
     ref = _torch(tiny, x)
     assert np.abs(_run(out, x) - ref).max() / np.abs(ref).max() < 1e-4
+
+
+def test_every_export_records_its_flop_share_by_compute_dtype(tiny_onnx) -> None:
+    from glmix_deploy.graph.flops import read_flop_share
+
+    meta = {p.key: p.value for p in onnx.load(str(tiny_onnx)).metadata_props}
+    share = read_flop_share(meta)
+    assert share is not None and share["shares"] == {"fp32": 1.0} and share["total"] > 0
+    assert share["input_shapes"] == {"images": [1, 3, 64, 64]}

@@ -26,6 +26,7 @@ def test_accuracy_matches_an_independent_computation(tiny_ckpt, tiny_loaded, tin
     torch_row, dyn_row, static_row = report.entries
     assert [e.name for e in report.entries] == ["pytorch", tiny_onnx.name, tiny_onnx_static.name]
     assert torch_row.format == "pytorch eager" and dyn_row.format == "onnxruntime fp32"
+    assert torch_row.flop_share is None and dyn_row.flop_share["shares"] == {"fp32": 1.0}
 
     images = scan_image_folder(image_folder)
     x, kept = load_images(images, Preprocessing.from_config(tiny_loaded.config))

@@ -126,3 +126,9 @@ def test_missing_files_are_user_errors(tiny_ckpt, tiny_onnx, tmp_path):
     with pytest.raises(UserInputError, match="no image files"):
         verify_artifact(tiny_ckpt, tiny_onnx, images=tmp_path)
 
+
+
+def test_the_report_shows_the_artifacts_flop_share(tiny_ckpt, tiny_onnx):
+    report = verify_artifact(tiny_ckpt, tiny_onnx, threads=1)
+    assert report.flop_share is not None and report.flop_share["shares"] == {"fp32": 1.0}
+    assert report.to_dict()["flop_share"] == report.flop_share
