@@ -23,6 +23,7 @@ LAYERS = [
     ("compare", ["glmix_deploy.compare"]),
     ("bench", ["glmix_deploy.bench"]),
     ("verify", ["glmix_deploy.verify"]),
+    ("serve", ["glmix_deploy.serve"]),
     ("pipeline", ["glmix_deploy.pipeline"]),
     ("cli", ["glmix_deploy.cli"]),
 ]

@@ -37,6 +37,7 @@ class Fmt(str, Enum):
 class TritonBackend(str, Enum):
     onnxruntime = "onnxruntime"
     tensorrt = "tensorrt"
+    python = "python"
 
 
 class InstanceKind(str, Enum):
@@ -179,7 +180,8 @@ def export(
         help="TensorRT builder optimization level.")] = 3,
     # Triton (--fmt triton)
     backend: Annotated[TritonBackend, typer.Option(
-        "--backend", rich_help_panel=_TRITON, help="Triton backend serving the model.")] = TritonBackend.onnxruntime,
+        "--backend", rich_help_panel=_TRITON,
+        help="Triton backend serving the model (python: a model.py running the ONNX with onnxruntime).")] = TritonBackend.onnxruntime,
     name: Annotated[str, typer.Option("--name", rich_help_panel=_TRITON, help="Triton model name.")] = "glnet",
     preferred_batch: Annotated[str, typer.Option(
         "--preferred-batch", rich_help_panel=_TRITON,

@@ -84,7 +84,8 @@ def triton_result(export) -> None:
         return ", ".join(f"{s.name} {triton_type(s).removeprefix('TYPE_')}[{','.join(map(str, triton_dims(s)))}]"
                          for s in specs)
 
-    backend = "onnxruntime (model.onnx)" if opts.backend == "onnxruntime" else "tensorrt (model.plan)"
+    backend = {"onnxruntime": "onnxruntime (model.onnx)", "tensorrt": "tensorrt (model.plan)",
+               "python": "python (model.py + model.onnx)"}[opts.backend]
     for name in result.models:
         if name == opts.name:
             table.add_row(name, backend, tensors(result.inputs), tensors(result.outputs))

@@ -71,6 +71,7 @@ def inspect(
 # Command modules register themselves on `app` when imported.
 from glmix_deploy.cli import (  # noqa: E402,F401
     export_command,
+    serve_command,
     trt_commands,  # noqa: E402,F401
     verify_commands,
     visualize_command,

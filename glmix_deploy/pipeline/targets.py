@@ -110,6 +110,8 @@ def triton_target(repo: Path, *, backend: str = "onnxruntime", name: str = "glne
     from glmix_deploy.exporters.triton import DEFAULT_MAX_BATCH, TritonOptions, check_repository_target
 
     max_batch = max_batch or DEFAULT_MAX_BATCH
+    if backend == "python":
+        kind = "cpu"  # its model.py runs onnxruntime on CPU
     if preferred_batch is None:
         preferred_batch = tuple(b for b in TritonOptions().preferred_batch if b <= max_batch)
     options = TritonOptions(

@@ -170,3 +170,24 @@ def test_tensorrt_backend_without_tensorrt_exits_2(ckpt: Path, tmp_path: Path, c
     assert "TensorRT" in err.strip().splitlines()[-1]
     assert (tmp_path / "tiny.onnx").is_file()  # the verified ONNX is kept for a later build
     assert not (repo / "glnet").exists()
+
+
+def test_python_backend_repository_runs_the_verified_onnx_in_a_model_py(ckpt: Path, tmp_path: Path, capsys) -> None:
+    """`--backend python`: model.py beside the verified ONNX, CPU instances, the schema accepts it;
+    the real server loads and queries it in tests/exporters/triton/test_real_server.py."""
+    repo = tmp_path / "repo"
+    rc, out, err = _run(capsys, "--json", "export", "--ckpt", str(ckpt), "--fmt", "triton", "--backend", "python",
+                        "--out", str(repo), "--max-batch", "8")
+    assert rc == 0, err
+    report = json.loads(out)["triton"]
+    assert report["options"]["backend"] == "python" and report["options"]["kind"] == "cpu"
+    version = repo / "glnet" / "1"
+    assert sorted(p.name for p in version.iterdir()) == ["model.onnx", "model.py"]
+    config = parse_config(repo / "glnet" / "config.pbtxt")
+    assert config.backend == "python" and not config.platform
+    assert config.max_batch_size == 8
+    assert [g.kind for g in config.instance_group] == [config.instance_group[0].KIND_CPU]
+    assert_config_matches_onnx(config, version / "model.onnx")
+    source = (version / "model.py").read_text()
+    assert "RUNTIME = 'onnxruntime'" in source and "ENGINE_BATCH = 8" in source
+    assert (repo / "glnet" / "labels.txt").read_text().splitlines() == LABELS

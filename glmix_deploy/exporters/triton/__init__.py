@@ -5,7 +5,9 @@ Layout written under the repository folder (``<name>`` is ``TritonOptions.name``
     <repo>/<name>/config.pbtxt              platform onnxruntime_onnx | tensorrt_plan
     <repo>/<name>/labels.txt                only when class names are known
     <repo>/<name>/1/model.onnx              (+ its external-data file, if any)   or
-    <repo>/<name>/1/model.plan              the TensorRT engine
+    <repo>/<name>/1/model.plan              the TensorRT engine                                  or
+    <repo>/<name>/1/model.py + model.onnx   backend python: model.py runs the ONNX (onnxruntime)  or
+    <repo>/<name>/1/model.py + model.xml/.bin  ... the OpenVINO IR (OpenVINO), inside Triton
     # with_preprocess=True, in addition:
     <repo>/<name>_preprocess/config.pbtxt   Python backend: encoded image bytes -> input tensor
     <repo>/<name>_preprocess/1/model.py     self-contained (numpy + Pillow only)
@@ -38,18 +40,25 @@ from glmix_deploy.exporters.triton.options import (
     TritonOptions,
 )
 from glmix_deploy.exporters.triton.preprocess import perf_analyzer_data, preprocess_model_source
+from glmix_deploy.exporters.triton.python_model import python_model_source
 from glmix_deploy.exporters.triton.repository import (
     TritonRepositoryResult,
     check_repository_target,
     read_labels,
     write_triton_repository,
 )
-from glmix_deploy.exporters.triton.signature import ArtifactSignature, read_engine_signature, read_onnx_signature
+from glmix_deploy.exporters.triton.signature import (
+    ArtifactSignature,
+    read_engine_signature,
+    read_onnx_signature,
+    read_openvino_signature,
+)
 from glmix_deploy.exporters.triton.tensors import TRITON_TYPES, triton_dims, triton_type
 
 __all__ = [
     "DEFAULT_MAX_BATCH", "ENSEMBLE_SUFFIX", "IMAGE_INPUT", "LABELS_FILE", "PREPROCESS_SUFFIX", "TRITON_TYPES",
     "ArtifactSignature", "TritonOptions", "TritonRepositoryResult", "check_repository_target", "ensemble_config",
-    "model_config", "perf_analyzer_data", "preprocess_config", "preprocess_model_source", "read_engine_signature",
-    "read_labels", "read_onnx_signature", "triton_dims", "triton_type", "write_triton_repository",
+    "model_config", "perf_analyzer_data", "preprocess_config", "preprocess_model_source", "python_model_source",
+    "read_engine_signature", "read_labels", "read_onnx_signature", "read_openvino_signature", "triton_dims",
+    "triton_type", "write_triton_repository",
 ]

@@ -10,20 +10,21 @@ from dataclasses import asdict, dataclass
 
 from glmix_deploy.errors import UserInputError
 
-BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("onnxruntime", "tensorrt", "python")  # python: our artifact run by a Python-backend model.py
 KINDS = ("gpu", "cpu")
 DEFAULT_MAX_BATCH = 64
 PREPROCESS_SUFFIX = "_preprocess"
 ENSEMBLE_SUFFIX = "_ensemble"
 IMAGE_INPUT = "image_bytes"  # the ensemble's (and preprocess model's) input: encoded JPEG/PNG/...
 LABELS_FILE = "labels.txt"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a usable Triton model name
+_NAME_RE = MODEL_NAME_RE
 
 
 @dataclass(frozen=True)
 class TritonOptions:
     name: str = "glnet"
-    backend: str = "onnxruntime"  # onnxruntime | tensorrt
+    backend: str = "onnxruntime"  # onnxruntime | tensorrt | python
     max_batch: int = DEFAULT_MAX_BATCH
     preferred_batch: tuple[int, ...] = (8, 16, 32)  # () lets the dynamic batcher choose
     queue_delay_us: int = 100

@@ -19,7 +19,13 @@ from glmix_deploy.errors import UserInputError
 from glmix_deploy.exporters.triton.config import ensemble_config, model_config, preprocess_config
 from glmix_deploy.exporters.triton.options import LABELS_FILE, TritonOptions
 from glmix_deploy.exporters.triton.preprocess import preprocess_model_source
-from glmix_deploy.exporters.triton.signature import ArtifactSignature, read_engine_signature, read_onnx_signature
+from glmix_deploy.exporters.triton.python_model import python_model_source
+from glmix_deploy.exporters.triton.signature import (
+    ArtifactSignature,
+    read_engine_signature,
+    read_onnx_signature,
+    read_openvino_signature,
+)
 from glmix_deploy.exporters.triton.tensors import FLOAT_DTYPES, triton_tensor_dict, triton_type
 from glmix_deploy.graph.onnx_io import TensorSpec
 
@@ -42,6 +48,16 @@ def check_repository_target(repo: Path, options: TritonOptions) -> None:
     if existing:
         raise UserInputError(f"{', '.join(str(repo / n) for n in existing)} already exist(s); "
                              "pass --force to replace")
+
+
+def python_runtime(artifact: Path) -> str:
+    """What the python backend's model.py runs the artifact with, from its suffix."""
+    suffix = Path(artifact).suffix.lower()
+    if suffix == ".onnx":
+        return "onnxruntime"
+    if suffix == ".xml":
+        return "openvino"
+    raise UserInputError(f"--backend python serves an ONNX (.onnx) or an OpenVINO IR (.xml), not {artifact}")
 
 
 def read_labels(path: Path) -> list[str]:
@@ -107,10 +123,20 @@ def _check_labels(labels: list[str], signature: ArtifactSignature) -> None:
 
 
 def _stage_artifact(artifact: Path, signature: ArtifactSignature, options: TritonOptions, version: Path) -> None:
-    """Copy the ONNX (and its external-data files) or the engine into the version folder."""
-    if options.backend != "onnxruntime":
+    """Copy the ONNX (and its external-data files), the engine, or (python backend) the ONNX or the
+    OpenVINO IR with the model.py that runs it into the version folder."""
+    if options.backend == "tensorrt":
         shutil.copyfile(artifact, version / "model.plan")
         return
+    if options.backend == "python":
+        runtime = python_runtime(artifact)
+        (version / "model.py").write_text(python_model_source(
+            runtime, {s.name: s.dtype for s in signature.inputs}, [s.name for s in signature.outputs],
+            engine_batch=signature.max_batch))
+        if runtime == "openvino":
+            shutil.copyfile(artifact, version / "model.xml")
+            shutil.copyfile(artifact.with_suffix(".bin"), version / "model.bin")
+            return
     shutil.copyfile(artifact, version / "model.onnx")
     for location in signature.external_data:
         source = artifact.parent / location
@@ -164,17 +190,20 @@ def write_triton_repository(
     """Write `options.name` (and with `with_preprocess` its preprocess and ensemble models) into the
     Triton repository `repo`.
 
-    `artifact` is an ONNX file (backend onnxruntime) or a TensorRT engine with its sidecar
-    `<engine>.json` beside it (backend tensorrt). `labels` are class names, one per model output
+    `artifact` is an ONNX file (backend onnxruntime), a TensorRT engine with its sidecar
+    `<engine>.json` beside it (backend tensorrt), or an ONNX or OpenVINO IR (backend python: a
+    generated model.py runs it with onnxruntime or OpenVINO inside Triton). `labels` are class names, one per model output
     class. `preprocessing` overrides what the artifact's metadata/sidecar says.
     """
     options.validate()
     artifact, repo = Path(artifact), Path(repo)
     check_repository_target(repo, options)
-    if options.backend == "onnxruntime":
-        signature = read_onnx_signature(artifact)
-    else:
+    if options.backend == "tensorrt":
         signature = read_engine_signature(artifact)
+    elif options.backend == "python" and python_runtime(artifact) == "openvino":
+        signature = read_openvino_signature(artifact)
+    else:
+        signature = read_onnx_signature(artifact)
     _check_consistent(signature, options, artifact)
     if options.with_preprocess:
         preprocessing = preprocessing or signature.preprocessing

@@ -203,3 +203,45 @@ def read_engine_signature(engine: str | Path) -> ArtifactSignature:
     inputs, outputs = _sidecar_tensors(info, "inputs", sidecar), _sidecar_tensors(info, "outputs", sidecar)
     return ArtifactSignature(inputs, outputs, _profiles_max_batch(info, inputs, sidecar),
                              _sidecar_preprocessing(info, sidecar), _sidecar_provenance(info))
+
+
+# --------------------------------------------------------------------------- OpenVINO IRs (python backend)
+
+
+def read_openvino_signature(xml: str | Path) -> ArtifactSignature:
+    """Inputs, outputs, declared batch range and preprocessing of an OpenVINO IR (its rt_info carries
+    the ONNX's metadata under `glmix_deploy`); for the python backend, which runs IRs in Triton."""
+    import numpy as np
+
+    from glmix_deploy.exporters.openvino_export import RT_INFO_KEY, import_openvino
+
+    xml = Path(xml)
+    if not xml.is_file() or not xml.with_suffix(".bin").is_file():
+        raise UserInputError(f"OpenVINO IR {xml} (with {xml.with_suffix('.bin').name} beside it) not found")
+    ov = import_openvino()
+    try:
+        model = ov.Core().read_model(str(xml))
+    except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text
+        raise UserInputError(f"OpenVINO cannot read {xml}: {str(exc).strip().splitlines()[0]}") from exc
+
+    def spec(port) -> TensorSpec:
+        shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+        return TensorSpec(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()).name)
+
+    inputs, outputs = tuple(spec(p) for p in model.inputs), tuple(spec(p) for p in model.outputs)
+    for what, specs in (("input", inputs), ("output", outputs)):
+        for s in specs:
+            check_servable(s, f"{xml}: {what}")
+            _check_batchable(s, what, xml)
+    meta: dict[str, str] = {}
+    if model.has_rt_info([RT_INFO_KEY]):
+        section = model.get_rt_info([RT_INFO_KEY]).astype(dict)
+        meta = {str(k): v.astype(str) if hasattr(v, "astype") else str(v) for k, v in section.items()}
+    declared = declared_shape_range(meta) if "shape_range" in meta else None
+    preprocessing = None
+    if "input_size" in meta:
+        from glmix_deploy.data.preprocess import Preprocessing
+
+        preprocessing = Preprocessing.from_metadata(meta)
+    provenance = {k: meta[k] for k in ("checkpoint_sha256", "release", "precision", "glmix_deploy_version") if k in meta}
+    return ArtifactSignature(inputs, outputs, declared[2][0] if declared else None, preprocessing, provenance)
