@@ -36,6 +36,9 @@ def preflight_report(report) -> None:
         render.step(f"profile for {name}: {'x'.join(map(str, p['min']))} .. {'x'.join(map(str, p['opt']))} .. "
                     f"{'x'.join(map(str, p['max']))}")
     render.step(f"opset {report.opset}, {report.nodes_checked} node(s), {len(report.op_counts)} op type(s){funcs}")
+    if report.quantized_types:
+        gpus = f": builds only on {report.gpu_requirement}" if report.gpu_requirement else ""
+        render.step(f"quantized types {', '.join(report.quantized_types)}{gpus}")
     if report.passed:
         render.out.print(f"[green]{report.summary_line()}[/green]")
 

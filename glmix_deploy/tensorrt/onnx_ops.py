@@ -80,3 +80,28 @@ TOPK_MAX_K = 3840
 def dtype_name(elem_type: int) -> str:
     """The TensorProto name of an element type ('FLOAT', 'FLOAT8E4M3FN', ...)."""
     return DTYPE_NAMES.get(int(elem_type), f"type {elem_type}")
+
+
+# The GPUs TensorRT builds each quantized type for (compute capability, in words).
+QUANTIZED_TYPE_GPUS: dict[str, tuple[str, str]] = {
+    "FLOAT8E4M3FN": ("8.9", "Ada, Hopper and Blackwell GPUs (compute capability 8.9 or newer)"),
+    "FLOAT4E2M1": ("10.0", "Blackwell GPUs (compute capability 10.0 or newer)"),
+}
+
+
+def quantized_types(model) -> list[str]:
+    """The low-precision types of a graph's Q/DQ pairs ('INT8', 'FLOAT8E4M3FN', ...): the dtype a
+    DequantizeLinear reads (an initializer, or a QuantizeLinear's output type or zero point)."""
+    values = {i.name: i.data_type for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = node.attribute[0].t.data_type
+    found = set()
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            declared = next((a.i for a in node.attribute if a.name == "output_dtype" and a.i), None)
+            zero_point = values.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            found.add(dtype_name(declared or zero_point or 2))  # no zero point: uint8, as ONNX says
+        elif node.op_type == "DequantizeLinear" and node.input[0] in values:
+            found.add(dtype_name(values[node.input[0]]))
+    return sorted(found)

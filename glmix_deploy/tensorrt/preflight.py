@@ -57,6 +57,8 @@ from glmix_deploy.tensorrt.onnx_ops import (
     TOPK_MAX_K,
     UNSUPPORTED_OPS,
     dtype_name,
+    QUANTIZED_TYPE_GPUS,
+    quantized_types,
 )
 
 if TYPE_CHECKING:
@@ -92,6 +94,13 @@ class PreflightReport:
     profiles: dict[str, dict[str, list[int]]]
     findings: list[Finding] = field(default_factory=list)
     table: str = TABLE_SOURCE
+    quantized_types: list[str] = field(default_factory=list)  # of its Q/DQ pairs, e.g. ['FLOAT8E4M3FN']
+
+    @property
+    def gpu_requirement(self) -> str | None:
+        """The GPUs that can build this graph when a quantized type needs a recent one (fp8, fp4)."""
+        needs = [QUANTIZED_TYPE_GPUS[t] for t in self.quantized_types if t in QUANTIZED_TYPE_GPUS]
+        return max(needs, key=lambda need: tuple(map(int, need[0].split("."))))[1] if needs else None
 
     @property
     def errors(self) -> list[Finding]:
@@ -119,7 +128,8 @@ class PreflightReport:
         return {"path": self.path, "passed": self.passed, "opset": self.opset, "nodes_checked": self.nodes_checked,
                 "functions": self.functions, "op_counts": self.op_counts, "profiles": self.profiles,
                 "errors": [f.to_dict() for f in self.errors], "warnings": [f.to_dict() for f in self.warnings],
-                "table": self.table}
+                "table": self.table, "quantized_types": self.quantized_types,
+                "gpu_requirement": self.gpu_requirement}
 
 
 def _shown(shape) -> list:
@@ -534,4 +544,5 @@ def preflight(model: onnx.ModelProto | str | Path, *, profiles: dict[str, tuple]
     return PreflightReport(
         path=path or "<model>", opset=opset, nodes_checked=checker.nodes_checked,
         functions=sorted(f"{d}.{n}" if d else n for d, n in checker.checked_functions),
-        op_counts=dict(checker.op_counts.most_common()), profiles=covered, findings=checker.findings)
+        op_counts=dict(checker.op_counts.most_common()), profiles=covered, findings=checker.findings,
+        quantized_types=quantized_types(model))

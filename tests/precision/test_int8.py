@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from glmix_deploy.graph.onnx_io import save_model
@@ -43,3 +44,22 @@ def test_quantize_int8_is_symmetric_qdq_of_the_chosen_nodes_and_caches_ranges(ti
 def test_int8_settings_name_what_the_ranges_depend_on():
     assert int8_settings("minmax") != int8_settings("entropy")
     assert int8_settings("percentile")["percentile"] and int8_settings("minmax")["percentile"] is None
+
+
+def test_onnxruntime_rounds_fp16_scale_quantization_half_to_even():
+    """int8/fp8 graphs over fp16 carry fp16 scales; onnxruntime 1.24 rounded those toward zero (20-48% of
+    values off by one), which would make every CPU check of them wrong. pyproject requires a fixed one."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [8])],
+        [helper.make_tensor_value_info("q", TensorProto.INT8, [8])],
+        [numpy_helper.from_array(np.array(0.5, np.float16), "s"), helper.make_tensor("zp", TensorProto.INT8, [], [0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    x = np.array([0.25, 0.75, 1.25, 1.75, -0.25, -0.75, -1.25, 3.3], np.float16)  # x / 0.5: ties, then 6.6
+    with OnnxRuntimeEngine(model, threads=1) as engine:
+        q = engine.infer({"x": x})["q"]
+    assert q.tolist() == [0, 2, 2, 4, 0, -2, -2, 7]
