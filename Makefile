@@ -26,7 +26,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	# outgrown: installed without its dependencies, plus the ones it needs; `serve` gives Triton's
 	# Python stub its own numpy<2 (glmix_deploy/serve/environment.py). Without it, serving tests skip.
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps 'nvidia-pytriton>=0.5' \
-		&& $(BIN)/pip install --quiet --disable-pip-version-check pyzmq sh typing_inspect wrapt 'tritonclient[http]' \
+		&& $(BIN)/pip install --quiet --disable-pip-version-check pyzmq sh typing_inspect wrapt importlib_metadata 'tritonclient[http]' \
 		|| echo "note: nvidia-pytriton not installed; the real-Triton tests will skip"
 	touch $(STAMP)
 
