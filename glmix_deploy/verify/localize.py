@@ -2,7 +2,8 @@
 
 How a PyTorch module is mapped to one ONNX tensor (the scheme, and why it holds):
 
-1. Scope names. The TorchScript exporter (the only one glmix-deploy uses) names every node after
+1. Scope names. The TorchScript exporter (and our dynamo route, which renames its nodes the same
+   way: exporters/dynamo_export.py) names every node after
    the chain of *called* modules that produced it: `/stages.2/blocks.1/mlp/mlp.0/Conv`. Each
    component is the module's qualified name with purely numeric atoms kept together with the
    non-numeric atom before them (torch.onnx's `_unqualified_variable_name`): `stages.2`, then
