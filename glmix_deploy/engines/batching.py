@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
 from glmix_deploy.data.images import batches
+
+
+def padded_chunks(x: np.ndarray, batch: int, *, fixed: bool = False) -> Iterator[tuple[np.ndarray, int]]:
+    """(chunk, real rows) over the rows of `x` in chunks of `batch`. With `fixed`, the last chunk
+    is padded to `batch` by repeating its last row (for engines with a static batch)."""
+    for s in batches(len(x), batch):
+        chunk = x[s]
+        real = len(chunk)
+        if fixed and real < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
+        yield chunk, real
 
 
 def run_batched(engine, x: np.ndarray, batch: int, *, fixed: bool = False,
@@ -15,11 +27,7 @@ def run_batched(engine, x: np.ndarray, batch: int, *, fixed: bool = False,
     padded (repeating its last row) to the engine's static batch and the padding dropped."""
     name = engine.inputs[0].name
     parts: dict[str, list[np.ndarray]] = {}
-    for s in batches(len(x), batch):
-        chunk = x[s]
-        real = len(chunk)
-        if fixed and real < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
+    for chunk, real in padded_chunks(x, batch, fixed=fixed):
         t0 = time.perf_counter()
         out = engine.infer({name: chunk})
         if timer is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,8 +29,7 @@ from glmix_deploy.compare.parity import (
     seeded_label,
 )
 from glmix_deploy.compare.tolerances import GUARD_MIN_TOP1, PRECISION_TOLERANCES
-from glmix_deploy.data.images import batches
-from glmix_deploy.engines.batching import run_batched
+from glmix_deploy.engines.batching import padded_chunks, run_batched
 from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
 from glmix_deploy.precision.calibration import (
     CalibrationData,
@@ -94,14 +93,6 @@ def run_cases(model: "onnx.ModelProto", cases: Sequence[GuardCase]) -> list[np.n
         return [run_batched(engine, c.x, c.batch, fixed=c.fixed)[output].astype(np.float32) for c in cases]
 
 
-def _chunks(case: GuardCase) -> Iterator[np.ndarray]:
-    for rows in batches(len(case.x), case.batch):
-        chunk = case.x[rows]
-        if case.fixed and len(chunk) < case.batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], case.batch - len(chunk), axis=0)])
-        yield chunk
-
-
 def activation_absmax(model: "onnx.ModelProto", cases: Sequence[GuardCase]) -> dict[str, float]:
     """Largest |value| of every float intermediate tensor of `model` over the cases (fp32 run)."""
     import onnx
@@ -117,7 +108,7 @@ def activation_absmax(model: "onnx.ModelProto", cases: Sequence[GuardCase]) -> d
     with _cpu_engine(probe) as engine:
         input_name = engine.inputs[0].name
         for case in cases:
-            for chunk in _chunks(case):
+            for chunk, _ in padded_chunks(case.x, case.batch, fixed=case.fixed):
                 for name, value in engine.infer({input_name: chunk}).items():
                     if value.size and np.issubdtype(value.dtype, np.floating):
                         absmax[name] = max(absmax[name], float(np.nanmax(np.abs(value))))

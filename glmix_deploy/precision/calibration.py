@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from glmix_deploy.errors import UserInputError
+from glmix_deploy.files import write_text_atomic
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIB_SIZE = 256
@@ -145,9 +146,7 @@ class CalibrationCache:
             raise UserInputError(f"calibration cache {self.directory} is not writable")
 
     def write_meta(self, meta: dict) -> None:
-        tmp = self.meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-        os.replace(tmp, self.meta_path)
+        write_text_atomic(self.meta_path, json.dumps(meta, indent=2, sort_keys=True))
 
 
 class ArrayReader:
