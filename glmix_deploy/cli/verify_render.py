@@ -53,7 +53,8 @@ def verify_case(case) -> None:
 def verify_report(report) -> None:
     t = report.tolerance
     limits = [f"{k} {v:g}" for k, v in (("max_rel <=", t.max_rel), ("max_abs <=", t.atol),
-                                        ("cosine >=", t.min_cosine), ("top-1 >=", t.min_top1)) if v is not None]
+                                        ("cosine >=", t.min_cosine), ("per-image cosine >=", t.min_row_cosine),
+                                        ("top-1 >=", t.min_top1)) if v is not None]
     if report.forced:
         render.step(f"[yellow]--force: {report.artifact} was exported from a different checkpoint[/yellow]")
     elif report.checkpoint_matches is None:

@@ -15,6 +15,7 @@ class Tolerance:
     atol: float | None = None  # max |Δ|
     min_cosine: float | None = None
     min_top1: float | None = None  # fraction of rows whose argmax agrees
+    min_row_cosine: float | None = None  # cosine of every row (each image's class scores) on its own
 
     def violations(self, m: "Comparison") -> list[str]:
         out = []
@@ -24,6 +25,8 @@ class Tolerance:
             out.append(f"max_abs {m.max_abs:.3g} > {self.atol:g}")
         if self.min_cosine is not None and not m.cosine >= self.min_cosine:
             out.append(f"cosine {m.cosine:.6f} < {self.min_cosine:g}")
+        if self.min_row_cosine is not None and m.row_cosine is not None and not m.row_cosine >= self.min_row_cosine:
+            out.append(f"worst per-image cosine {m.row_cosine:.6f} < {self.min_row_cosine:g}")
         if self.min_top1 is not None and m.top1 is not None and not m.top1 >= self.min_top1:
             out.append(f"top1 agreement {m.top1:.2%} < {self.min_top1:.2%}")
         return out
@@ -37,6 +40,7 @@ class Comparison:
     cosine: float
     top1: float | None  # None for outputs that are not class scores
     top5: float | None
+    row_cosine: float | None = None  # the lowest cosine of one row (one image's scores); class outputs only
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,15 +62,17 @@ def compare(ref: np.ndarray, out: np.ndarray, *, classes: bool = True) -> Compar
     out64 = out.astype(np.float64)
     if not np.isfinite(out64).all():
         nan = float("nan")
-        return Comparison(nan, nan, nan, nan, 0.0 if classes else None, 0.0 if classes else None)
+        return Comparison(nan, nan, nan, nan, 0.0 if classes else None, 0.0 if classes else None,
+                          nan if classes else None)
     diff = np.abs(out64 - ref64)
     scale = np.abs(ref64).max()
     denom = np.linalg.norm(ref64) * np.linalg.norm(out64)
     cosine = float((ref64 * out64).sum() / denom) if denom > 0 else float(np.array_equal(ref64, out64))
-    top1 = top5 = None
+    top1 = top5 = row_cosine = None
     if classes and ref.ndim >= 2 and ref.shape[-1] > 1:
         top1 = _topk_agreement(ref64, out64, 1)
         top5 = _topk_agreement(ref64, out64, 5)
+        row_cosine = _worst_row_cosine(ref64.reshape(-1, ref.shape[-1]), out64.reshape(-1, ref.shape[-1]))
     return Comparison(
         max_abs=float(diff.max()) if diff.size else 0.0,
         max_rel=float(diff.max() / scale) if scale > 0 else float(diff.max() if diff.size else 0.0),
@@ -74,4 +80,13 @@ def compare(ref: np.ndarray, out: np.ndarray, *, classes: bool = True) -> Compar
         cosine=cosine,
         top1=top1,
         top5=top5,
+        row_cosine=row_cosine,
     )
+
+
+def _worst_row_cosine(ref: np.ndarray, out: np.ndarray) -> float:
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    dots = (ref * out).sum(axis=1)
+    same = np.all(ref == out, axis=1)
+    cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), same.astype(np.float64))
+    return float(cos.min()) if cos.size else 1.0

@@ -17,8 +17,28 @@ GUARD_MIN_TOP1 = 0.99
 PRECISION_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_rel=FP32_MAX_REL),
     "fp16": Tolerance(max_rel=None, min_cosine=0.999, min_top1=0.99),
-    "int8": Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.97),
+    # Quantized: also every image's scores on their own (a mean hides the one image that breaks).
+    "int8": Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.97, min_row_cosine=0.99),
+    "fp8": Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.97, min_row_cosine=0.99),
 }
+
+
+# Seeded N(0, 1) inputs against an int8/fp8 graph calibrated on real images lie outside the ranges
+# it was calibrated on; its input Q/DQ clips them (on the sample: worst cosine 0.72 on random
+# inputs for an int8 graph whose 359 held-out images all score >= 0.998). Such cases only show
+# that the graph runs and still follows the model; its accuracy bar is the images' (the table).
+CALIBRATED_PRECISIONS = ("int8", "fp8")
+OUT_OF_CALIBRATION_MIN_COSINE = 0.5
+
+
+def seeded_input_tolerance(tolerance: Tolerance, precision: str, calibration: str | None) -> Tolerance:
+    """The tolerance for seeded random inputs: `tolerance` itself, unless the artifact is int8/fp8
+    calibrated on images (`calibration` as its metadata records it: 'images' or 'synthetic')."""
+    if precision not in CALIBRATED_PRECISIONS or calibration != "images":
+        return tolerance
+    floor = OUT_OF_CALIBRATION_MIN_COSINE
+    return Tolerance(max_rel=None, atol=None, min_top1=None, min_row_cosine=None,
+                     min_cosine=min(floor, tolerance.min_cosine) if tolerance.min_cosine is not None else floor)
 
 
 def resolve_tolerance(precision: str, *, atol: float | None = None, rtol: float | None = None,
@@ -37,4 +57,7 @@ def resolve_tolerance(precision: str, *, atol: float | None = None, rtol: float 
         atol=atol if atol is not None else base.atol,
         min_cosine=min_cos if min_cos is not None else base.min_cosine,
         min_top1=min_top1 if min_top1 is not None else base.min_top1,
+        # --min-cos sets the per-image bar too where the precision has one
+        min_row_cosine=(min_cos if min_cos is not None else base.min_row_cosine)
+        if base.min_row_cosine is not None else None,
     )

@@ -20,7 +20,7 @@ import numpy as np
 
 from glmix_deploy.compare.metrics import Tolerance
 from glmix_deploy.compare.parity import ParityCase, ParityReport, format_shape
-from glmix_deploy.compare.tolerances import resolve_tolerance
+from glmix_deploy.compare.tolerances import resolve_tolerance, seeded_input_tolerance
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.graph.flops import read_flop_share
 
@@ -210,8 +210,10 @@ def verify_artifact(
 
         say(f"comparing {model.name} ({precision}, {candidate.kind}) with PyTorch at "
             f"{len(shapes)} shape(s): {', '.join(map(format_shape, shapes))}")
-        parity = check_parity(reference, candidate, shapes, tolerance, seed=seed, artifact=str(model),
-                              on_case=on_case)
+        parity = check_parity(reference, candidate, shapes,
+                              seeded_input_tolerance(tolerance, precision, metadata.get("calibration")),
+                              seed=seed, artifact=str(model), on_case=on_case)
+        parity.tolerance = tolerance  # the artifact's bar; seeded inputs of a calibrated one are looser
         report = VerifyReport(
             parity, checkpoint=str(ckpt), precision=precision,
             checkpoint_sha256=actual_sha, artifact_checkpoint_sha256=recorded,

@@ -61,4 +61,20 @@ def test_violations_name_each_failed_criterion():
     assert Tolerance(max_rel=None).violations(m) == []  # every criterion disabled
     assert Tolerance(max_rel=0.01, atol=0.1, min_cosine=0.999, min_top1=0.95).violations(m) == [
         "max_rel 0.05 > 0.01", "max_abs 0.5 > 0.1", "cosine 0.990000 < 0.999", "top1 agreement 90.00% < 95.00%"]
-    assert m.to_dict() == {"max_abs": 0.5, "max_rel": 0.05, "mean_abs": 0.1, "cosine": 0.99, "top1": 0.9, "top5": 1.0}
+    assert m.to_dict() == {"max_abs": 0.5, "max_rel": 0.05, "mean_abs": 0.1, "cosine": 0.99, "top1": 0.9, "top5": 1.0,
+                           "row_cosine": None}
+    rows = Comparison(max_abs=0.5, max_rel=0.05, mean_abs=0.1, cosine=0.995, top1=1.0, top5=1.0, row_cosine=0.95)
+    assert Tolerance(max_rel=None, min_cosine=0.99, min_row_cosine=0.99).violations(rows) == [
+        "worst per-image cosine 0.950000 < 0.99"]
+
+
+def test_the_worst_image_is_not_hidden_by_the_mean():
+    """99 images exactly right and one with its scores reversed: overall cosine 0.98, that image -1."""
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((100, 10))
+    out = ref.copy()
+    out[7] = -out[7]
+    m = compare(ref, out)
+    assert m.cosine > 0.97 and m.row_cosine == pytest.approx(-1.0)
+    assert compare(ref, ref).row_cosine == pytest.approx(1.0)
+    assert compare(ref[:, :1], ref[:, :1]).row_cosine is None  # one score per row: not class scores

@@ -50,7 +50,8 @@ def test_faithful_export_passes_every_case_with_labels_and_times(reference, tiny
     assert report.summary_line(qualifier="(fp32)").startswith("parity passed at 2 case(s) (fp32), worst")
     data = report.to_dict()
     assert data["passed"] is True and data["artifact"] == str(tiny_onnx)
-    assert data["tolerance"] == {"max_rel": 1e-4, "atol": None, "min_cosine": None, "min_top1": None}
+    assert data["tolerance"] == {"max_rel": 1e-4, "atol": None, "min_cosine": None, "min_top1": None,
+                                 "min_row_cosine": None}
     assert data["cases"][0]["input"] == "random 1x3x64x64" and data["cases"][0]["shape"] == [1, 3, 64, 64]
     assert {"max_abs", "max_rel", "mean_abs", "cosine", "top1", "top5", "seconds", "violations"} <= set(data["cases"][0])
 
