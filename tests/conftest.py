@@ -11,6 +11,7 @@ from tests.tiny_artifacts import (  # noqa: F401  (fixtures are found by name)
     tiny_loaded,
     tiny_onnx,
     tiny_onnx_dynamo,
+    tiny_onnx_19,
     tiny_onnx_function,
     tiny_onnx_static,
     tiny_openvino,

@@ -104,6 +104,12 @@ def tiny_onnx(tiny_ckpt, tiny_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_onnx_19(tiny_ckpt, tiny_dir) -> Path:
+    """Static 1x3x64x64 at opset 19 (what the TensorRT int8/fp8 passes start from)."""
+    return export_tiny(tiny_ckpt, tiny_dir / "tiny_19.onnx", opset=19)
+
+
+@pytest.fixture(scope="session")
 def tiny_onnx_static(tiny_ckpt, tiny_dir) -> Path:
     """Static 1x3x64x64, not simplified (raw TorchScript-exporter node names)."""
     return export_tiny(tiny_ckpt, tiny_dir / "tiny_static.onnx", simplify=False)

@@ -24,7 +24,7 @@ from glmix_deploy.cli.app import (
     app,
     load,
 )
-from glmix_deploy.errors import CheckFailed
+from glmix_deploy.errors import CheckFailed, UserInputError
 
 
 class Fmt(str, Enum):
@@ -65,6 +65,12 @@ class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
     int8 = "int8"
+    fp8 = "fp8"
+
+
+class Target(str, Enum):
+    gpu = "gpu"
+    cpu = "cpu"
 
 
 class CalibMethod(str, Enum):
@@ -73,7 +79,7 @@ class CalibMethod(str, Enum):
     percentile = "percentile"
 
 
-_PRECISION = "Precision (--precision fp16 / int8)"
+_PRECISION = "Precision (--precision fp16 / int8 / fp8)"
 _TENSORRT = "TensorRT (--fmt trt)"
 _TRITON = "Triton (--fmt triton)"
 
@@ -140,10 +146,15 @@ def export(
     # Precision
     precision: Annotated[Precision, typer.Option(
         "--precision", rich_help_panel=_PRECISION,
-        help="fp32; fp16 (FP16 with measured FP32 islands); int8 (Q/DQ, static calibration).")] = Precision.fp32,
+        help="fp32; fp16 (FP16 with measured FP32 islands); int8 / fp8 (TensorRT Q/DQ over fp16, "
+             "calibrated; fp8 E4M3 needs compute capability >= 8.9).")] = Precision.fp32,
+    target: Annotated[Optional[Target], typer.Option(
+        "--target", rich_help_panel=_PRECISION,
+        help="Who runs the int8 graph: gpu (TensorRT, Q/DQ over fp16) or cpu (onnxruntime/OpenVINO, "
+             "Q/DQ over fp32). Default: cpu for --fmt openvino, else gpu.")] = None,
     calib: Annotated[Optional[Path], typer.Option(
         "--calib", rich_help_panel=_PRECISION,
-        help="INT8 calibration images (ImageFolder or a folder of images), preprocessed like eval.")] = None,
+        help="INT8/FP8 calibration images (ImageFolder or a folder of images), preprocessed like eval.")] = None,
     calib_size: Annotated[Optional[int], typer.Option(
         "--calib-size", rich_help_panel=_PRECISION, min=1,
         help="Calibration images to use (default 256, all when fewer).")] = None,
@@ -229,8 +240,13 @@ def export(
         max_batch = triton.max_batch
         if dynamic is Dynamic.none:
             dynamic = Dynamic.batch  # Triton batches requests: the batch axis must be dynamic
+    if target is None:
+        target = Target.cpu if fmt is Fmt.openvino and precision is Precision.int8 else Target.gpu
+    elif target is Target.cpu and (fmt is Fmt.trt or (fmt is Fmt.triton and backend.value == "tensorrt")):
+        raise UserInputError("--target cpu is the onnxruntime/OpenVINO form of int8; TensorRT builds --target gpu")
     precision_options = None if precision is Precision.fp32 else PrecisionOptions(
-        precision=precision.value, calib=calib, calib_size=calib_size, calib_method=calib_method.value,
+        precision=precision.value, target=target.value, calib=calib, calib_size=calib_size,
+        calib_method=calib_method.value,
         calib_synthetic=calib_synthetic, calib_cache=calib_cache, fp16_io=fp16_io,
         min_top1=parse_fraction(min_top1, "--min-top1"), holdout=holdout)
     options = ExportOptions(img_size=img_size, batch=batch, dynamic=dynamic.value, opset=opset,

@@ -89,14 +89,15 @@ TRITON_OPTIONS = ("--backend", "--name", "--preferred-batch", "--queue-delay-us"
                   "--with-preprocess", "--force")
 # `export` options and the --precision values that use them.
 PRECISION_OPTIONS: dict[str, tuple[str, ...]] = {
-    "--calib": ("fp16", "int8"),  # fp16: the accuracy guard's images when there is no --holdout
-    "--calib-size": ("int8",),
-    "--calib-method": ("int8",),
-    "--calib-synthetic": ("int8",),
-    "--calib-cache": ("int8",),
-    "--fp16-io": ("fp16",),
-    "--min-top1": ("fp16", "int8"),
-    "--holdout": ("fp16", "int8"),
+    "--calib": ("fp16", "int8", "fp8"),  # fp16: the accuracy guard's images when there is no --holdout
+    "--calib-size": ("int8", "fp8"),
+    "--calib-method": ("int8", "fp8"),
+    "--calib-synthetic": ("int8", "fp8"),
+    "--calib-cache": ("int8", "fp8"),
+    "--fp16-io": ("fp16", "int8", "fp8"),
+    "--target": ("int8",),
+    "--min-top1": ("fp16", "int8", "fp8"),
+    "--holdout": ("fp16", "int8", "fp8"),
 }
 
 
@@ -124,5 +125,6 @@ def check_export_options(given: Iterable[str], *, fmt: str, backend: str, precis
         if option in TRITON_OPTIONS and fmt != "triton":
             raise UserInputError(f"{option} applies to --fmt triton, not --fmt {fmt}")
         if option in PRECISION_OPTIONS and precision not in PRECISION_OPTIONS[option]:
-            wanted = " or ".join(PRECISION_OPTIONS[option])
+            *most, last = PRECISION_OPTIONS[option]
+            wanted = f"{', '.join(most)} or {last}" if most else last
             raise UserInputError(f"{option} applies to --precision {wanted}, not --precision {precision}")

@@ -53,10 +53,14 @@ class ExportOptions:
 
     @property
     def effective_opset(self) -> int:
-        """The opset written: the dynamo exporter cannot write below its own (18)."""
-        if self.exporter == "dynamo":
-            return max(self.opset, DYNAMO_MIN_OPSET)
-        return self.opset
+        """The opset written: the dynamo exporter cannot write below its own (18); TensorRT-form
+        int8/fp8 need QuantizeLinear-19 (fp16 scales, float8)."""
+        from glmix_deploy.precision.qdq import QDQ_MIN_OPSET
+
+        floor = DYNAMO_MIN_OPSET if self.exporter == "dynamo" else 0
+        if self.precision is not None and self.precision.variant in ("int8", "fp8"):
+            floor = max(floor, QDQ_MIN_OPSET)
+        return max(self.opset, floor)
 
     @property
     def precision_name(self) -> str:
@@ -86,7 +90,7 @@ def trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: Shape
     model.set_reference(False)
     if options.exporter == "dynamo":
         try:
-            trace_dynamo(model, spec, dynamic=options.dynamic, opset=options.opset, shape_range=shape_range,
+            trace_dynamo(model, spec, dynamic=options.dynamic, opset=options.effective_opset, shape_range=shape_range,
                          outputs=outputs, path=path)
         finally:
             model.return_cluster_logits = False
@@ -101,7 +105,7 @@ def trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: Shape
             torch.onnx.export(
                 model, (dummy,), str(path),
                 dynamo=False,  # see README "Why the TorchScript exporter"
-                opset_version=options.opset,
+                opset_version=options.effective_opset,
                 input_names=[spec.input_name],
                 output_names=outputs,
                 dynamic_axes=spec.dynamic_axes(options.dynamic, outputs[1:]),

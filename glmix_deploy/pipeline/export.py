@@ -141,16 +141,20 @@ def verify_onnx(loaded: "LoadedCheckpoint", path: Path, shapes: list, options: E
     """Parity of the ONNX at `path` against PyTorch at `shapes` (seeded inputs) and, for fp16/int8,
     on the images the precision guard judged; the tolerance is the precision's from the table."""
     from glmix_deploy.compare.parity import check_image_parity, check_parity
-    from glmix_deploy.compare.tolerances import resolve_tolerance
+    from glmix_deploy.compare.tolerances import resolve_tolerance, seeded_input_tolerance
     from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
     from glmix_deploy.engines.torch_engine import TorchEngine
 
     min_top1 = options.precision.min_top1 if options.precision is not None else None
     tolerance = resolve_tolerance(options.precision_name, min_top1=min_top1)
+    precision = options.precision
+    calibration = None if precision is None else "synthetic" if precision.calib_synthetic else "images"
+    seeded = seeded_input_tolerance(tolerance, options.precision_name, calibration)
     with OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"]) as candidate:
         reference = TorchEngine(loaded.model)
-        report = check_parity(reference, candidate, shapes, tolerance, seed=options.seed,
+        report = check_parity(reference, candidate, shapes, seeded, seed=options.seed,
                               artifact=artifact, on_case=on_parity_case)
+        report.tolerance = tolerance  # the artifact's bar; seeded inputs of a calibrated one are looser
         if image_x is not None:
             say(f"verifying against PyTorch on {image_label}")
             report.cases.extend(check_image_parity(reference, candidate, image_x, tolerance,

@@ -31,6 +31,7 @@ from glmix_deploy.compare.parity import (
 from glmix_deploy.compare.tolerances import GUARD_MIN_TOP1, PRECISION_TOLERANCES
 from glmix_deploy.engines.batching import padded_chunks, run_batched
 from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
+from glmix_deploy.graph.flops import flops_by_dtype
 from glmix_deploy.precision.calibration import (
     CalibrationData,
     evenly_spaced,
@@ -38,6 +39,7 @@ from glmix_deploy.precision.calibration import (
     synthetic_calibration,
 )
 from glmix_deploy.precision.guard import Progress, Score, run_guard
+from glmix_deploy.precision.int8 import PERCENTILE
 from glmix_deploy.precision.options import PrecisionOptions
 from glmix_deploy.precision.passes import PRECISION_PASSES, PassContext
 
@@ -115,6 +117,51 @@ def activation_absmax(model: "onnx.ModelProto", cases: Sequence[GuardCase]) -> d
     return dict(absmax)
 
 
+def calibrated_amax(model: "onnx.ModelProto", tensors: Sequence[str], calibration: CalibrationData, *,
+                    batch: int, fixed: bool, method: str) -> dict[str, float]:
+    """Largest |value| to quantize each named tensor of the fp32 `model` with, over the calibration
+    data: the maximum (minmax), or onnxruntime's entropy / percentile threshold from histograms
+    (collected chunk by chunk: memory stays bounded)."""
+    import contextlib
+    import io
+
+    from onnx import TensorProto, helper
+
+    probe = copy.deepcopy(model)
+    present = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None)
+                              for t in tensors if t not in present)
+    collector = None
+    if method != "minmax":
+        from onnxruntime.quantization.calibrate import HistogramCollector
+
+        collector = HistogramCollector(method=method, symmetric=True, num_bins=128 if method == "entropy" else 2048,
+                                       num_quantized_bins=128, percentile=PERCENTILE, scenario="same")
+    amax: dict[str, float] = defaultdict(float)
+    with _cpu_engine(probe) as engine:
+        input_name = engine.inputs[0].name
+        for chunk, _ in padded_chunks(calibration.arrays, batch, fixed=fixed):
+            outputs = engine.infer({input_name: chunk})
+            values = {t: outputs[t].astype(np.float32) for t in tensors}
+            for t, v in values.items():
+                amax[t] = max(amax[t], float(np.abs(v).max()) if v.size else 0.0)
+            if collector is not None:
+                with contextlib.redirect_stdout(io.StringIO()):  # it prints progress
+                    collector.collect({t: [v] for t, v in values.items()})
+    if collector is not None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            thresholds = collector.compute_collection_result()
+        for t in tensors:
+            low, high = (float(np.asarray(x).reshape(-1)[0]) for x in _range_of(thresholds[t]))
+            amax[t] = max(abs(low), abs(high))
+    return {t: amax[t] for t in tensors}
+
+
+def _range_of(value):
+    """onnxruntime's TensorData or its (low, high[, ...]) tuple, as (low, high)."""
+    return value.range_value if hasattr(value, "range_value") else (value[0], value[1])
+
+
 def latency_ms(model: "onnx.ModelProto", x: np.ndarray) -> float:
     """Median onnxruntime CPU latency over a few runs, one warm-up run first."""
     with _cpu_engine(model, spin=True) as engine:
@@ -128,18 +175,21 @@ def latency_ms(model: "onnx.ModelProto", x: np.ndarray) -> float:
 
 def guard_target(options: PrecisionOptions) -> Tolerance:
     """What the guard searches for: top-1 agreement (options, else the table's guard target) and
-    cosine (options, else the precision's threshold); no elementwise bounds."""
-    cosine = options.min_cosine if options.min_cosine is not None else \
-        PRECISION_TOLERANCES[options.precision].min_cosine
+    cosine, overall and per image where the precision checks that (options, else the precision's
+    thresholds); no elementwise bounds."""
+    table = PRECISION_TOLERANCES[options.precision]
+    cosine = options.min_cosine if options.min_cosine is not None else table.min_cosine
     return Tolerance(max_rel=None, atol=None, min_cosine=cosine,
-                     min_top1=options.min_top1 if options.min_top1 is not None else GUARD_MIN_TOP1)
+                     min_top1=options.min_top1 if options.min_top1 is not None else GUARD_MIN_TOP1,
+                     min_row_cosine=cosine if table.min_row_cosine is not None else None)
 
 
 def score_outputs(refs: Sequence[np.ndarray], outs: Sequence[np.ndarray], cases: Sequence[GuardCase],
                   tolerance: Tolerance) -> Score:
     metrics: list[Comparison] = [compare(r, o) for r, o in zip(refs, outs)]
     violations = [f"{c.label}: {v}" for c, m in zip(cases, metrics) for v in tolerance.violations(m)]
-    cosines = [m.cosine if np.isfinite(m.cosine) else -1.0 for m in metrics]
+    cosines = [min(m.cosine, m.row_cosine if m.row_cosine is not None else m.cosine)
+               if np.isfinite(m.cosine) else -1.0 for m in metrics]
     top1s = [m.top1 for m in metrics if m.top1 is not None]
     image_top1 = next((m.top1 for c, m in zip(cases, metrics) if c.label.startswith("images")), None)
     worst = min(cosines) if cosines else 1.0
@@ -230,9 +280,9 @@ def convert_precision(
     from glmix_deploy.data.preprocess import Preprocessing
 
     options.validate()
-    if options.precision not in PRECISION_PASSES:
+    if options.variant not in PRECISION_PASSES:
         raise ValueError(f"{options.precision} is the verified graph itself: nothing to convert")
-    pass_type = PRECISION_PASSES[options.precision]
+    pass_type = PRECISION_PASSES[options.variant]
     prep = Preprocessing.from_config(loaded.config.replace(img_size=img_size))
     target = guard_target(options)
     started = time.perf_counter()
@@ -240,29 +290,45 @@ def convert_precision(
     calibration = load_calibration(options, prep, shape_range, say) if pass_type.calibrated else None
     images, images_source = guard_images(options, prep, calibration)
     cases = guard_cases(spec, shape_range, seed, images)
-    say(f"accuracy guard: top-1 >= {target.min_top1:.2%} and cosine >= {target.min_cosine} vs fp32 on "
-        + (f"{len(images)} {images_source} + " if images is not None else "")
-        + f"{len(cases) - (images is not None)} seeded input(s)")
+    if calibration is not None and not calibration.synthetic and images is not None:
+        # Random inputs lie outside the ranges calibrated on images (compare.tolerances): the
+        # guard judges the images.
+        cases = [c for c in cases if c.label.startswith("images")]
+    seeded = len(cases) - (images is not None)
+    judged = ([f"{len(images)} {images_source}"] if images is not None else []) + \
+        ([f"{seeded} seeded input(s)"] if seeded else ["no random inputs (outside the calibrated ranges)"])
+    say(f"accuracy guard: top-1 >= {target.min_top1:.2%} and cosine >= {target.min_cosine}"
+        + (" (each image)" if target.min_row_cosine is not None else "") + " vs fp32 on " + " + ".join(judged))
     refs = run_cases(model, cases)
     # Sensitivity ranking only needs an order: a subset of the images is enough.
     rank_cases = [c.subset(RANK_IMAGES) if c.label.startswith("images") else c for c in cases]
     rank_refs = [r if rc is c else r[evenly_spaced(len(c.x), RANK_IMAGES)]
                  for r, rc, c in zip(refs, rank_cases, cases)]
 
-    context = PassContext(options, work, batch=shape_range.opt[0],
-                          static_batch=shape_range.min[0] == shape_range.max[0], calibration=calibration,
-                          activation_absmax=lambda fp32: activation_absmax(fp32, rank_cases), say=say)
+    batch, static_batch = shape_range.opt[0], shape_range.min[0] == shape_range.max[0]
+
+    def calibrate(fp32: "onnx.ModelProto", tensors: list[str]) -> dict[str, float]:
+        return calibrated_amax(fp32, tensors, calibration, batch=batch, fixed=static_batch,
+                               method=options.calib_method)
+
+    context = PassContext(options, work, batch=batch, static_batch=static_batch, calibration=calibration,
+                          activation_absmax=lambda fp32: activation_absmax(fp32, rank_cases),
+                          calibrate=calibrate if calibration is not None else None, say=say)
     step = pass_type(model, context)
+    probe_x = seeded_input(shape_range.opt, seed)  # one input of the graph's own shape: FLOPs, latency
+    flop_shape = tuple(probe_x.shape)
     result = run_guard(step.phases(), step.build, scorer(refs, cases, target), forced=step.forced, say=say,
-                       what=pass_type.converted, rank=scorer(rank_refs, rank_cases, target))
+                       what=pass_type.converted, rank=scorer(rank_refs, rank_cases, target),
+                       cost=lambda candidate: flops_by_dtype(candidate, flop_shape).to_dict())
     step.finish(result)
 
     report: dict = {"precision": options.precision,
-                    "guard_target": {"min_top1": target.min_top1, "min_cosine": target.min_cosine},
+                    "guard_target": {"min_top1": target.min_top1, "min_cosine": target.min_cosine,
+                                     "min_image_cosine": target.min_row_cosine},
                     "guard_inputs": [c.label for c in cases], "guard_images": images_source,
                     **step.report(result)}
     if result.excluded:  # what keeping parts out costs (onnxruntime CPU; TensorRT timings differ)
-        x = cases[0].x
+        x = probe_x
         report["latency_ms_cpu"] = {
             "fp32": round(latency_ms(step.model, x), 3),
             "all_converted": round(latency_ms(result.full_model, x), 3),

@@ -145,6 +145,18 @@ class CalibrationCache:
         if not os.access(self.directory, os.W_OK):
             raise UserInputError(f"calibration cache {self.directory} is not writable")
 
+    def read_amax(self) -> dict[str, float] | None:
+        """The cached largest |value| per tensor (the Q/DQ passes' format), None when the entry is
+        absent or unreadable (then it is computed again and rewritten)."""
+        try:
+            data = json.loads(self.ranges_path.read_text())
+            return {str(k): float(v) for k, v in data["amax"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def write_amax(self, amax: dict[str, float]) -> None:
+        write_text_atomic(self.ranges_path, json.dumps({"amax": amax}, indent=1, sort_keys=True))
+
     def write_meta(self, meta: dict) -> None:
         write_text_atomic(self.meta_path, json.dumps(meta, indent=2, sort_keys=True))
 

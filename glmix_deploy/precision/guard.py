@@ -69,25 +69,38 @@ def run_guard(
     say: Progress = lambda _m: None,
     what: str = "converted",
     rank: Callable[["onnx.ModelProto"], Score] | None = None,
+    cost: Callable[["onnx.ModelProto"], dict] | None = None,
 ) -> GuardResult:
     """Keep units out of the conversion, most sensitive first, until `evaluate` passes.
 
     Each phase is a list of candidate units; a phase is tried only when the previous ones,
     all kept out, were not enough. Sensitivity of a unit = the error with only it converted,
-    measured by `rank` (a cheaper evaluation on fewer inputs; default `evaluate`).
+    measured by `rank` (a cheaper evaluation on fewer inputs; default `evaluate`). `cost` (a
+    graph.flops FlopShare dict) is recorded with each step's score: what the accuracy cost in
+    low-precision FLOPs.
     """
     started = time.perf_counter()
     forced = sorted(set(forced))
     full = build(set(forced))
     first = evaluate(full)
-    steps = [{"excluded": [], "score": first.to_dict()}]
+
+    def measured(score: Score, model: "onnx.ModelProto") -> tuple[dict, str]:
+        step = {"score": score.to_dict()}
+        if cost is None:
+            return step, ""
+        step["flops"] = cost(model)
+        shares = step["flops"].get("shares") or {}
+        return step, " (" + ", ".join(f"{k} {v:.1%}" for k, v in shares.items() if v) + " of FLOPs)"
+
+    first_step, first_cost = measured(first, full)
+    steps = [{"excluded": [], **first_step}]
     sensitivity: dict[str, float] = {}
 
     def result(excluded: list[Unit], final: Score, model: "onnx.ModelProto") -> GuardResult:
         return GuardResult(excluded, forced, first, final, sensitivity, steps, model, full,
                            seconds=time.perf_counter() - started)
 
-    say(f"everything {what}: worst cosine {first.worst_cosine:.6f}"
+    say(f"everything {what}{first_cost}: worst cosine {first.worst_cosine:.6f}"
         + (f", top-1 {first.images_top1:.2%} on images" if first.images_top1 is not None else "")
         + ("" if first.passed else " -> measuring sensitivity"))
     if first.passed:
@@ -108,14 +121,20 @@ def run_guard(
             + ", ".join(f"{u.name} {sensitivity[u.name]:.2e}" for u in ranked[:6])
             + (" ..." if len(ranked) > 6 else ""))
         for unit in ranked:
+            nodes = set(forced) | {n for u in [*excluded, unit] for n in u.nodes}
+            candidate = build(nodes)
+            score = evaluate(candidate)
+            step, step_cost = measured(score, candidate)
+            # A unit whose exclusion does not help is put back: it would cost speed for nothing.
+            helped = score.passed or score.error < final.error
+            steps.append({"excluded": [u.name for u in [*excluded, unit]], **step, "kept": helped})
+            say(f"keeping {unit.name} out{step_cost}: worst cosine {score.worst_cosine:.6f}"
+                + (f", top-1 {score.images_top1:.2%}" if score.images_top1 is not None else "")
+                + (" -> meets the target" if score.passed else "" if helped else " -> no better: put back"))
+            if not helped:
+                continue
             excluded.append(unit)
-            nodes = set(forced) | {n for u in excluded for n in u.nodes}
-            model = build(nodes)
-            final = evaluate(model)
-            steps.append({"excluded": [u.name for u in excluded], "score": final.to_dict()})
-            say(f"keeping {unit.name} out: worst cosine {final.worst_cosine:.6f}"
-                + (f", top-1 {final.images_top1:.2%}" if final.images_top1 is not None else "")
-                + (" -> meets the target" if final.passed else ""))
+            final, model = score, candidate
             if final.passed:
                 return result(excluded, final, model)
     return result(excluded, final, model)

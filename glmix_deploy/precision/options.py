@@ -11,7 +11,11 @@ from glmix_deploy.errors import UserInputError
 from glmix_deploy.precision.calibration import CALIB_METHODS
 
 # fp32 is the verified graph itself; every other precision is a pass in precision.passes.
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
+CALIBRATED = ("int8", "fp8")  # need calibration images (or synthetic ones)
+# Who runs the artifact. gpu: TensorRT's strongly typed form (Q/DQ over fp16). cpu: int8 Q/DQ over
+# fp32, the form onnxruntime and OpenVINO run fastest on a CPU.
+TARGETS = ("gpu", "cpu")
 
 
 @dataclass(frozen=True)
@@ -26,10 +30,21 @@ class PrecisionOptions:
     min_top1: float | None = None  # guard's top-1 target, a fraction; None: compare.tolerances.GUARD_MIN_TOP1
     holdout: Path | None = None  # held-out images for the guard (else the calibration images)
     min_cosine: float | None = None  # guard's cosine target (library only); None: the precision's
+    target: str = "gpu"  # see TARGETS
+
+    @property
+    def variant(self) -> str:
+        """The precision pass's name: the precision, '-cpu' for the CPU form of int8."""
+        return f"{self.precision}-cpu" if self.target == "cpu" else self.precision
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
             raise UserInputError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.target not in TARGETS:
+            raise UserInputError(f"--target must be one of {', '.join(TARGETS)}, not {self.target!r}")
+        if self.target == "cpu" and self.precision != "int8":
+            raise UserInputError(f"--target cpu applies to --precision int8 (fp16 and fp8 are GPU forms), "
+                                 f"not {self.precision}")
         if self.calib_method not in CALIB_METHODS:
             raise UserInputError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not {self.calib_method!r}")
         if self.calib_size is not None and self.calib_size < 1:
@@ -40,25 +55,26 @@ class PrecisionOptions:
             raise UserInputError(f"the guard's cosine target must be between -1 and 1, not {self.min_cosine:g}")
         # The CLI refuses options its --precision does not use before building these (cli.params);
         # the same contradictions from a library caller are refused here.
-        if self.fp16_io and self.precision != "fp16":
-            raise UserInputError(f"fp16 inputs/outputs only apply to precision fp16, not {self.precision}")
+        if self.fp16_io and (self.precision not in ("fp16", "int8", "fp8") or self.target == "cpu"):
+            raise UserInputError(f"fp16 inputs/outputs only apply to the fp16 graphs (fp16, and int8/fp8 for "
+                                 f"the GPU), not {self.precision} --target {self.target}")
         if self.precision == "fp32":
             given = [what for what, value in (("calibration images", self.calib),
                                               ("synthetic calibration", self.calib_synthetic),
                                               ("held-out images", self.holdout), ("a top-1 target", self.min_top1))
                      if value]
             if given:
-                raise UserInputError(f"{', '.join(given)} only apply to precision fp16 or int8")
-        if self.precision == "int8":
+                raise UserInputError(f"{', '.join(given)} only apply to precision fp16, int8 or fp8")
+        if self.precision in CALIBRATED:
             if self.calib is not None and self.calib_synthetic:
                 raise UserInputError("give either --calib DIR or --calib-synthetic, not both")
             if self.calib is None and not self.calib_synthetic:
                 raise UserInputError(
-                    "--precision int8 needs calibration images: --calib DIR (an ImageFolder or a folder of "
-                    "images preprocessed like evaluation), or --calib-synthetic for random inputs "
+                    f"--precision {self.precision} needs calibration images: --calib DIR (an ImageFolder or a "
+                    "folder of images preprocessed like evaluation), or --calib-synthetic for random inputs "
                     "(timing only: the ranges will not fit real images)")
         elif self.calib_synthetic:
-            raise UserInputError(f"synthetic calibration only applies to precision int8, not {self.precision}")
+            raise UserInputError(f"synthetic calibration only applies to precision int8 or fp8, not {self.precision}")
         for flag, path in (("--calib", self.calib), ("--holdout", self.holdout)):
             if path is not None and not Path(path).is_dir():
                 raise UserInputError(f"{flag} {path} is not a directory")

@@ -3,8 +3,9 @@
 A pass takes the verified fp32 graph and supplies what the guard searches over (its candidate
 units, in phases), how to build a graph with some nodes kept out of the conversion, and what the
 artifact records (metadata) and the export reports. The pipeline looks the precision up in
-`PRECISION_PASSES`, measures, and runs the guard; fp32 needs no pass. A new precision (fp8, say)
-is one more class here, a row in compare.tolerances and a choice in PRECISIONS.
+`PRECISION_PASSES` (by `PrecisionOptions.variant`), measures, and runs the guard; fp32 needs no
+pass. A new precision is one more class here, a row in compare.tolerances and a choice in
+PRECISIONS.
 """
 
 from __future__ import annotations
@@ -30,11 +31,20 @@ from glmix_deploy.precision.fp16 import FP16_SAFE_MAX, convert_fp16, overflow_no
 from glmix_deploy.precision.guard import GuardResult, Progress
 from glmix_deploy.precision.int8 import (
     INT8_OP_TYPES,
+    PERCENTILE,
     check_qdq,
     int8_settings,
     quantize_int8,
 )
 from glmix_deploy.precision.options import PrecisionOptions
+from glmix_deploy.precision.qdq import (
+    FORMATS,
+    QDQ_MIN_OPSET,
+    QuantFormat,
+    check_qdq_graph,
+    eligibility,
+    insert_qdq,
+)
 from glmix_deploy.precision.units import (
     Unit,
     block_units,
@@ -60,6 +70,9 @@ class PassContext:
     # Largest |value| of every float tensor of an fp32 graph over the guard's inputs: a
     # measurement, so the pipeline supplies it (this layer runs nothing).
     activation_absmax: Callable[["onnx.ModelProto"], dict[str, float]]
+    # Calibrated largest |value| of the named tensors of an fp32 graph over the calibration data
+    # with a method of calibration.CALIB_METHODS (also measured by the pipeline).
+    calibrate: Callable[["onnx.ModelProto", list[str]], dict[str, float]] | None = None
     say: Progress = lambda _m: None
 
 
@@ -130,9 +143,10 @@ class Fp16Pass(PrecisionPass):
                 "activation_absmax": round(max(self.absmax.values(), default=0.0), 3)}
 
 
-class Int8Pass(PrecisionPass):
-    """Q/DQ int8 of the Conv / weight MatMul / Gemm nodes, with the tensor ranges calibrated once
-    (and cached); the guard keeps whole blocks in float."""
+class Int8CpuPass(PrecisionPass):
+    """`--precision int8 --target cpu`: onnxruntime's Q/DQ int8 of the Conv / weight MatMul / Gemm
+    nodes over the fp32 graph (the form onnxruntime and OpenVINO run on a CPU), with the tensor
+    ranges calibrated once (and cached); the guard keeps whole blocks in float."""
 
     calibrated = True
     converted = "quantized"
@@ -183,6 +197,7 @@ class Int8Pass(PrecisionPass):
             "calibration_data_sha256": calibration.data_hash,
             "calibration_cache_key": self.cache.key,
             "quant_format": "QDQ",
+            "precision_target": "cpu",
             "quantized_op_types": json.dumps(list(INT8_OP_TYPES)),
             "activation_quant": "int8 symmetric per-tensor (zero point 0)",
             "weight_quant": "int8 symmetric per-channel (zero point 0)",
@@ -199,5 +214,121 @@ class Int8Pass(PrecisionPass):
         return {"int8": int8, "calibration": calibration}
 
 
-# Every precision but fp32 (the verified graph itself); options.PRECISIONS lists them all.
-PRECISION_PASSES: dict[str, type[PrecisionPass]] = {"fp16": Fp16Pass, "int8": Int8Pass}
+class QdqPass(PrecisionPass):
+    """TensorRT's strongly typed low precision (precision.qdq): every eligible Conv/MatMul/Gemm
+    with Q/DQ on both inputs, residual Adds fused, fp16 elsewhere. The ranges are calibrated once
+    (and cached). The guard first keeps FP32 islands (free in FLOPs), then single nodes out, most
+    sensitive first, reporting the FLOP share each step leaves."""
+
+    calibrated = True
+    converted = "quantized"
+    fmt: ClassVar[QuantFormat]
+
+    def __init__(self, model: "onnx.ModelProto", context: PassContext):
+        if context.calibration is None or context.calibrate is None:
+            raise ValueError(f"the {self.fmt.name} pass needs calibration data")
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        if opset < QDQ_MIN_OPSET:
+            raise ValueError(f"{self.fmt.name} Q/DQ over fp16 needs opset >= {QDQ_MIN_OPSET}, not {opset}")
+        super().__init__(constants_to_initializers(model), context)
+        options, calibration = context.options, context.calibration
+        self.calibration = calibration
+        self.eligible = eligibility(self.model, self.fmt)
+        quantizable = set(self.eligible.nodes) | set(self.eligible.residuals)
+        self.absmax = context.activation_absmax(self.model)
+        self.forced = overflow_nodes(self.model, self.absmax)
+        # Island units without their linear nodes: an island keeps its nodes fp32, a quantized
+        # node stays quantized either way (its inputs are int8/fp8; only its output type changes).
+        self.islands = [Unit(u.name, tuple(n for n in u.nodes if n not in quantizable), "island")
+                        for u in fp16_island_candidates(self.model)]
+        self.settings = {"format": self.fmt.name, "method": options.calib_method,
+                         "tensors": "linear-op activations and residual Add inputs, symmetric per tensor",
+                         "percentile": PERCENTILE if options.calib_method == "percentile" else None}
+        cache_dir = Path(options.calib_cache) if options.calib_cache is not None else default_cache_dir()
+        self.cache = CalibrationCache(cache_dir, cache_key(self.fp32_sha256, calibration.data_hash, self.settings))
+        self.cache.prepare()
+        wanted = self.eligible.tensors()
+        cached = self.cache.read_amax()
+        self.reused = cached is not None and set(wanted) <= set(cached)
+        if self.reused:
+            context.say(f"reusing cached calibration {self.cache.ranges_path}")
+            self.amax = cached
+        else:
+            context.say(f"calibrating {len(wanted)} tensors ({options.calib_method}); caching the ranges in "
+                        f"{self.cache.ranges_path}")
+            self.amax = context.calibrate(self.model, wanted)
+            self.cache.write_amax(self.amax)
+        if self.eligible.skipped:
+            context.say(f"{len(self.eligible.skipped)} linear node(s) TensorRT does not run in {self.fmt.name} "
+                        "stay fp16 (see the report)")
+
+    def phases(self) -> list[list[Unit]]:
+        nodes = [Unit(n, (n,), "node") for n in self.eligible.nodes]
+        adds = [Unit(a, (a,), "residual") for a in self.eligible.residuals]
+        return [self.islands, nodes + adds]
+
+    def build(self, excluded: set[str]) -> "onnx.ModelProto":
+        quantizable = set(self.eligible.nodes) | set(self.eligible.residuals)
+        fp32 = (set(excluded) - quantizable) | set(self.forced)
+        model, feeding = insert_qdq(self.model, self.eligible, self.amax, self.fmt, set(excluded) & quantizable)
+        keep = fp32 | {q for node, qdq in feeding.items() if node in fp32 for q in qdq}
+        return convert_fp16(model, keep, keep_io_types=not self.context.options.fp16_io)
+
+    def finish(self, result: GuardResult) -> None:
+        if not self.reused:
+            self.cache.write_meta({"model_sha256": self.fp32_sha256, "data": self.calibration.describe(),
+                                   "files": self.calibration.files, "settings": self.settings,
+                                   "created_by": f"glmix-deploy export --precision {self.fmt.name}"})
+
+    def _split(self, result: GuardResult) -> tuple[list[str], list[str]]:
+        quantizable = set(self.eligible.nodes) | set(self.eligible.residuals)
+        kept_float = [n for n in result.excluded_nodes if n in quantizable]
+        islands = [u.name for u in result.excluded if u.kind == "island"]
+        return kept_float, islands
+
+    def metadata(self, result: GuardResult) -> dict[str, str]:
+        calibration, name = self.calibration, self.fmt.name
+        kept_float, islands = self._split(result)
+        return {
+            "calibration": "synthetic" if calibration.synthetic else "images",
+            "calibration_source": calibration.source,
+            "calibration_images": str(len(calibration)),
+            "calibration_method": self.context.options.calib_method,
+            "calibration_data_sha256": calibration.data_hash,
+            "calibration_cache_key": self.cache.key,
+            "quant_format": "QDQ",
+            "precision_target": "gpu",
+            "fp16_io": str(self.context.options.fp16_io).lower(),
+            "quantized_op_types": json.dumps(["Conv", "MatMul", "Gemm"]),
+            "activation_quant": f"{name} symmetric per-tensor (zero point 0)",
+            "weight_quant": f"{name} symmetric per-channel (zero point 0)",
+            f"{name}_excluded": json.dumps([u.name for u in result.excluded]),
+            f"{name}_excluded_nodes": json.dumps(kept_float),
+            "fp32_islands": json.dumps(islands),
+        }
+
+    def report(self, result: GuardResult) -> dict:
+        kept_float, islands = self._split(result)
+        quantized = [n for n in self.eligible.nodes if n not in kept_float]
+        low = {**result.to_dict(), "quantized_nodes": len(quantized), "candidate_nodes": len(self.eligible.nodes),
+               "residual_adds": len([a for a in self.eligible.residuals if a not in kept_float]),
+               "not_eligible": dict(self.eligible.skipped), "fp32_islands": islands,
+               "qdq": check_qdq_graph(result.model, self.fmt)}
+        calibration = {**self.calibration.describe(), "method": self.context.options.calib_method,
+                       "cache": str(self.cache.ranges_path), "cache_reused": self.reused,
+                       "tensors": len(self.eligible.tensors()), "seconds": round(result.seconds, 3)}
+        return {self.fmt.name: low, "calibration": calibration}
+
+
+class Int8Pass(QdqPass):
+    fmt = FORMATS["int8"]
+
+
+class Fp8Pass(QdqPass):
+    fmt = FORMATS["fp8"]
+
+
+# Every precision but fp32 (the verified graph itself), by PrecisionOptions.variant;
+# options.PRECISIONS lists the precisions.
+PRECISION_PASSES: dict[str, type[PrecisionPass]] = {"fp16": Fp16Pass, "int8": Int8Pass, "fp8": Fp8Pass,
+                                                     "int8-cpu": Int8CpuPass}

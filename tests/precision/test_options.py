@@ -31,11 +31,15 @@ def test_min_top1_is_a_fraction_percentages_are_the_clis_business():
 
 
 @pytest.mark.parametrize("options, message", [
-    (PrecisionOptions(precision="fp64"), "--precision must be one of fp32, fp16, int8"),
+    (PrecisionOptions(precision="fp64"), "--precision must be one of fp32, fp16, int8, fp8"),
     (PrecisionOptions(precision="fp16", calib_size=0), "--calib-size must be >= 1"),
     (PrecisionOptions(precision="fp16", min_cosine=1.5), "cosine target"),
-    (PrecisionOptions(precision="int8", fp16_io=True, calib_synthetic=True), "fp16 inputs/outputs only apply to precision fp16, not int8"),
-    (PrecisionOptions(precision="fp32", holdout=Path(".")), "held-out images only apply to precision fp16 or int8"),
+    (PrecisionOptions(precision="int8", fp16_io=True, calib_synthetic=True, target="cpu"),
+     "fp16 inputs/outputs only apply to the fp16 graphs .* not int8 --target cpu"),
+    (PrecisionOptions(precision="fp32", holdout=Path(".")), "held-out images only apply to precision fp16, int8 or fp8"),
+    (PrecisionOptions(precision="fp8"), "--precision fp8 needs calibration images"),
+    (PrecisionOptions(precision="fp8", calib_synthetic=True, target="cpu"), "--target cpu applies to --precision int8"),
+    (PrecisionOptions(precision="int8", calib_synthetic=True, target="tpu"), "--target must be one of gpu, cpu"),
 ])
 def test_invalid_options_say_what_is_wrong(options, message):
     with pytest.raises(UserInputError, match=message):
@@ -50,3 +54,10 @@ def test_calibration_and_holdout_must_be_folders(tmp_path):
         PrecisionOptions(precision="fp16", holdout=missing).validate()
     PrecisionOptions(precision="fp16", holdout=tmp_path).validate()
 
+
+
+def test_variant_names_the_pass():
+    assert PrecisionOptions(precision="int8", calib_synthetic=True).variant == "int8"
+    assert PrecisionOptions(precision="int8", calib_synthetic=True, target="cpu").variant == "int8-cpu"
+    assert PrecisionOptions(precision="fp8", calib_synthetic=True).variant == "fp8"
+    PrecisionOptions(precision="fp8", calib_synthetic=True, fp16_io=True).validate()  # an fp16 graph: allowed
