@@ -1,4 +1,13 @@
-"""NVIDIA ModelOpt ONNX PTQ beside our `--precision int8` / `fp16`, on the bundled sample (issue #13).
+"""NVIDIA ModelOpt ONNX PTQ beside our fp16 / int8 / fp8 / int8 --target cpu, on the bundled sample (issue #13).
+
+Ours: fp16 (fp32 islands); `int8` and `fp8`, TensorRT's strongly typed form (INT8 / FP8-E4M3 Q/DQ on
+Conv/MatMul/Gemm and residual Adds over an fp16 graph, opset 19; Int8Pass / Fp8Pass) and `int8
+--target cpu`, onnxruntime quantize_static Q/DQ over fp32 (Int8CpuPass); the guards of all three judge
+on the held-out images (--holdout), the same images the table measures on.
+ModelOpt: int8 (max and entropy calibration), fp8 (max), all over our fp32 graph with fp16 elsewhere,
+and int8 max excluding the blocks our `int8 --target cpu` guard kept in float. An export of ours that
+fails its parity check (CheckFailed) is measured anyway and marked FAIL; a ModelOpt run that raises
+is listed as failed.
 
 Runs with a Python that has both glmix_deploy and nvidia-modelopt (not a dependency of ours: its [onnx]
 extra pins onnx~=1.21 and pulls onnxruntime-gpu 1.24 and cupy/CUDA wheels). The base package plus the
@@ -118,7 +127,8 @@ def placement(model, share) -> dict:
             "float_linear_nodes": dict(reasons.most_common())}
 
 
-def measure(name: str, path: Path, ref: np.ndarray, images: np.ndarray, labels: np.ndarray, seconds: float) -> dict:
+def measure(name: str, path: Path, ref: np.ndarray, images: np.ndarray, labels: np.ndarray, seconds: float,
+            check: str = "-") -> dict:
     import onnx
 
     from glmix_deploy.graph.flops import flops_by_dtype
@@ -140,7 +150,7 @@ def measure(name: str, path: Path, ref: np.ndarray, images: np.ndarray, labels: 
             "mean_cos": float(cos.mean()), "images_cos_below_0.99": int((cos < 0.99).sum()),
             "metadata_props": len(model.metadata_props), "preflight_errors": len(pf.errors),
             "preflight_warnings": [f.reason for f in pf.warnings], "size_mb": path.stat().st_size / 1e6,
-            "seconds": round(seconds, 1), **placement(model, share)}
+            "seconds": round(seconds, 1), "check": check, **placement(model, share)}
 
 
 def ort_lowp_checks() -> dict:
@@ -191,6 +201,7 @@ def main() -> None:
 
     from glmix_deploy.data.images import load_images, scan_image_folder
     from glmix_deploy.data.preprocess import Preprocessing
+    from glmix_deploy.errors import CheckFailed
     from glmix_deploy.exporters.onnx_export import ExportOptions
     from glmix_deploy.models.loader import load_checkpoint
     from glmix_deploy.pipeline.export import export_onnx
@@ -207,37 +218,61 @@ def main() -> None:
     labels = np.asarray(val_set.labels)[kept]
     ref = logits_torch(loaded.model.eval(), val)
 
-    artifacts: list[tuple[str, Path, float]] = []
+    artifacts: list[tuple[str, Path, float, str]] = []  # label, file, seconds, our export's parity check
+    failures: dict[str, str] = {}  # label: why (our failing parity check, a ModelOpt exception)
     ours = {"fp32": PrecisionOptions(), "fp16": PrecisionOptions(precision="fp16"),
-            "int8": PrecisionOptions(precision="int8", calib=CALIB)}
+            "int8": PrecisionOptions(precision="int8", calib=CALIB, holdout=VAL),
+            "fp8": PrecisionOptions(precision="fp8", calib=CALIB, holdout=VAL),
+            "int8 --target cpu": PrecisionOptions(precision="int8", calib=CALIB, holdout=VAL, target="cpu")}
     for prec, popts in ours.items():
-        path, t = out / f"ours_{prec}.onnx", time.perf_counter()
+        label = f"ours {prec}"
+        path, t = out / f"ours_{popts.variant.replace('-', '_')}.onnx", time.perf_counter()
         path.unlink(missing_ok=True)
-        export_onnx(loaded, path, ExportOptions(dynamic="batch", precision=popts))
-        artifacts.append((f"ours {prec}", path, time.perf_counter() - t))
+        try:
+            result, check = export_onnx(loaded, path, ExportOptions(dynamic="batch", precision=popts)), "pass"
+        except CheckFailed as exc:  # the failing file is kept at `path`; .report is the ExportResult
+            result, check = exc.report, "FAIL"
+            failures[label] = result.parity.summary_line() if result is not None else str(exc)
+        seconds = time.perf_counter() - t
+        if path.exists():
+            artifacts.append((label, path, seconds, check))
+        else:
+            failures.setdefault(label, "no artifact written")
+        print(f"{label}: {check} in {seconds:.1f} s", file=sys.stderr)
     fp32 = out / "ours_fp32.onnx"
-    excluded = json.loads({p.key: p.value for p in onnx.load(str(out / "ours_int8.onnx")).metadata_props}
-                          .get("int8_excluded", "[]"))
-    runs = [("int8", "max", None), ("int8", "entropy", None), ("fp8", "max", None),
-            ("int8", "max", [re.escape(s) for s in excluded])]
+    cpu_int8 = out / "ours_int8_cpu.onnx"
+    excluded = json.loads({p.key: p.value for p in onnx.load(str(cpu_int8)).metadata_props}
+                          .get("int8_excluded", "[]")) if cpu_int8.exists() else []
+    runs = [("int8", "max", None), ("int8", "entropy", None), ("fp8", "max", None)]
+    if excluded:  # ModelOpt int8 with the blocks our int8 --target cpu guard kept in float left out
+        runs.append(("int8", "max", [re.escape(s) for s in excluded]))
     for mode, method, exclude in runs:
         if method == "entropy" and args.no_entropy:
             continue
         tag = f"mo_{mode}_{method}" + ("_guard" if exclude else "")
+        label = f"ModelOpt {mode} {method}" + (f" excl. our int8-cpu guard's {len(exclude)} blocks"
+                                               if exclude else "")
         path, t = out / f"{tag}.onnx", time.perf_counter()
-        with contextlib.redirect_stdout(sys.stderr):  # onnxruntime's entropy calibrator prints progress
-            quantize(str(fp32), quantize_mode=mode, calibration_data=calib, calibration_method=method,
-                     calibration_eps=["cpu"], high_precision_dtype="fp16", nodes_to_exclude=exclude,
-                     output_path=str(path), log_level="ERROR")
-        label = f"ModelOpt {mode} {method}" + (f" excl. our guard's {len(exclude)} blocks" if exclude else "")
-        artifacts.append((label, path, time.perf_counter() - t))
+        path.unlink(missing_ok=True)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # onnxruntime's entropy calibrator prints progress
+                quantize(str(fp32), quantize_mode=mode, calibration_data=calib, calibration_method=method,
+                         calibration_eps=["cpu"], high_precision_dtype="fp16", nodes_to_exclude=exclude,
+                         output_path=str(path), log_level="ERROR")
+        except Exception as exc:  # noqa: BLE001 - a third-party failure is a result, not the end of the run
+            failures[label] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            print(f"{label}: failed: {failures[label]}", file=sys.stderr)
+            continue
+        artifacts.append((label, path, time.perf_counter() - t, "-"))
+        print(f"{label}: {time.perf_counter() - t:.1f} s", file=sys.stderr)
 
-    rows = [measure(name, path, ref, val, labels, secs) for name, path, secs in artifacts]
+    rows = [measure(name, path, ref, val, labels, secs, check) for name, path, secs, check in artifacts]
     checks = ort_lowp_checks()
-    (out / "modelopt_compare.json").write_text(json.dumps({"rows": rows, "ort_checks": checks}, indent=1))
+    (out / "modelopt_compare.json").write_text(json.dumps({"rows": rows, "failures": failures, "ort_checks": checks},
+                                                               indent=1))
 
     head = ("artifact", "fp32", "fp16", "int8", "fp8", "top1 agree", "min cos", "<0.99", "nodes", "Q/DQ",
-            "act×act MM low", "res. Add own/shared DQ", "meta", "preflight", "MB", "s")
+            "act×act MM low", "res. Add own/shared DQ", "meta", "preflight", "parity", "MB", "s")
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         sh = [f"{100 * r['shares'].get(k, 0):.1f}%" for k in ("fp32", "fp16", "int8", "fp8")]
@@ -246,7 +281,12 @@ def main() -> None:
         print(f"| {r['artifact']} | " + " | ".join(sh) + f" | {100 * r['top1_agree']:.2f}% ({r['disagree']}) "
               f"| {r['min_cos']:.4f} | {r['images_cos_below_0.99']} | {r['nodes']} | {r['q']}/{r['dq']} "
               f"| {r['act_matmuls_low']}/{r['act_matmuls']} | {res} | {r['metadata_props']} "
-              f"| {pf} | {r['size_mb']:.2f} | {r['seconds']} |")
+              f"| {pf} | {r['check']} | {r['size_mb']:.2f} | {r['seconds']} |")
+    for label, why in failures.items():
+        if not any(r["artifact"] == label for r in rows):  # failed without an artifact to measure
+            print(f"| {label} | " + " | ".join(["n/a"] * (len(head) - 1)) + " |")
+    for label, why in failures.items():
+        print(f"\nFAILED {label}: {why}")
     print(f"\nonnxruntime {checks['onnxruntime']} CPU: fp8 Q/DQ vs ml_dtypes mismatch "
           f"{checks['fp8_qdq_mismatch']:.4%}; int8 QuantizeLinear with fp16 scale vs round-half-even mismatch "
           f"{checks['int8_fp16_scale_round_mismatch']:.4%}")
