@@ -240,6 +240,9 @@ def export(
         max_batch = triton.max_batch
         if dynamic is Dynamic.none:
             dynamic = Dynamic.batch  # Triton batches requests: the batch axis must be dynamic
+    if fmt is Fmt.openvino and precision is Precision.fp8:
+        raise UserInputError("--fmt openvino takes --precision fp32, fp16 or int8: fp8 Q/DQ is a TensorRT form "
+                             "(GPUs of compute capability >= 8.9)")
     if target is None:
         target = Target.cpu if fmt is Fmt.openvino and precision is Precision.int8 else Target.gpu
     elif target is Target.cpu and (fmt is Fmt.trt or (fmt is Fmt.triton and backend.value == "tensorrt")):

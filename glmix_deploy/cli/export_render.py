@@ -34,7 +34,7 @@ def export_result(result) -> None:
 
 
 def precision_summary(result) -> None:
-    """What the fp16/int8 conversion did: islands or exclusions, calibration, latency cost."""
+    """What the fp16/int8/fp8 conversion did: islands or exclusions, calibration, latency cost."""
     rep = result.precision_report or {}
     if result.precision == "fp16":
         guard = rep.get("fp32_islands", {})
@@ -42,11 +42,14 @@ def precision_summary(result) -> None:
         forced = guard.get("forced_fp32_nodes") or []
         render.step(f"fp16: FP32 islands: {', '.join(islands) if islands else 'none needed'}"
                     + (f"; {len(forced)} node(s) kept fp32 for activations near the fp16 limit" if forced else ""))
-    elif result.precision == "int8":
-        guard, calib = rep.get("int8", {}), rep.get("calibration", {})
+    elif result.precision in ("int8", "fp8"):
+        name = result.precision
+        guard, calib = rep.get(name, {}), rep.get("calibration", {})
         excluded = guard.get("excluded") or []
-        render.step(f"int8: {guard.get('quantized_nodes')} of {guard.get('candidate_nodes')} Conv/MatMul/Gemm "
-                    f"node(s) quantized (Q/DQ); kept in float: {', '.join(excluded) if excluded else 'nothing'}")
+        render.step(f"{name}: {guard.get('quantized_nodes')} of {guard.get('candidate_nodes')} Conv/MatMul/Gemm "
+                    f"node(s) quantized (Q/DQ); kept in float: {', '.join(excluded) if excluded else 'nothing'}"
+                    + (f"; {len(guard['not_eligible'])} more TensorRT runs in fp16 (report: not_eligible)"
+                       if guard.get("not_eligible") else ""))
         render.step(f"calibration: {calib.get('images')} "
                     f"{'SYNTHETIC input(s)' if calib.get('synthetic') else 'image(s)'} from {calib.get('source')}, "
                     f"{calib.get('method')}; cache {'reused' if calib.get('cache_reused') else 'written'}: "
@@ -60,7 +63,7 @@ def precision_summary(result) -> None:
         render.step("[yellow]the accuracy guard could not reach its target even with every candidate kept "
                     "out[/yellow]")
     if rep.get("calibration", {}).get("synthetic"):
-        render.err.print("[bold yellow]WARNING: INT8 ranges come from SYNTHETIC random inputs "
+        render.err.print("[bold yellow]WARNING: INT8/FP8 ranges come from SYNTHETIC random inputs "
                          "(--calib-synthetic); recorded as calibration: synthetic. Use for timing only.[/bold yellow]")
 
 

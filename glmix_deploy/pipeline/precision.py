@@ -319,7 +319,7 @@ def convert_precision(
     flop_shape = tuple(probe_x.shape)
     result = run_guard(step.phases(), step.build, scorer(refs, cases, target), forced=step.forced, say=say,
                        what=pass_type.converted, rank=scorer(rank_refs, rank_cases, target),
-                       cost=lambda candidate: flops_by_dtype(candidate, flop_shape).to_dict())
+                       cost=lambda candidate: flops_by_dtype(candidate, flop_shape).to_dict(), refine=step.refine)
     step.finish(result)
 
     report: dict = {"precision": options.precision,

@@ -70,6 +70,7 @@ def run_guard(
     what: str = "converted",
     rank: Callable[["onnx.ModelProto"], Score] | None = None,
     cost: Callable[["onnx.ModelProto"], dict] | None = None,
+    refine: Callable[[Unit], Sequence[Unit]] | None = None,
 ) -> GuardResult:
     """Keep units out of the conversion, most sensitive first, until `evaluate` passes.
 
@@ -77,7 +78,10 @@ def run_guard(
     all kept out, were not enough. Sensitivity of a unit = the error with only it converted,
     measured by `rank` (a cheaper evaluation on fewer inputs; default `evaluate`). `cost` (a
     graph.flops FlopShare dict) is recorded with each step's score: what the accuracy cost in
-    low-precision FLOPs.
+    low-precision FLOPs. `refine` splits a kept-out unit into finer ones: once the target is met,
+    each finer part is converted again, least sensitive first, wherever the target still holds
+    (coarse search, fine result: a block's ranking costs one build where its nodes' would cost
+    dozens).
     """
     started = time.perf_counter()
     forced = sorted(set(forced))
@@ -136,5 +140,31 @@ def run_guard(
             excluded.append(unit)
             final, model = score, candidate
             if final.passed:
+                if refine is not None:
+                    excluded, final, model = _refine(excluded, refine, build, evaluate, forced, final, model,
+                                                     steps, measured, say, what)
                 return result(excluded, final, model)
     return result(excluded, final, model)
+
+
+def _refine(excluded, refine, build, evaluate, forced, final, model, steps, measured, say, what):
+    """Convert the finer parts of the kept-out units again where the target still holds."""
+    kept = list(excluded)
+    for index in reversed(range(len(kept))):  # the least sensitive unit first
+        unit = kept[index]
+        parts = [p for p in refine(unit) if p.nodes]
+        if len(parts) < 2:
+            continue
+        remaining = list(unit.nodes)
+        for part in parts:
+            trial = [n for n in remaining if n not in part.nodes]
+            others = {n for i, u in enumerate(kept) if i != index for n in u.nodes}
+            candidate = build(set(forced) | others | set(trial))
+            score = evaluate(candidate)
+            step, step_cost = measured(score, candidate)
+            steps.append({"converted_again": part.name, "within": unit.name, **step, "kept": score.passed})
+            if score.passed:
+                remaining, final, model = trial, score, candidate
+                say(f"{what} again: {part.name}{step_cost}, worst cosine {score.worst_cosine:.6f}")
+        kept[index] = Unit(unit.name, tuple(remaining), unit.kind)
+    return [u for u in kept if u.nodes], final, model

@@ -99,6 +99,10 @@ class PrecisionPass(abc.ABC):
     def build(self, excluded: set[str]) -> "onnx.ModelProto":
         """The converted graph with the nodes named in `excluded` left as they are."""
 
+    def refine(self, unit: Unit) -> list[Unit]:
+        """Finer parts of a kept-out unit the guard tries converting again (none by default)."""
+        return [unit]
+
     def finish(self, result: GuardResult) -> None:
         """After the search (e.g. record what a new calibration cache entry was made from)."""
 
@@ -217,8 +221,9 @@ class Int8CpuPass(PrecisionPass):
 class QdqPass(PrecisionPass):
     """TensorRT's strongly typed low precision (precision.qdq): every eligible Conv/MatMul/Gemm
     with Q/DQ on both inputs, residual Adds fused, fp16 elsewhere. The ranges are calibrated once
-    (and cached). The guard first keeps FP32 islands (free in FLOPs), then single nodes out, most
-    sensitive first, reporting the FLOP share each step leaves."""
+    (and cached). The guard first keeps FP32 islands (free in FLOPs), then whole blocks out, most
+    sensitive first, then quantizes again each node of a kept-out block the target allows; every
+    step reports the FLOP share it leaves."""
 
     calibrated = True
     converted = "quantized"
@@ -263,9 +268,14 @@ class QdqPass(PrecisionPass):
                         "stay fp16 (see the report)")
 
     def phases(self) -> list[list[Unit]]:
-        nodes = [Unit(n, (n,), "node") for n in self.eligible.nodes]
-        adds = [Unit(a, (a,), "residual") for a in self.eligible.residuals]
-        return [self.islands, nodes + adds]
+        # Blocks rank cheaply (a few dozen builds, not hundreds); `refine` then quantizes again
+        # every node of a kept-out block that the target allows.
+        return [self.islands, block_units([*self.eligible.nodes, *self.eligible.residuals])]
+
+    def refine(self, unit: Unit) -> list[Unit]:
+        if unit.kind == "island":
+            return [unit]
+        return [Unit(n, (n,), "residual" if n in self.eligible.residuals else "node") for n in unit.nodes]
 
     def build(self, excluded: set[str]) -> "onnx.ModelProto":
         quantizable = set(self.eligible.nodes) | set(self.eligible.residuals)

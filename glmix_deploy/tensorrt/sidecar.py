@@ -48,13 +48,15 @@ def io_entries(tensors: Sequence[TensorSpec]) -> list[dict]:
 
 
 def graph_precision(model: onnx.ModelProto) -> str:
-    """fp32 / fp16 / int8 from the metadata our exporters write, else from the graph itself."""
+    """fp32 / fp16 / int8 / fp8 from the metadata our exporters write, else from the graph itself."""
     meta = read_metadata(model)
     if meta.get("precision"):
         return meta["precision"]
     ops = {n.op_type for n in model.graph.node} | {n.op_type for f in model.functions for n in f.node}
     if {"QuantizeLinear", "DequantizeLinear"} & ops:
-        return "int8"
+        from glmix_deploy.tensorrt.onnx_ops import quantized_types
+
+        return "fp8" if "FLOAT8E4M3FN" in quantized_types(model) else "int8"
     types = {i.data_type for i in model.graph.initializer} | {
         v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.input)}
     return "fp16" if 10 in types else "fp32"

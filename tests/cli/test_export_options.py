@@ -37,6 +37,9 @@ CASES = [
     (["--precision", "fp16", "--target", "cpu"], "--target applies to --precision int8, not --precision fp16"),
     (["--fmt", "trt", "--precision", "int8", "--target", "cpu", "--calib-synthetic"],
      "--target cpu is the onnxruntime/OpenVINO form of int8; TensorRT builds --target gpu"),
+    (["--fmt", "openvino", "--precision", "fp8", "--calib-synthetic"],
+     "--fmt openvino takes --precision fp32, fp16 or int8: fp8 Q/DQ is a TensorRT form (GPUs of compute "
+     "capability >= 8.9)"),
     (["--precision", "fp8"], "--precision fp8 needs calibration images: --calib DIR (an ImageFolder or a folder of "
      "images preprocessed like evaluation), or --calib-synthetic for random inputs (timing only: the ranges will "
      "not fit real images)"),

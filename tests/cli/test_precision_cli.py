@@ -32,6 +32,7 @@ def reports(tiny_ckpt, tmp_path_factory) -> dict[str, dict]:
     runs = {
         "fp16": ["--precision", "fp16", "--min-top1", "98", "--dynamic", "batch", "--max-batch", "4"],
         "int8": ["--precision", "int8", "--calib-synthetic", "--calib-size", "8", "--calib-cache", str(root / "cache")],
+        "fp8": ["--precision", "fp8", "--calib-synthetic", "--calib-size", "8", "--calib-cache", str(root / "cache")],
     }
     reports = {}
     for precision, args in runs.items():
@@ -114,4 +115,18 @@ def test_bench_and_eval_rows_for_fp16_and_int8(tiny_ckpt, artifacts, image_folde
     assert rc == 0
     formats = {e["name"]: e["format"] for e in data["results"]}
     assert formats["tiny_fp16.onnx"] == "onnxruntime fp16" and formats["tiny_int8.onnx"] == "onnxruntime int8"
+    assert formats["tiny_fp8.onnx"] == "onnxruntime fp8"
     assert all(e["agreement"] is not None for e in data["results"] if e["format"] != "pytorch")
+
+
+def test_fp8_and_the_cpu_form_of_int8_say_what_they_are(tiny_ckpt, artifacts, tmp_path, capsys):
+    fp8 = {p.key: p.value for p in onnx.load(str(artifacts["fp8"])).metadata_props}
+    assert fp8["precision"] == "fp8" and fp8["precision_target"] == "gpu" and fp8["opset"] == "19"
+    assert "fp8" in json.loads(fp8["flops_by_dtype"])["shares"]
+    out = tmp_path / "tiny_int8_cpu.onnx"
+    rc = run(["export", "--ckpt", str(tiny_ckpt), "--precision", "int8", "--target", "cpu", "--calib-synthetic",
+              "--calib-size", "4", "--calib-cache", str(tmp_path / "cache"), "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["precision"] == "int8" and meta["precision_target"] == "cpu" and meta["opset"] == "17"
+    assert "fp16" not in json.loads(meta["flops_by_dtype"])["shares"]  # Q/DQ over fp32

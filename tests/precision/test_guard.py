@@ -63,3 +63,23 @@ def test_the_rank_function_orders_and_the_evaluate_function_decides():
     result = run_guard([UNITS], build, evaluate, rank=reversed_rank)
     assert [u.name for u in result.excluded][:2] == ["d", "a"]  # least sensitive first under `rank`
     assert result.final.passed == (sum(ERRORS[u] for u in result.model) < LIMIT)
+
+
+def test_refinement_converts_again_every_part_the_target_allows():
+    """Two blocks fail alone; within them only one node each really needs to stay out."""
+    bad = {"a1", "b2"}
+    blocks = [Unit("A", ("a1", "a2", "a3")), Unit("B", ("b1", "b2"))]
+
+    def evaluate(model):  # the "model" is the set of nodes kept out
+        kept_out = set(model)
+        return Score(bad <= kept_out, 1.0 if bad <= kept_out else 0.5, None, None,
+                     float(len(bad - kept_out)))
+
+    def refine(unit):
+        return [Unit(n, (n,), "node") for n in unit.nodes]
+
+    result = run_guard([blocks], lambda excluded: frozenset(excluded), evaluate, rank=evaluate, refine=refine)
+    assert result.final.passed and set(result.excluded_nodes) == bad
+    assert {u.name for u in result.excluded} == {"A", "B"}
+    again = [s["converted_again"] for s in result.steps if "converted_again" in s and s["kept"]]
+    assert again == ["b1", "a2", "a3"]  # the last-excluded (least sensitive) block first

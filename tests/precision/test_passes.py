@@ -88,10 +88,13 @@ def test_tensorrt_pass_offers_islands_then_single_nodes_and_caches_its_ranges(ti
     model = onnx.load(str(tiny_onnx_19))
     step = pass_type(model, _context(tmp_path, options, calibration=calibration, calibrate=calibrate))
     assert len(asked) == 1 and set(asked[0]) == set(step.eligible.tensors())
-    islands, nodes = step.phases()
-    assert all(u.kind == "island" for u in islands)
-    assert {u.nodes for u in nodes} == {(n,) for n in [*step.eligible.nodes, *step.eligible.residuals]}
+    islands, blocks = step.phases()
+    assert all(u.kind == "island" for u in islands) and all(u.kind == "block" for u in blocks)
+    assert sorted(n for u in blocks for n in u.nodes) == sorted([*step.eligible.nodes, *step.eligible.residuals])
     assert not {n for u in islands for n in u.nodes} & set(step.eligible.nodes)  # islands never unquantize
+    block = max(blocks, key=lambda u: len(u.nodes))
+    assert [p.nodes for p in step.refine(block)] == [(n,) for n in block.nodes] and len(block.nodes) > 1
+    assert step.refine(islands[0]) == [islands[0]]
     result = run_guard(step.phases(), step.build, lambda _m: Score(True, 1.0, None, None, 0.0))
     step.finish(result)
     meta, report = step.metadata(result), step.report(result)

@@ -85,7 +85,7 @@ def test_profiles_outside_the_onnx_are_errors(exports: dict[str, Path]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(RELEASES))
-def test_release_variants_fp32_fp16_int8_exports_pass(name: str, tmp_path: Path) -> None:
+def test_release_variants_fp32_fp16_int8_fp8_exports_pass(name: str, tmp_path: Path) -> None:
     # Random weights straight from the model zoo (checkpoint reading has its own tests), and a small
     # input: the verified export stays quick and the graph's op types do not depend on the size.
     # The precision guard is switched off (targets 0): random weights say nothing about accuracy
@@ -93,23 +93,32 @@ def test_release_variants_fp32_fp16_int8_exports_pass(name: str, tmp_path: Path)
     model = random_glnet(name)
     loaded = LoadedCheckpoint(model, model.config, name, tmp_path / f"{name}.pth", "0" * 64,
                               RELEASE_STATE_KEYS.get(name, "model"), ())
-    for precision in ("fp32", "fp16", "int8"):
+    # int8/fp8 graphs are fp16 graphs plus Q/DQ, so they carry the fp16 ops too; the plain fp16
+    # export (islands differ) is checked on one release of each layout, to keep CI in budget.
+    precisions = ("fp32", "fp16", "int8", "fp8") if name in ("glnet_stl", "glnet_4g") else ("fp32", "int8", "fp8")
+    for precision in precisions:
         options = None if precision == "fp32" else PrecisionOptions(
-            precision=precision, calib_synthetic=precision == "int8", calib_size=4, min_top1=0.0,
+            precision=precision, calib_synthetic=precision in ("int8", "fp8"), calib_size=4, min_top1=0.0,
             min_cosine=0.0, calib_cache=tmp_path / "calib-cache")
         try:
             result = export_onnx(loaded, tmp_path / f"{precision}.onnx", ExportOptions(img_size=64, precision=options))
         except CheckFailed as failed:
-            # INT8 of random weights can miss the accuracy bar; the export keeps the graph, and
+            # INT8/FP8 of random weights can miss the accuracy bar; the export keeps the graph, and
             # the graph is what this test is about.
-            assert precision == "int8", failed
+            assert precision in ("int8", "fp8"), failed
             result = failed.report
         report = preflight(result.path)
         assert report.passed and not report.warnings, (precision, [f.line() for f in report.findings])
         assert report.nodes_checked == result.nodes_final
         ops = report.op_counts
-        if precision == "int8":
+        if precision in ("int8", "fp8"):
             assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0
+            assert report.opset == 19
+            shares = json.loads({p.key: p.value for p in onnx.load(str(result.path)).metadata_props}[
+                "flops_by_dtype"])["shares"]
+            assert shares.get(precision, 0.0) >= {"int8": 0.90, "fp8": 0.85}[precision], (precision, shares)
+            assert shares.get("fp32", 0.0) <= 0.02, (precision, shares)
+            assert report.quantized_types == (["INT8"] if precision == "int8" else ["FLOAT8E4M3FN"])
         if precision == "fp16":
             assert ops.get("Cast", 0) > 0
 
