@@ -1,12 +1,16 @@
-"""TensorRT engines (fp32 / fp16 / int8 ONNX) against PyTorch eager and torch.compile on one GPU.
+"""TensorRT engines (fp32 / fp16 / int8 / fp8 ONNX) against PyTorch eager and torch.compile on one GPU.
 
 For a machine with an NVIDIA GPU and the tensorrt package. Each ONNX given on the command line
-(exported by `glmix-deploy export`, fp16/int8 variants included: precision lives in the graph) is
+(exported by `glmix-deploy export`, fp16/int8/fp8 variants included: precision lives in the graph,
+and TensorRT builds it strongly typed; an fp8 graph is skipped, with the reason, on a GPU below
+compute capability 8.9) is
 built into an engine whose profile covers the requested batch sizes that its declared range
 allows; then every runner is timed with CUDA events at each batch (device-resident inputs, so
 host copies are not measured), and latency percentiles and throughput are written as JSON.
 
-    python benchmarks/trt_gpu.py fp32.onnx fp16.onnx int8.onnx --batches 1,8,64,256 --out trt_gpu.json
+    python benchmarks/trt_gpu.py fp32.onnx fp16.onnx int8.onnx fp8.onnx --batches 1,8,64,256 --out trt_gpu.json
+
+Each engine's entry also carries the ONNX's FLOP share by compute dtype (metadata flops_by_dtype).
 
 The PyTorch model comes from --ckpt, or (random weights: timing only) from the first ONNX's
 config metadata. Without a GPU or TensorRT it says so and exits 0 (with {"skipped": ...} in --out).
@@ -88,6 +92,7 @@ def main() -> None:
     from glmix_deploy.cli.params import parse_batches
     from glmix_deploy.compare.metrics import compare
     from glmix_deploy.engines.tensorrt_engine import TensorRTEngine, cuda_event_times
+    from glmix_deploy.graph.flops import read_flop_share
     from glmix_deploy.graph.onnx_io import (
         declared_shape_range,
         load_model,
@@ -97,6 +102,7 @@ def main() -> None:
     from glmix_deploy.models.glnet import create_model
     from glmix_deploy.tensorrt.build import build_engine
     from glmix_deploy.tensorrt.compat import detect_gpu
+    from glmix_deploy.tensorrt.onnx_ops import QUANTIZED_TYPE_GPUS, quantized_types
     from glmix_deploy.tensorrt.sidecar import graph_precision
 
     batches = parse_batches(args.batches)
@@ -152,6 +158,13 @@ def main() -> None:
             lo_b, hi_b = (rng[0][0], rng[2][0]) if rng else (1, 1)
             usable = [b for b in batches if lo_b <= b <= hi_b]
             name = f"tensorrt-{precision}-{onnx_path.stem}"
+            needs = [QUANTIZED_TYPE_GPUS[t] for t in quantized_types(onnx_model) if t in QUANTIZED_TYPE_GPUS]
+            too_old = [why for cc, why in needs if gpu is not None and
+                       tuple(map(int, gpu.compute_capability.split("."))) < tuple(map(int, cc.split(".")))]
+            if too_old:
+                for b in batches:
+                    record(name, "tensorrt", precision, b, skipped=f"{precision} needs {too_old[0]}")
+                continue
             if not usable:
                 for b in batches:
                     record(name, "tensorrt", precision, b, skipped=f"batch outside the ONNX's range {lo_b}..{hi_b}")
@@ -163,6 +176,7 @@ def main() -> None:
                                  opt_shape=shape(opt_b), max_shape=shape(max(usable)), workspace_gib=args.workspace,
                                  timing_cache=args.timing_cache, builder_level=args.builder_level)
             report["engines"].append({"onnx": str(onnx_path), "precision": precision,
+                                      "flops_by_dtype": read_flop_share(meta),
                                       "build_seconds": round(time.perf_counter() - t0, 2),
                                       "profiles": [p.to_dict() for p in built.profiles]})
             with TensorRTEngine(built.engine) as engine:
