@@ -1,8 +1,8 @@
 """INT8 latency on this CPU against PyTorch eager fp32, measured in one run, with accuracy.
 
 A random-weight glnet_4g (tests.factory.random_glnet, saved the way training saves it) is exported
-to the verified fp32 ONNX and to the shipped INT8 Q/DQ artifact (synthetic calibration, which is
-fine for timing), and the CPU-only INT8 variant is built from the same fp32 graph; OpenVINO runs
+to the verified fp32 ONNX and to the CPU form of the INT8 artifact (`--precision int8 --target
+cpu`: Q/DQ over fp32; synthetic calibration, which is fine for timing), and the CPU-only INT8 variant is built from the same fp32 graph; OpenVINO runs
 the Q/DQ artifact as well, when installed. Then, at batch 1
 with the same thread count everywhere, PyTorch eager fp32 (the model with the official code's
 library ops, `set_reference(True)`) and each onnxruntime model are timed in rotating blocks
@@ -91,7 +91,8 @@ def main() -> None:
         export_onnx(loaded, fp32_path, ExportOptions(img_size=args.img_size))
         int8_path = out / "int8_qdq.onnx"
         int8 = export_onnx(loaded, int8_path, ExportOptions(img_size=args.img_size, precision=PrecisionOptions(
-            precision="int8", calib_synthetic=True, calib_size=args.calib_size, calib_cache=tmp / "cache")))
+            precision="int8", target="cpu", calib_synthetic=True, calib_size=args.calib_size,
+            calib_cache=tmp / "cache")))
         calibration = synthetic_calibration((3, args.img_size, args.img_size), args.calib_size)
         cpu_model, cpu_info_ = build_cpu_int8(onnx.load(str(fp32_path)), calibration, tmp, cache_dir=tmp / "cache")
         cpu_path = out / "int8_cpu_qoperator.onnx"
@@ -102,7 +103,7 @@ def main() -> None:
         model = loaded.model.eval().set_reference(True)  # the official code's ops
         engines = {name: OnnxRuntimeEngine(path, threads=args.threads, providers=["CPUExecutionProvider"])
                    for name, path in (("onnxruntime fp32", fp32_path),
-                                      ("onnxruntime int8 Q/DQ (TensorRT artifact)", int8_path),
+                                      ("onnxruntime int8 Q/DQ over fp32 (--target cpu)", int8_path),
                                       ("onnxruntime int8 CPU variant (QOperator u8s8)", cpu_path))}
         if importlib.util.find_spec("openvino") is not None:  # OpenVINO reads the ONNX file directly
             from glmix_deploy.engines.openvino_engine import OpenVINOEngine
