@@ -210,8 +210,12 @@ def verify_artifact(
 
         say(f"comparing {model.name} ({precision}, {candidate.kind}) with PyTorch at "
             f"{len(shapes)} shape(s): {', '.join(map(format_shape, shapes))}")
-        parity = check_parity(reference, candidate, shapes,
-                              seeded_input_tolerance(tolerance, precision, metadata.get("calibration")),
+        seeded_tolerance = seeded_input_tolerance(tolerance, precision, metadata.get("calibration"))
+        if seeded_tolerance != tolerance:
+            say(f"{precision} calibrated on images: random inputs lie outside its ranges and are held to cosine "
+                f">= {seeded_tolerance.min_cosine:g}; "
+                + ("the images carry its bar" if image_set is not None else "give --images for its accuracy bar"))
+        parity = check_parity(reference, candidate, shapes, seeded_tolerance,
                               seed=seed, artifact=str(model), on_case=on_case)
         parity.tolerance = tolerance  # the artifact's bar; seeded inputs of a calibrated one are looser
         report = VerifyReport(

@@ -132,3 +132,23 @@ def test_the_report_shows_the_artifacts_flop_share(tiny_ckpt, tiny_onnx):
     report = verify_artifact(tiny_ckpt, tiny_onnx, threads=1)
     assert report.flop_share is not None and report.flop_share["shares"] == {"fp32": 1.0}
     assert report.to_dict()["flop_share"] == report.flop_share
+
+
+def test_image_calibrated_int8_holds_random_inputs_to_a_sanity_bar_and_says_so(tiny_loaded, tiny_ckpt, image_folder,
+                                                                              tmp_path):
+    from glmix_deploy.compare.tolerances import OUT_OF_CALIBRATION_MIN_COSINE
+    from glmix_deploy.exporters.onnx_export import ExportOptions
+    from glmix_deploy.pipeline.export import export_onnx
+    from glmix_deploy.precision.options import PrecisionOptions
+
+    out = tmp_path / "int8_images.onnx"
+    export_onnx(tiny_loaded, out, ExportOptions(precision=PrecisionOptions(
+        precision="int8", calib=image_folder, calib_cache=tmp_path / "cache")))
+    said: list[str] = []
+    report = verify_artifact(tiny_ckpt, out, threads=1, progress=said.append)
+    assert report.passed and report.tolerance == PRECISION_TOLERANCES["int8"]  # the artifact's bar is reported
+    assert any("give --images for its accuracy bar" in line for line in said)
+    random = [c for c in report.cases if c.input.startswith("random")]
+    assert random and all(c.metrics.cosine >= OUT_OF_CALIBRATION_MIN_COSINE for c in random)
+    with_images = verify_artifact(tiny_ckpt, out, images=image_folder, threads=1)
+    assert with_images.cases[-1].input.startswith("images") and with_images.passed
