@@ -50,7 +50,7 @@ trt-bindings: $(STAMP)
 	done
 
 test: $(STAMP) trt-bindings
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=15
 
 # Skips the full-size release-variant exports (minutes on 2 cores).
 test-fast: $(STAMP)

@@ -18,6 +18,7 @@ from glmix_deploy.models.config import RELEASE_STATE_KEYS, RELEASES
 from glmix_deploy.models.glnet import GLNet
 from glmix_deploy.models.loader import LoadedCheckpoint, load_checkpoint
 from glmix_deploy.pipeline.export import ExportResult, export_onnx
+from glmix_deploy.tensorrt.preflight import preflight
 from tests.factory import TINY, random_glnet, save_training_checkpoint
 
 
@@ -175,7 +176,8 @@ def test_existing_output_is_replaced_atomically(tiny: LoadedCheckpoint, tmp_path
 @pytest.mark.parametrize("name", list(RELEASES))
 def test_release_variants_export_static_and_dynamic(name: str, tmp_path: Path) -> None:
     """Every release, random weights, official training layout (unimportable args, module.
-    prefix, model_ema where the release keeps its weights there)."""
+    prefix, model_ema where the release keeps its weights there); TensorRT preflight of both.
+    (The fp16/int8/fp8 graphs' preflight is tests/tensorrt/test_preflight.py's.)"""
     state_key = RELEASE_STATE_KEYS.get(name, "model")
     path = save_training_checkpoint(tmp_path / f"{name}.pth", random_glnet(name), tmp_path,
                                     ema=state_key == "model_ema")
@@ -187,6 +189,8 @@ def test_release_variants_export_static_and_dynamic(name: str, tmp_path: Path) -
     for result in (static, dynamic):
         assert result.parity.passed
         assert max(c.metrics.max_rel for c in result.parity.cases) <= 1e-4
+        report = preflight(result.path)  # what TensorRT's parser would see of the shipped fp32 graph
+        assert report.passed and not report.warnings, [f.line() for f in report.findings]
     assert len(dynamic.parity.cases) >= 3
 
 
