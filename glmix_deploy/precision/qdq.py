@@ -171,18 +171,21 @@ def _residual_adds(model: "onnx.ModelProto", quantizable: set[str], weights) -> 
     """Add nodes right after a quantizable Conv whose other input is an activation: quantizing
     that input lets TensorRT fuse the Add into the Conv."""
     producers = {o: n for n in model.graph.node for o in n.output}
+    order = {n.name: i for i, n in enumerate(model.graph.node)}
     adds: dict[str, tuple[str, str]] = {}
     for node in model.graph.node:
         if node.op_type != "Add" or len(node.input) != 2:
             continue
         convs = [i for i, t in enumerate(node.input) if producers.get(t) is not None
                  and producers[t].op_type == "Conv" and producers[t].name in quantizable]
-        if len(convs) != 1:
+        if not convs:
             continue
-        other = node.input[1 - convs[0]]
+        # Both inputs from convs (h + dwconv(h)): the Add fuses into the later one.
+        fused = max(convs, key=lambda i: order[producers[node.input[i]].name])
+        other = node.input[1 - fused]
         if other in weights or (producers.get(other) is not None and producers[other].op_type == "Constant"):
             continue
-        adds[node.name] = (producers[node.input[convs[0]]].name, other)
+        adds[node.name] = (producers[node.input[fused]].name, other)
     return adds
 
 
