@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -144,3 +145,17 @@ def op_histogram(model: "onnx.ModelProto") -> dict[str, int]:
     ops = Counter(n.op_type for n in model.graph.node)
     ops.update(n.op_type for f in model.functions for n in f.node)
     return dict(ops.most_common())
+
+
+def name_allocator(used: Iterable[str]) -> Callable[[str], str]:
+    """A function giving names not in `used` (nor given before): `base`, else `base_1`, `base_2`..."""
+    taken = set(used)
+
+    def fresh(base: str) -> str:
+        name, i = base, 1
+        while name in taken:
+            name, i = f"{base}_{i}", i + 1
+        taken.add(name)
+        return name
+
+    return fresh

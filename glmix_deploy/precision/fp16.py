@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from glmix_deploy.graph.onnx_io import name_allocator
+
 if TYPE_CHECKING:
     import onnx
 
@@ -77,15 +79,8 @@ def convert_fp16(model: "onnx.ModelProto", keep_fp32: Iterable[str] = (), *, kee
         nodes.append(node)
     del graph.initializer[:]
 
-    used = {n for node in nodes for n in [*node.input, *node.output, node.name]} | set(inits) | \
-        {vi.name for vi in [*graph.input, *graph.output]}
-
-    def fresh(base: str) -> str:
-        name, i = base, 1
-        while name in used:
-            name, i = f"{base}_{i}", i + 1
-        used.add(name)
-        return name
+    fresh = name_allocator({n for node in nodes for n in [*node.input, *node.output, node.name]} | set(inits)
+                           | {vi.name for vi in [*graph.input, *graph.output]})
 
     dtype: dict[str, int] = {}  # float tensors' type after conversion
     for vi in graph.input:

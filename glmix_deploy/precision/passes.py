@@ -147,13 +147,39 @@ class Fp16Pass(PrecisionPass):
                 "activation_absmax": round(max(self.absmax.values(), default=0.0), 3)}
 
 
-class Int8CpuPass(PrecisionPass):
-    """`--precision int8 --target cpu`: onnxruntime's Q/DQ int8 of the Conv / weight MatMul / Gemm
-    nodes over the fp32 graph (the form onnxruntime and OpenVINO run on a CPU), with the tensor
-    ranges calibrated once (and cached); the guard keeps whole blocks in float."""
+class CalibratedPass(PrecisionPass):
+    """A pass with calibrated ranges: its subclasses set `calibration`, `cache`, `settings` and
+    `reused` (whether the cache entry existed)."""
 
     calibrated = True
     converted = "quantized"
+
+    def finish(self, result: GuardResult) -> None:
+        if not self.reused:
+            options = self.context.options
+            self.cache.write_meta({"model_sha256": self.fp32_sha256, "data": self.calibration.describe(),
+                                   "files": self.calibration.files, "settings": self.settings,
+                                   "created_by": f"glmix-deploy export --precision {options.precision} "
+                                                 f"--target {options.target}"})
+
+    def calibration_metadata(self) -> dict[str, str]:
+        calibration = self.calibration
+        return {
+            "calibration": "synthetic" if calibration.synthetic else "images",
+            "calibration_source": calibration.source,
+            "calibration_images": str(len(calibration)),
+            "calibration_method": self.context.options.calib_method,
+            "calibration_data_sha256": calibration.data_hash,
+            "calibration_cache_key": self.cache.key,
+            "quant_format": "QDQ",
+            "precision_target": self.context.options.target,
+        }
+
+
+class Int8CpuPass(CalibratedPass):
+    """`--precision int8 --target cpu`: onnxruntime's Q/DQ int8 of the Conv / weight MatMul / Gemm
+    nodes over the fp32 graph (the form onnxruntime and OpenVINO run on a CPU), with the tensor
+    ranges calibrated once (and cached); the guard keeps whole blocks in float."""
 
     def __init__(self, model: "onnx.ModelProto", context: PassContext):
         if context.calibration is None:
@@ -185,23 +211,9 @@ class Int8CpuPass(PrecisionPass):
                              method=self.context.options.calib_method,
                              nodes=[n for n in self.quantizable if n not in excluded])
 
-    def finish(self, result: GuardResult) -> None:
-        if not self.reused:
-            self.cache.write_meta({"model_sha256": self.fp32_sha256, "data": self.calibration.describe(),
-                                   "files": self.calibration.files, "settings": self.settings,
-                                   "created_by": "glmix-deploy export --precision int8"})
-
     def metadata(self, result: GuardResult) -> dict[str, str]:
-        calibration = self.calibration
         return {
-            "calibration": "synthetic" if calibration.synthetic else "images",
-            "calibration_source": calibration.source,
-            "calibration_images": str(len(calibration)),
-            "calibration_method": self.context.options.calib_method,
-            "calibration_data_sha256": calibration.data_hash,
-            "calibration_cache_key": self.cache.key,
-            "quant_format": "QDQ",
-            "precision_target": "cpu",
+            **self.calibration_metadata(),
             "quantized_op_types": json.dumps(list(INT8_OP_TYPES)),
             "activation_quant": "int8 symmetric per-tensor (zero point 0)",
             "weight_quant": "int8 symmetric per-channel (zero point 0)",
@@ -218,15 +230,13 @@ class Int8CpuPass(PrecisionPass):
         return {"int8": int8, "calibration": calibration}
 
 
-class QdqPass(PrecisionPass):
+class QdqPass(CalibratedPass):
     """TensorRT's strongly typed low precision (precision.qdq): every eligible Conv/MatMul/Gemm
     with Q/DQ on both inputs, residual Adds fused, fp16 elsewhere. The ranges are calibrated once
     (and cached). The guard first keeps FP32 islands (free in FLOPs), then whole blocks out, most
     sensitive first, then quantizes again each node of a kept-out block the target allows; every
     step reports the FLOP share it leaves."""
 
-    calibrated = True
-    converted = "quantized"
     fmt: ClassVar[QuantFormat]
 
     def __init__(self, model: "onnx.ModelProto", context: PassContext):
@@ -284,12 +294,6 @@ class QdqPass(PrecisionPass):
         keep = fp32 | {q for node, qdq in feeding.items() if node in fp32 for q in qdq}
         return convert_fp16(model, keep, keep_io_types=not self.context.options.fp16_io)
 
-    def finish(self, result: GuardResult) -> None:
-        if not self.reused:
-            self.cache.write_meta({"model_sha256": self.fp32_sha256, "data": self.calibration.describe(),
-                                   "files": self.calibration.files, "settings": self.settings,
-                                   "created_by": f"glmix-deploy export --precision {self.fmt.name}"})
-
     def _split(self, result: GuardResult) -> tuple[list[str], list[str]]:
         quantizable = set(self.eligible.nodes) | set(self.eligible.residuals)
         kept_float = [n for n in result.excluded_nodes if n in quantizable]
@@ -297,17 +301,10 @@ class QdqPass(PrecisionPass):
         return kept_float, islands
 
     def metadata(self, result: GuardResult) -> dict[str, str]:
-        calibration, name = self.calibration, self.fmt.name
+        name = self.fmt.name
         kept_float, islands = self._split(result)
         return {
-            "calibration": "synthetic" if calibration.synthetic else "images",
-            "calibration_source": calibration.source,
-            "calibration_images": str(len(calibration)),
-            "calibration_method": self.context.options.calib_method,
-            "calibration_data_sha256": calibration.data_hash,
-            "calibration_cache_key": self.cache.key,
-            "quant_format": "QDQ",
-            "precision_target": "gpu",
+            **self.calibration_metadata(),
             "fp16_io": str(self.context.options.fp16_io).lower(),
             "quantized_op_types": json.dumps(["Conv", "MatMul", "Gemm"]),
             "activation_quant": f"{name} symmetric per-tensor (zero point 0)",

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from glmix_deploy.graph.onnx_io import name_allocator
+
 if TYPE_CHECKING:
     import onnx
 
@@ -206,14 +208,7 @@ def insert_qdq(model: "onnx.ModelProto", eligible: Eligibility, amax: Mapping[st
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     by_name = {n.name: n for n in graph.node}
-    used = {x for n in graph.node for x in [*n.input, *n.output, n.name]} | set(inits)
-
-    def fresh(base: str) -> str:
-        name, i = base, 1
-        while name in used:
-            name, i = f"{base}_{i}", i + 1
-        used.add(name)
-        return name
+    fresh = name_allocator({x for n in graph.node for x in [*n.input, *n.output, n.name]} | set(inits))
 
     new_inits: list = []
     front: list = []  # weight DQs and graph-input Q/DQs: before every node
