@@ -249,12 +249,13 @@ class QdqPass(CalibratedPass):
         options, calibration = context.options, context.calibration
         self.calibration = calibration
         self.eligible = eligibility(self.model, self.fmt)
-        quantizable = set(self.eligible.nodes) | set(self.eligible.residuals)
+        # Nodes the guard can keep unquantized: eligible linear nodes and the fused residual Adds.
+        self.quantizable = frozenset(self.eligible.nodes) | frozenset(self.eligible.residuals)
         self.absmax = context.activation_absmax(self.model)
         self.forced = overflow_nodes(self.model, self.absmax)
         # Island units without their linear nodes: an island keeps its nodes fp32, a quantized
         # node stays quantized either way (its inputs are int8/fp8; only its output type changes).
-        self.islands = [Unit(u.name, tuple(n for n in u.nodes if n not in quantizable), "island")
+        self.islands = [Unit(u.name, tuple(n for n in u.nodes if n not in self.quantizable), "island")
                         for u in fp16_island_candidates(self.model)]
         self.settings = {"format": self.fmt.name, "method": options.calib_method,
                          "tensors": "linear-op activations and residual Add inputs, symmetric per tensor",
@@ -288,15 +289,13 @@ class QdqPass(CalibratedPass):
         return [Unit(n, (n,), "residual" if n in self.eligible.residuals else "node") for n in unit.nodes]
 
     def build(self, excluded: set[str]) -> "onnx.ModelProto":
-        quantizable = set(self.eligible.nodes) | set(self.eligible.residuals)
-        fp32 = (set(excluded) - quantizable) | set(self.forced)
-        model, feeding = insert_qdq(self.model, self.eligible, self.amax, self.fmt, set(excluded) & quantizable)
+        fp32 = (set(excluded) - self.quantizable) | set(self.forced)
+        model, feeding = insert_qdq(self.model, self.eligible, self.amax, self.fmt, set(excluded) & self.quantizable)
         keep = fp32 | {q for node, qdq in feeding.items() if node in fp32 for q in qdq}
         return convert_fp16(model, keep, keep_io_types=not self.context.options.fp16_io)
 
     def _split(self, result: GuardResult) -> tuple[list[str], list[str]]:
-        quantizable = set(self.eligible.nodes) | set(self.eligible.residuals)
-        kept_float = [n for n in result.excluded_nodes if n in quantizable]
+        kept_float = [n for n in result.excluded_nodes if n in self.quantizable]
         islands = [u.name for u in result.excluded if u.kind == "island"]
         return kept_float, islands
 
