@@ -18,6 +18,7 @@ from glmix_deploy.cli.app import (
     HeadDimOption,
     ModelConfigOption,
     NumSlotsOption,
+    OverrideOption,
     State,
     StateKey,
     StateKeyOption,
@@ -66,6 +67,7 @@ class Precision(str, Enum):
     fp16 = "fp16"
     int8 = "int8"
     fp8 = "fp8"
+    bf16 = "bf16"
 
 
 class Target(str, Enum):
@@ -143,11 +145,17 @@ def export(
     head_dim: HeadDimOption = None,
     num_slots: NumSlotsOption = None,
     model_config: ModelConfigOption = None,
+    override: OverrideOption = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace existing files that --out does not name (the ONNX written beside an engine, "
+                        "IR or Triton repository; a default output name) and an existing Triton model entry.")
+    ] = False,
     # Precision
     precision: Annotated[Precision, typer.Option(
         "--precision", rich_help_panel=_PRECISION,
         help="fp32; fp16 (FP16 with measured FP32 islands); int8 / fp8 (TensorRT Q/DQ over fp16, "
-             "calibrated; fp8 E4M3 needs compute capability >= 8.9).")] = Precision.fp32,
+             "calibrated; fp8 E4M3 needs compute capability >= 8.9); bf16 (--fmt openvino: the fp32 "
+             "IR run in bf16, on CPUs with AVX512_BF16 or AMX).")] = Precision.fp32,
     target: Annotated[Optional[Target], typer.Option(
         "--target", rich_help_panel=_PRECISION,
         help="Who runs the int8 graph: gpu (TensorRT, Q/DQ over fp16) or cpu (onnxruntime/OpenVINO, "
@@ -207,8 +215,6 @@ def export(
     with_preprocess: Annotated[bool, typer.Option(
         "--with-preprocess", rich_help_panel=_TRITON, help="Triton ensemble accepting encoded JPEG/PNG bytes.")
     ] = False,
-    force: Annotated[bool, typer.Option(
-        "--force", rich_help_panel=_TRITON, help="Replace an existing Triton model entry.")] = False,
 ) -> None:
     """Export a checkpoint to ONNX, TensorRT, OpenVINO or a Triton repository, verified against PyTorch."""
     from glmix_deploy.cli.params import (
@@ -241,8 +247,14 @@ def export(
         if dynamic is Dynamic.none:
             dynamic = Dynamic.batch  # Triton batches requests: the batch axis must be dynamic
     if fmt is Fmt.openvino and precision is Precision.fp8:
-        raise UserInputError("--fmt openvino takes --precision fp32, fp16 or int8: fp8 Q/DQ is a TensorRT form "
+        raise UserInputError("--fmt openvino takes --precision fp32, fp16, int8 or bf16: fp8 Q/DQ is a TensorRT form "
                              "(GPUs of compute capability >= 8.9)")
+    inference_precision = "fp32"
+    if precision is Precision.bf16:  # a runtime precision: the ONNX stays fp32
+        from glmix_deploy.precision.bf16 import require_bf16_cpu
+
+        require_bf16_cpu()
+        precision, inference_precision = Precision.fp32, "bf16"
     if target is None:
         target = Target.cpu if fmt is Fmt.openvino and precision is Precision.int8 else Target.gpu
     elif target is Target.cpu and (fmt is Fmt.trt or (fmt is Fmt.triton and backend.value == "tensorrt")):
@@ -259,8 +271,12 @@ def export(
                             precision=precision_options)
     options.validate()
     onnx_out = targets.onnx_path(fmt.value, out, ckpt)
+    targets.check_output_locations(fmt.value, out, ckpt, backend=backend.value)
+    if not force and (existing := targets.unrequested_replacements(fmt.value, out, ckpt, backend=backend.value)):
+        raise UserInputError(f"{', '.join(map(str, existing))} already exist(s) and --out does not name "
+                             f"{'them' if len(existing) > 1 else 'it'}; pass --force to replace, or choose another --out")
 
-    loaded = load(ckpt, state_key, head_dim, num_slots, img_size, model_config)
+    loaded = load(ckpt, state_key, head_dim, num_slots, img_size, model_config, override)
     if not State.json:
         render.loaded_line(loaded)
     render.assumed_warning(loaded)  # stderr, also under --json: an assumption is never silent
@@ -282,7 +298,7 @@ def export(
         from glmix_deploy.pipeline.openvino import export_openvino
 
         ir = export_openvino(loaded, result, targets.ir_path(result.path, out), progress=progress,
-                             on_parity_case=on_case)
+                             inference_precision=inference_precision, on_parity_case=on_case)
         if not State.json:
             export_render.openvino_result(ir)
         report["openvino"] = ir.to_dict()

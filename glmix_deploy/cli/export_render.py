@@ -68,7 +68,8 @@ def precision_summary(result) -> None:
 
 
 def openvino_result(result) -> None:
-    render.step(f"wrote {result.xml} (+ {result.bin.name}), verified at {len(result.parity.cases)} case(s)")
+    runs = "" if result.inference_precision == "fp32" else f", runs in {result.inference_precision}"
+    render.step(f"wrote {result.xml} (+ {result.bin.name}){runs}, verified at {len(result.parity.cases)} case(s)")
 
 
 def triton_result(export) -> None:

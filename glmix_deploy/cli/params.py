@@ -86,7 +86,7 @@ def parse_preferred_batch(text: str | Iterable[int] | None) -> tuple[int, ...]:
 # --backend tensorrt (the engine it serves is built the same way).
 TENSORRT_OPTIONS = ("--min-shape", "--opt-shape", "--max-shape", "--workspace", "--timing-cache", "--builder-level")
 TRITON_OPTIONS = ("--backend", "--name", "--preferred-batch", "--queue-delay-us", "--instances", "--kind",
-                  "--with-preprocess", "--force")
+                  "--with-preprocess")
 # `export` options and the --precision values that use them.
 PRECISION_OPTIONS: dict[str, tuple[str, ...]] = {
     "--calib": ("fp16", "int8", "fp8"),  # fp16: the accuracy guard's images when there is no --holdout
@@ -98,6 +98,12 @@ PRECISION_OPTIONS: dict[str, tuple[str, ...]] = {
     "--target": ("int8",),
     "--min-top1": ("fp16", "int8", "fp8"),
     "--holdout": ("fp16", "int8", "fp8"),
+}
+
+
+# --precision values that only some --fmt values run, and why.
+FORMAT_PRECISIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "bf16": (("openvino",), "OpenVINO's bf16 inference of the fp32 graph, on CPUs with AVX512_BF16 or AMX"),
 }
 
 
@@ -113,6 +119,10 @@ def check_export_options(given: Iterable[str], *, fmt: str, backend: str, precis
                          dynamic: str = "none") -> None:
     """Refuse an option given explicitly to an `export` whose format, precision or --dynamic does
     not use it, instead of ignoring it: one line naming the option and what it applies to."""
+    if precision in FORMAT_PRECISIONS and fmt not in FORMAT_PRECISIONS[precision][0]:
+        formats, why = FORMAT_PRECISIONS[precision]
+        raise UserInputError(f"--precision {precision} applies to --fmt {' or '.join(formats)} ({why}), "
+                             f"not --fmt {fmt}")
     for option in given:
         if option in DYNAMIC_OPTIONS and dynamic not in DYNAMIC_OPTIONS[option] and not (
                 option == "--max-batch" and fmt == "triton"):

@@ -17,6 +17,9 @@ GUARD_MIN_TOP1 = 0.99
 PRECISION_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_rel=FP32_MAX_REL),
     "fp16": Tolerance(max_rel=None, min_cosine=0.999, min_top1=0.99),
+    # OpenVINO's bf16 inference of the fp32 graph (fp32 accumulation): between fp16's bar and fp32's
+    # (measured: cosine 0.99997 on glnet_4g, 0.999996 on the tests' tiny model, every row >= 0.99999).
+    "bf16": Tolerance(max_rel=None, min_cosine=0.9999, min_top1=0.99, min_row_cosine=0.9999),
     # Quantized: also every image's scores on their own (a mean hides the one image that breaks).
     "int8": Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.97, min_row_cosine=0.99),
     "fp8": Tolerance(max_rel=None, min_cosine=0.99, min_top1=0.97, min_row_cosine=0.99),

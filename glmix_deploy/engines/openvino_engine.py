@@ -1,8 +1,10 @@
-"""OpenVINO engine: CPU inference of an OpenVINO IR (`.xml` + `.bin`), in float32.
+"""OpenVINO engine: CPU inference of an OpenVINO IR (`.xml` + `.bin`), in float32 or bf16.
 
-Float32 is asked for explicitly (INFERENCE_PRECISION_HINT): on CPUs with bf16/AMX units OpenVINO
-otherwise runs in bf16 by default, which no fp32 parity check would pass. The artifact metadata
-(preprocessing, precision, checkpoint hash) travels in the IR's rt_info under `glmix_deploy`.
+The inference precision is asked for explicitly (INFERENCE_PRECISION_HINT): on CPUs with bf16/AMX
+units OpenVINO otherwise runs in bf16 by default, which no fp32 parity check would pass. It is f32
+unless the IR's metadata records `inference_precision` bf16 (`export --fmt openvino --precision
+bf16`). The artifact metadata (preprocessing, precision, checkpoint hash) travels in the IR's
+rt_info under `glmix_deploy`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import numpy as np
 from glmix_deploy.engines.base import FixedIOEngine, TensorSpec
 from glmix_deploy.errors import UserInputError, first_line
 from glmix_deploy.exporters.openvino_export import RT_INFO_KEY, import_openvino
+
+# The artifact's `inference_precision` (metadata) -> OpenVINO's INFERENCE_PRECISION_HINT.
+INFERENCE_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
 def _spec(port) -> TensorSpec:
@@ -45,8 +50,13 @@ class OpenVINOEngine(FixedIOEngine):
         except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text
             raise UserInputError(f"OpenVINO cannot read {self.path}: {first_line(exc)}") from exc
         self.metadata = read_metadata(model)
+        self.inference_precision = self.metadata.get("inference_precision", "fp32")
+        hint = INFERENCE_PRECISION_HINTS.get(self.inference_precision)
+        if hint is None:
+            raise UserInputError(f"{self.path}: unknown inference_precision {self.inference_precision!r} in its "
+                                 f"metadata (known: {', '.join(INFERENCE_PRECISION_HINTS)})")
         config = {"INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
-                  "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+                  "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self._inputs = [_spec(p) for p in self.compiled.inputs]

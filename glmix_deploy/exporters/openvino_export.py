@@ -40,11 +40,12 @@ def _without_local_functions(onnx_path: Path, has_functions: bool, work: Path) -
     return inlined
 
 
-def convert_openvino(onnx_path: Path, xml: Path, *, work: Path | None = None) -> str:
+def convert_openvino(onnx_path: Path, xml: Path, *, work: Path | None = None,
+                     extra_metadata: dict[str, str] | None = None) -> str:
     """Write the IR of `onnx_path` at `xml` (and its weights at `xml` with .bin): float32 weights,
-    the ONNX's metadata plus `source_onnx` in rt_info. An inlined copy of a graph with local
-    functions is made in a scratch folder under `work` (default: beside `xml`). Returns the OpenVINO
-    version."""
+    the ONNX's metadata plus `source_onnx` (and `extra_metadata`, which wins) in rt_info. An inlined
+    copy of a graph with local functions is made in a scratch folder under `work` (default: beside
+    `xml`). Returns the OpenVINO version."""
     from glmix_deploy.graph.onnx_io import load_model, read_metadata
 
     ov = import_openvino()
@@ -52,6 +53,7 @@ def convert_openvino(onnx_path: Path, xml: Path, *, work: Path | None = None) ->
     header = load_model(onnx_path, load_external_data=False)  # metadata and functions only
     metadata = read_metadata(header)
     metadata["source_onnx"] = onnx_path.name
+    metadata.update(extra_metadata or {})
     # The IR is saved before the scratch folder goes: the converted model may still read from it.
     with tempfile.TemporaryDirectory(prefix=".openvino.", dir=work or xml.parent) as scratch:
         source = _without_local_functions(onnx_path, bool(header.functions), Path(scratch))

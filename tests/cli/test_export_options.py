@@ -30,7 +30,6 @@ CASES = [
     (["--queue-delay-us", "100"], "--queue-delay-us applies to --fmt triton, not --fmt onnx"),
     (["--instances", "2"], "--instances applies to --fmt triton, not --fmt onnx"),
     (["--kind", "cpu"], "--kind applies to --fmt triton, not --fmt onnx"),
-    (["--force"], "--force applies to --fmt triton, not --fmt onnx"),
     (["--fp16-io"], "--fp16-io applies to --precision fp16, int8 or fp8, not --precision fp32"),
     (["--precision", "int8", "--target", "cpu", "--calib-synthetic", "--fp16-io"],
      "fp16 inputs/outputs only apply to the fp16 graphs (fp16, and int8/fp8 for the GPU), not int8 --target cpu"),
@@ -38,7 +37,7 @@ CASES = [
     (["--fmt", "trt", "--precision", "int8", "--target", "cpu", "--calib-synthetic"],
      "--target cpu is the onnxruntime/OpenVINO form of int8; TensorRT builds --target gpu"),
     (["--fmt", "openvino", "--precision", "fp8", "--calib-synthetic"],
-     "--fmt openvino takes --precision fp32, fp16 or int8: fp8 Q/DQ is a TensorRT form (GPUs of compute "
+     "--fmt openvino takes --precision fp32, fp16, int8 or bf16: fp8 Q/DQ is a TensorRT form (GPUs of compute "
      "capability >= 8.9)"),
     (["--precision", "fp8"], "--precision fp8 needs calibration images: --calib DIR (an ImageFolder or a folder of "
      "images preprocessed like evaluation), or --calib-synthetic for random inputs (timing only: the ranges will "

@@ -66,3 +66,47 @@ def test_missing_ir_is_a_usage_error(tiny_ckpt: Path, tmp_path: Path, capsys) ->
     rc = run(["verify", "--ckpt", str(tiny_ckpt), "--model", str(tmp_path / "absent.xml")])
     err = capsys.readouterr().err
     assert rc == 2 and "does not exist" in err and "Traceback" not in err
+
+
+_HAS_BF16 = __import__("glmix_deploy.precision.bf16", fromlist=["x"]).bf16_refusal(
+    __import__("glmix_deploy.precision.bf16", fromlist=["x"]).cpu_flags()) is None
+
+
+@pytest.mark.skipif(not _HAS_BF16, reason="this CPU has no bf16 units (AVX512_BF16 or AMX): bf16 is refused here")
+def test_export_openvino_bf16_records_and_verifies_bf16(tiny_ckpt: Path, tiny_openvino: Path, tmp_path: Path,
+                                                        capsys) -> None:
+    import numpy as np
+
+    from glmix_deploy.engines.openvino_engine import OpenVINOEngine, read_metadata
+
+    out = tmp_path / "tiny_bf16.xml"
+    rc = run(["--json", "export", "--ckpt", str(tiny_ckpt), "--fmt", "openvino", "--precision", "bf16",
+              "--out", str(out)])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["openvino"]["inference_precision"] == "bf16"
+    assert report["export"]["precision"] == "fp32"  # the ONNX beside it is the fp32 graph
+    assert report["openvino"]["parity"]["tolerance"]["min_cosine"] == 0.9999
+    meta = read_metadata(ov.Core().read_model(str(out)))
+    assert meta["precision"] == "bf16" and meta["inference_precision"] == "bf16"
+    # It really runs in bf16: its outputs differ from the fp32 IR's by more than fp32 rounding.
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with OpenVINOEngine(out) as bf16, OpenVINOEngine(tiny_openvino) as fp32:
+        name = bf16.inputs[0].name
+        a, b = bf16.infer({name: x})["logits"], fp32.infer({name: x})["logits"]
+    assert np.abs(a - b).max() > 1e-5 * np.abs(b).max()
+    rc = run(["--json", "verify", "--ckpt", str(tiny_ckpt), "--model", str(out)])
+    verified = json.loads(capsys.readouterr().out)
+    assert rc == 0 and verified["passed"] and verified["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--fmt", "onnx", "--precision", "bf16"], "--precision bf16 applies to --fmt openvino"),
+    (["--fmt", "trt", "--precision", "bf16"], "--precision bf16 applies to --fmt openvino"),
+    (["--fmt", "openvino", "--precision", "bf16", "--calib-synthetic"], "--calib-synthetic applies to --precision"),
+    (["--fmt", "openvino", "--precision", "bf16", "--target", "cpu"], "--target applies to --precision int8"),
+])
+def test_bf16_options_of_other_formats_are_refused(tiny_ckpt: Path, tmp_path: Path, capsys, argv, message) -> None:
+    rc = run(["export", "--ckpt", str(tiny_ckpt), "--out", str(tmp_path / "m.xml"), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

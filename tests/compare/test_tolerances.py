@@ -32,7 +32,13 @@ def test_tolerance_resolution():
 
 
 def test_unknown_precision_is_judged_as_fp32():
-    assert resolve_tolerance("bf16") == PRECISION_TOLERANCES["fp32"]
+    assert resolve_tolerance("tf32") == PRECISION_TOLERANCES["fp32"]
+
+
+def test_bf16_bars_lie_between_fp16_and_fp32():
+    fp32, bf16, fp16 = (PRECISION_TOLERANCES[p] for p in ("fp32", "bf16", "fp16"))
+    assert fp16.min_cosine < bf16.min_cosine < 1 and fp32.max_rel is not None
+    assert bf16.min_top1 >= fp16.min_top1 and bf16.min_row_cosine >= fp16.min_cosine
 
 
 def test_the_table_is_ordered_by_how_much_a_precision_may_drift():
