@@ -13,6 +13,9 @@ import numpy as np
 from glmix_deploy.errors import UserInputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+# The metadata entries (exporters.onnx_export.metadata) that fix an artifact's input.
+PREPROCESSING_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation")
+RESAMPLING = ("bilinear", "bicubic", "nearest", "lanczos")  # PIL filters by the names timm uses
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,29 @@ class Preprocessing:
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise UserInputError(f"artifact metadata lacks preprocessing facts ({exc})") from exc
 
+    @classmethod
+    def from_artifact(cls, path: str | Path) -> "Preprocessing":
+        """The preprocessing an exported artifact was verified with, read from the artifact itself:
+        an .onnx, an OpenVINO .xml, a TensorRT .engine/.plan (its sidecar) or a Triton model folder.
+        Every constant must be there: a default here would be a silently different model input."""
+        from glmix_deploy.data.artifact_metadata import read_artifact_metadata
+
+        metadata = read_artifact_metadata(path)
+        missing = [k for k in PREPROCESSING_KEYS if k not in metadata]
+        if missing:
+            raise UserInputError(f"{path} does not record its preprocessing ({', '.join(missing)} missing "
+                                 "from its metadata); build Preprocessing from the checkpoint's config instead")
+        pre = cls.from_metadata(metadata)
+        if pre.interpolation not in RESAMPLING:
+            raise UserInputError(f"{path}: unknown interpolation {pre.interpolation!r} in its metadata")
+        return pre
+
     def crop(self, path: str | Path) -> np.ndarray:
         """(img_size, img_size, 3) uint8: the resized, center-cropped RGB the model sees."""
         from PIL import Image, UnidentifiedImageError
 
-        resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
-                    "lanczos": Image.LANCZOS}[self.interpolation]
+        resample = dict(zip(RESAMPLING, (Image.BILINEAR, Image.BICUBIC, Image.NEAREST, Image.LANCZOS)))[
+            self.interpolation]
         try:
             with Image.open(path) as img:
                 img = img.convert("RGB")
