@@ -161,3 +161,41 @@ def check_image_parity(reference: Engine, candidate: Engine, x: np.ndarray, tole
         if on_case:
             on_case(case)
     return cases
+
+
+def check_artifact_parity(
+    reference: Engine,
+    candidate: Engine,
+    shapes: Sequence[Sequence[int]],
+    tolerance: Tolerance,
+    *,
+    images: np.ndarray | None = None,
+    seed: int = 0,
+    artifact: str = "",
+    on_case: Callable[[ParityCase], None] | None = None,
+    say: Callable[[str], None] | None = None,
+    without_images: str = "no images judge its accuracy here",
+) -> ParityReport:
+    """How every artifact is judged (the export's ONNX step, its OpenVINO step, `verify`): seeded
+    inputs at `shapes`, then `images` (preprocessed, if given) at `tolerance`. Seeded inputs of an
+    int8/fp8 artifact calibrated on images are held to the sanity bar of `seeded_input_tolerance`,
+    decided from the candidate's own metadata (`precision`, `calibration`), so the same artifact
+    meets the same rule wherever it is judged. The report carries `tolerance`, the artifact's bar.
+    `without_images`: what `say` adds about that bar when no images are given."""
+    from glmix_deploy.compare.tolerances import seeded_input_tolerance
+
+    metadata = getattr(candidate, "metadata", None) or {}
+    precision = metadata.get("precision", "fp32")
+    seeded = seeded_input_tolerance(tolerance, precision, metadata.get("calibration"))
+    if seeded != tolerance and say is not None:
+        say(f"{precision} calibrated on images: random inputs lie outside its ranges and are held to cosine "
+            f">= {seeded.min_cosine:g}; "
+            + ("the images carry its bar" if images is not None else without_images))
+    report = check_parity(reference, candidate, shapes, seeded, seed=seed, artifact=artifact, on_case=on_case)
+    report.tolerance = tolerance
+    if images is not None:
+        if say is not None:
+            say(f"verifying against PyTorch on {images_label(len(images))}")
+        report.cases.extend(check_image_parity(reference, candidate, images, tolerance, on_case=on_case,
+                                               artifact=artifact))
+    return report

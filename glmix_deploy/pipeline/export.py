@@ -40,6 +40,7 @@ from glmix_deploy.graph.onnx_io import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx
 
     from glmix_deploy.compare.parity import ParityCase, ParityReport
@@ -63,6 +64,8 @@ class ExportResult:
     precision: str = "fp32"
     precision_report: dict | None = None  # fp16 islands / int8 calibration, exclusions, latency cost
     flop_share: dict | None = None  # graph.flops.FlopShare.to_dict(): Conv/MatMul/Gemm FLOPs per compute dtype
+    # The preprocessed images the parity check judged (fp16/int8/fp8), for the targets that verify again.
+    parity_images: "np.ndarray | None" = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return {
@@ -136,30 +139,21 @@ def fold_functions(model: "onnx.ModelProto", spec: GLNetOnnxSpec, loaded: "Loade
 
 
 def verify_onnx(loaded: "LoadedCheckpoint", path: Path, shapes: list, options: ExportOptions, *,
-                artifact: str, image_x=None, image_label: str = "", say: Progress = _quiet,
+                artifact: str, image_x=None, say: Progress = _quiet,
                 on_parity_case: Callable[["ParityCase"], None] | None = None) -> "ParityReport":
     """Parity of the ONNX at `path` against PyTorch at `shapes` (seeded inputs) and, for fp16/int8,
     on the images the precision guard judged; the tolerance is the precision's from the table."""
-    from glmix_deploy.compare.parity import check_image_parity, check_parity
-    from glmix_deploy.compare.tolerances import resolve_tolerance, seeded_input_tolerance
+    from glmix_deploy.compare.parity import check_artifact_parity
+    from glmix_deploy.compare.tolerances import resolve_tolerance
     from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
     from glmix_deploy.engines.torch_engine import TorchEngine
 
     min_top1 = options.precision.min_top1 if options.precision is not None else None
     tolerance = resolve_tolerance(options.precision_name, min_top1=min_top1)
-    precision = options.precision
-    calibration = None if precision is None else "synthetic" if precision.calib_synthetic else "images"
-    seeded = seeded_input_tolerance(tolerance, options.precision_name, calibration)
     with OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"]) as candidate:
-        reference = TorchEngine(loaded.model)
-        report = check_parity(reference, candidate, shapes, seeded, seed=options.seed,
-                              artifact=artifact, on_case=on_parity_case)
-        report.tolerance = tolerance  # the artifact's bar; seeded inputs of a calibrated one are looser
-        if image_x is not None:
-            say(f"verifying against PyTorch on {image_label}")
-            report.cases.extend(check_image_parity(reference, candidate, image_x, tolerance,
-                                                   on_case=on_parity_case))
-    return report
+        # The rule for seeded inputs of a calibrated graph comes from its metadata, as in verify.
+        return check_artifact_parity(TorchEngine(loaded.model), candidate, shapes, tolerance, images=image_x,
+                                     seed=options.seed, artifact=artifact, on_case=on_parity_case, say=say)
 
 
 def place(written: list[Path], folder: Path) -> None:
@@ -241,7 +235,6 @@ def export_onnx(
             image_case = converted.image_case if converted is not None else None
             report = verify_onnx(loaded, staged, shapes, options, artifact=str(out),
                                  image_x=image_case.x if image_case is not None else None,
-                                 image_label=image_case.label if image_case is not None else "",
                                  say=say, on_parity_case=on_parity_case)
 
         nodes_final, ops = count_nodes(model), op_histogram(model)
@@ -251,7 +244,8 @@ def export_onnx(
 
     result = ExportResult(out, shape_range, nodes_exported, nodes_final, simplified, note,
                           functions, ops, report, seconds, precision,
-                          converted.report if converted is not None else None, flop_share.to_dict())
+                          converted.report if converted is not None else None, flop_share.to_dict(),
+                          parity_images=image_case.x if image_case is not None else None)
     if not report.passed:
         raise CheckFailed(f"{out}: {report.summary_line()}", report=result)
     return result

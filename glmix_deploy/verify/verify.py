@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from glmix_deploy.compare.metrics import Tolerance
 from glmix_deploy.compare.parity import ParityCase, ParityReport, format_shape
-from glmix_deploy.compare.tolerances import resolve_tolerance, seeded_input_tolerance
+from glmix_deploy.compare.tolerances import resolve_tolerance
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.graph.flops import read_flop_share
 
@@ -45,6 +45,9 @@ class VerifyReport:
     localization_note: str | None = None
     seconds: float = 0.0
     flop_share: dict | None = None  # the artifact's `flops_by_dtype` metadata (compute dtype of its FLOPs)
+    # {field: {recorded, used}}: the artifact (or this comparison) was built from values that
+    # contradict the checkpoint's training config, on request; it is not the trained model.
+    overridden: dict = field(default_factory=dict)
 
     @property
     def artifact(self) -> str:
@@ -98,6 +101,7 @@ class VerifyReport:
             "localization_note": self.localization_note,
             "seconds": round(self.seconds, 3),
             "flop_share": self.flop_share,
+            "overridden": self.overridden,
         })
 
 
@@ -108,6 +112,18 @@ def _metadata_config(metadata: Mapping[str, str]):
         return GLNetConfig.from_dict(json.loads(metadata["config"]))
     except (KeyError, ValueError, TypeError):
         return None
+
+
+def _metadata_overrides(metadata: Mapping[str, str]) -> dict:
+    """The export's `overridden` record: {field: {"recorded": value, "used": value}} (empty if none)."""
+    try:
+        record = json.loads(metadata.get("overridden") or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    return {str(k): v for k, v in record.items()
+            if isinstance(v, dict) and {"recorded", "used"} <= set(v)}
 
 
 def default_shapes(metadata: Mapping[str, str], engine, img_size: int, in_chans: int) -> list[tuple[int, ...]]:
@@ -156,14 +172,15 @@ def verify_artifact(
     head_dim: int | None = None,
     num_slots: int | None = None,
     model_config: "ModelConfigFile | None" = None,
+    override: bool = False,
     on_case: Callable[[ParityCase], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Compare `model` (any engine suffix) with the PyTorch model of `ckpt`. Returns the report;
     the caller decides what a failure means (the CLI raises CheckFailed)."""
     from glmix_deploy.compare.parity import (
-        check_image_parity,
-        check_parity,
+        check_artifact_parity,
+        images_label,
         seeded_input,
         seeded_label,
     )
@@ -190,10 +207,13 @@ def verify_artifact(
         metadata: dict[str, str] = dict(getattr(candidate, "metadata", {}) or {})
         recorded = _check_checkpoint(metadata, actual_sha, model, ckpt, force)
         meta_cfg = _metadata_config(metadata)
+        exported_overrides = _metadata_overrides(metadata)
+        # An export built on request from values the training config contradicts is compared with
+        # the model it was built from, and the report says so.
         loaded = load_checkpoint(ckpt, state_key=state_key,
                                  head_dim=head_dim or (meta_cfg.head_dim if meta_cfg else None),
                                  num_slots=num_slots or (meta_cfg.num_slots if meta_cfg else None),
-                                 model_config=model_config)
+                                 model_config=model_config, override=override or bool(exported_overrides))
         precision = metadata.get("precision", "fp32")
         tolerance = resolve_tolerance(precision, atol=atol, rtol=rtol, min_cos=min_cos, min_top1=min_top1)
         reference = TorchEngine(loaded.model, threads=threads)
@@ -208,26 +228,8 @@ def verify_artifact(
             raise UserInputError(f"--shapes {', '.join(bad)} not accepted by {model.name} (input "
                                  f"{spec.name} is {declared}, {in_chans} channels)")
 
-        say(f"comparing {model.name} ({precision}, {candidate.kind}) with PyTorch at "
-            f"{len(shapes)} shape(s): {', '.join(map(format_shape, shapes))}")
-        seeded_tolerance = seeded_input_tolerance(tolerance, precision, metadata.get("calibration"))
-        if seeded_tolerance != tolerance:
-            say(f"{precision} calibrated on images: random inputs lie outside its ranges and are held to cosine "
-                f">= {seeded_tolerance.min_cosine:g}; "
-                + ("the images carry its bar" if image_set is not None else "give --images for its accuracy bar"))
-        parity = check_parity(reference, candidate, shapes, seeded_tolerance,
-                              seed=seed, artifact=str(model), on_case=on_case)
-        parity.tolerance = tolerance  # the artifact's bar; seeded inputs of a calibrated one are looser
-        report = VerifyReport(
-            parity, checkpoint=str(ckpt), precision=precision,
-            checkpoint_sha256=actual_sha, artifact_checkpoint_sha256=recorded,
-            forced=bool(force and recorded and recorded != actual_sha), engine=candidate.kind,
-            flop_share=read_flop_share(metadata))
-        # The input of every case, for localizing the first failure (check_parity's seeding).
-        inputs: dict[str, Callable[[], np.ndarray]] = {
-            seeded_label(s): (lambda s=s, i=i: seeded_input(s, seed + i)) for i, s in enumerate(shapes)}
-
-        if image_set is not None:
+        x = None
+        if image_set is not None:  # preprocessed first: a bad image set fails before the long runs
             prep = (Preprocessing.from_metadata(metadata) if "input_size" in metadata
                     else Preprocessing.from_config(meta_cfg or loaded.config))
             static = image_size_of(candidate)
@@ -237,10 +239,22 @@ def verify_artifact(
             say(f"preprocessing {len(image_set)} image(s) from {image_set.root} "
                 f"({prep.img_size}px, crop {prep.crop_pct}, {prep.interpolation})")
             x, kept = load_images(image_set, prep)
-            image_cases = check_image_parity(reference, candidate, x, tolerance, on_case=on_case,
-                                             artifact=str(model))
-            parity.cases.extend(image_cases)
-            inputs[image_cases[0].input] = lambda x=x: x
+
+        say(f"comparing {model.name} ({precision}, {candidate.kind}) with PyTorch at "
+            f"{len(shapes)} shape(s): {', '.join(map(format_shape, shapes))}")
+        parity = check_artifact_parity(reference, candidate, shapes, tolerance, images=x, seed=seed,
+                                       artifact=str(model), on_case=on_case, say=say,
+                                       without_images="give --images for its accuracy bar")
+        report = VerifyReport(
+            parity, checkpoint=str(ckpt), precision=precision,
+            checkpoint_sha256=actual_sha, artifact_checkpoint_sha256=recorded,
+            forced=bool(force and recorded and recorded != actual_sha), engine=candidate.kind,
+            flop_share=read_flop_share(metadata), overridden=exported_overrides or loaded.overridden)
+        # The input of every case, for localizing the first failure (check_parity's seeding).
+        inputs: dict[str, Callable[[], np.ndarray]] = {
+            seeded_label(s): (lambda s=s, i=i: seeded_input(s, seed + i)) for i, s in enumerate(shapes)}
+        if x is not None:
+            inputs[images_label(len(x))] = lambda x=x: x
             report.images = {**image_set.summary(), "img_size": prep.img_size, "used": int(len(kept))}
 
         if localize and not report.passed:

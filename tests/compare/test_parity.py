@@ -110,3 +110,28 @@ def test_a_passing_report_with_non_finite_errors_names_the_worst_as_inf():
     case = ParityCase((1, 3, 8, 8), "logits", Comparison(nan, nan, nan, nan, None, None), ())
     fine = ParityCase((1, 3, 8, 8), "logits", Comparison(1e-6, 1e-6, 1e-7, 1.0, 1.0, 1.0), ())
     assert ParityReport("a.onnx", nothing_checked, [fine, case]).summary_line().endswith("worst max_rel inf")
+
+
+def test_the_artifacts_own_metadata_decides_how_seeded_inputs_are_judged(reference, tiny_onnx, image_folder, tmp_path):
+    """One rule wherever an artifact is judged (export's ONNX and OpenVINO steps, verify): seeded
+    inputs of an image-calibrated int8/fp8 artifact only need the sanity bar; images get the full one."""
+    from glmix_deploy.compare.parity import check_artifact_parity
+    from glmix_deploy.compare.tolerances import OUT_OF_CALIBRATION_MIN_COSINE
+    from tests.tiny_artifacts import set_metadata
+
+    impossible = Tolerance(max_rel=0.0, min_cosine=1.5)  # no computation meets it
+    x, _ = load_images(scan_images(image_folder), Preprocessing(img_size=64))
+    calibrated = set_metadata(tiny_onnx, tmp_path / "calibrated.onnx", precision="int8", calibration="images")
+    said: list[str] = []
+    with OnnxRuntimeEngine(calibrated, threads=1) as candidate:
+        report = check_artifact_parity(reference, candidate, SHAPES, impossible, images=x, say=said.append)
+    seeded = [c for c in report.cases if c.input.startswith("random")]
+    assert len(seeded) == len(SHAPES) and all(c.passed for c in seeded)
+    assert [c.input for c in report.failures()] == [f"images ({len(x)})"]  # the images carry the bar
+    assert report.tolerance == impossible
+    assert any(f"held to cosine >= {OUT_OF_CALIBRATION_MIN_COSINE:g}" in line for line in said)
+    for entries in ({"precision": "int8", "calibration": "synthetic"}, {"precision": "fp16", "calibration": "images"}):
+        other = set_metadata(tiny_onnx, tmp_path / "other.onnx", **entries)
+        with OnnxRuntimeEngine(other, threads=1) as candidate:
+            report = check_artifact_parity(reference, candidate, SHAPES, impossible)
+        assert len(report.failures()) == len(SHAPES)  # everything else is held to the artifact's bar
