@@ -1,37 +1,20 @@
-"""Timing several runtimes in one process without them slowing each other down.
-
-onnxruntime's intra-op workers and PyTorch's OpenMP threads spin-wait for a while after each run.
-Timed in interleaved single runs, every runtime therefore competes with the spinning threads of
-the one before it: on a 2-core machine that inflated every latency by 20-40% and skewed the
-ratios. So each runtime runs a block of iterations on its own (after one untimed run that lets
-the previous runtime's threads go idle), and the blocks rotate over several rounds, so that a
-load change on a shared machine hits every runtime alike. The statistics are bench/latency.py's
-(LatencyStats), like every other timing in the project.
+"""Timing several runtimes in one process without them slowing each other down: rotating blocks,
+bench/latency.py's time_in_rounds (its docstring says why), flattened for the scripts here. The
+statistics are bench/latency.py's (LatencyStats), like every other timing in the project.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 
-from glmix_deploy.bench.latency import LatencyStats
+from glmix_deploy.bench.latency import LatencyStats, time_in_rounds
 
 
 def time_in_blocks(runners: Mapping[str, Callable[[], object]], *, rounds: int, block: int,
                    warmup: int = 2) -> dict[str, list[float]]:
     """{name: seconds of every timed run}; `rounds` x `block` timed runs per runner."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            run()  # untimed: the previous runtime's spinning threads settle
-            for _ in range(block):
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
-    return times
+    times = time_in_rounds(runners, iters=rounds * block, rounds=rounds, warmup=warmup)
+    return {name: [t for r in per_round for t in r] for name, per_round in times.items()}
 
 
 def median_ms(samples: list[float]) -> float:

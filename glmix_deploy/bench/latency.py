@@ -1,10 +1,18 @@
 """The one latency timer: warm-up runs, then timed single inferences of an engine, summarised as
-percentiles. `bench`, the precision search's latency cost and the benchmark scripts all time here."""
+percentiles. `bench`, the precision search's latency cost and the benchmark scripts all time here.
+
+Several runtimes compared in one process are timed in rotating blocks (`time_in_rounds`):
+onnxruntime's and PyTorch's worker threads spin-wait for a while after each run, so interleaved
+single runs would make each runtime compete with the spinning threads of the one before it (20-40%
+on 2 cores). Each runtime runs a block on its own after one untimed run that lets the previous
+runtime's threads go idle, and the blocks rotate over several rounds, so that load that comes and
+goes on a shared machine hits every runtime alike and shows up as spread between rounds.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,3 +57,33 @@ def time_engine(engine, x: np.ndarray, *, warmup: int, iters: int,
         samples.append(time.perf_counter() - t0)
         advance()
     return LatencyStats.from_samples(samples, len(x))
+
+
+def block_sizes(iters: int, rounds: int) -> list[int]:
+    """`iters` timed runs split into at most `rounds` blocks as evenly as possible."""
+    rounds = max(1, min(rounds, iters))
+    return [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
+
+
+def time_in_rounds(runners: Mapping[str, Callable[[], object]], *, iters: int, rounds: int, warmup: int = 2,
+                   advance: Callable[[], None] = lambda: None) -> dict[str, list[list[float]]]:
+    """{name: [seconds of each timed run] per round}: `warmup` untimed runs each, then the rounds,
+    in each of which every runner gets one untimed settling run and its block of timed runs.
+    `advance` is called after every run, timed or not."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+            advance()
+    times: dict[str, list[list[float]]] = {name: [] for name in runners}
+    for block in block_sizes(iters, rounds):
+        for name, run in runners.items():
+            run()  # untimed: the previous runtime's spinning threads settle
+            advance()
+            samples = []
+            for _ in range(block):
+                start = time.perf_counter()
+                run()
+                samples.append(time.perf_counter() - start)
+                advance()
+            times[name].append(samples)
+    return times

@@ -34,13 +34,34 @@ class StateKey(str, Enum):
     state_dict = "state_dict"
 
 
-CkptOption = Annotated[Path, typer.Option("--ckpt", help="Checkpoint (.pth/.pt/.bin/.ckpt/.safetensors).")]
+def existing_checkpoint(path: Path | None) -> Path | None:
+    """--ckpt checked while parsing, before a command imports torch: a typo costs no seconds."""
+    from glmix_deploy.errors import CheckpointError
+
+    if path is None:
+        return None
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError):  # a name too long, an embedded NUL: the loader says why
+        return path
+    if not exists:
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if is_dir:
+        raise CheckpointError(f"checkpoint path is a directory, not a file: {path}")
+    return path
+
+
+CkptOption = Annotated[Path, typer.Option("--ckpt", callback=existing_checkpoint,
+                                          help="Checkpoint (.pth/.pt/.bin/.ckpt/.safetensors).")]
 StateKeyOption = Annotated[StateKey, typer.Option(
     "--state-key", help="Checkpoint entry holding the weights; auto picks 'model'.")]
 HeadDimOption = Annotated[Optional[int], typer.Option(
     "--head-dim", min=1, help="Attention head width (not stored in tensors; official: 32).")]
 NumSlotsOption = Annotated[Optional[int], typer.Option(
     "--num-slots", min=1, help="Slot count of pooled slots (not stored in tensors; official: 64).")]
+OverrideOption = Annotated[bool, typer.Option(
+    "--override", help="Build the model from --head-dim / --num-slots / --model-config values that contradict "
+                       "the checkpoint's training config (recorded in the export's metadata).")]
 ModelConfigOption = Annotated[Optional[Path], typer.Option(
     "--model-config", help="YAML/JSON of the official GLNet constructor's arguments (num_slots, head_dim, ...): "
                            "pins what the tensors cannot tell, checked against them.")]
@@ -55,27 +76,32 @@ def model_config_file(path: Path | None):
     return read_model_config(path)
 
 
-@app.callback()
-def main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    State.debug = debug
-    State.json = json_output
-    if version:
+def print_version(requested: bool) -> None:
+    """Eager: runs while parsing, so `glmix-deploy --version` needs no command."""
+    if requested:
         from glmix_deploy import __version__
 
         typer.echo(__version__)
         raise typer.Exit(EXIT_OK)
 
 
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    State.debug = debug
+    State.json = json_output
+
+
 def load(ckpt: Path, state_key: StateKey, head_dim: int | None, num_slots: int | None,
-         img_size: int | None = None, model_config: Path | None = None):
+         img_size: int | None = None, model_config: Path | None = None, override: bool = False):
     """The checkpoint, with a spinner on a terminal while it loads."""
     from glmix_deploy.models.loader import load_checkpoint
 
     with render.status(f"loading {ckpt}", enabled=not State.json):
         return load_checkpoint(ckpt, state_key=state_key.value, head_dim=head_dim,
                                num_slots=num_slots, img_size=img_size,
-                               model_config=model_config_file(model_config))
+                               model_config=model_config_file(model_config), override=override)

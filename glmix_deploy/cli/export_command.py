@@ -273,8 +273,9 @@ def export(
     onnx_out = targets.onnx_path(fmt.value, out, ckpt)
     targets.check_output_locations(fmt.value, out, ckpt, backend=backend.value)
     if not force and (existing := targets.unrequested_replacements(fmt.value, out, ckpt, backend=backend.value)):
-        raise UserInputError(f"{', '.join(map(str, existing))} already exist(s) and --out does not name "
-                             f"{'them' if len(existing) > 1 else 'it'}; pass --force to replace, or choose another --out")
+        many = len(existing) > 1
+        raise UserInputError(f"{', '.join(map(str, existing))} already exist{'' if many else 's'} and --out does not "
+                             f"name {'them' if many else 'it'}; pass --force to replace, or choose another --out")
 
     loaded = load(ckpt, state_key, head_dim, num_slots, img_size, model_config, override)
     if not State.json:

@@ -23,6 +23,7 @@ from glmix_deploy.cli.app import (
     HeadDimOption,
     ModelConfigOption,
     NumSlotsOption,
+    OverrideOption,
     State,
     StateKey,
     StateKeyOption,
@@ -57,9 +58,10 @@ def inspect(
     head_dim: HeadDimOption = None,
     num_slots: NumSlotsOption = None,
     model_config: ModelConfigOption = None,
+    override: OverrideOption = False,
 ) -> None:
     """Show the GLNet configuration inferred from a checkpoint's tensors (and what was assumed)."""
-    loaded = load(ckpt, state_key, head_dim, num_slots, model_config=model_config)
+    loaded = load(ckpt, state_key, head_dim, num_slots, model_config=model_config, override=override)
     summary = loaded.summary()
     if State.json:
         render.print_json(summary)
@@ -82,6 +84,24 @@ def _debug_requested(argv: list[str]) -> bool:
     return State.debug or "--debug" in argv or os.environ.get("GLMIX_DEPLOY_DEBUG") == "1"
 
 
+_OPTION_OF = {"head_dim": "--head-dim", "num_slots": "--num-slots"}
+
+
+def _message(exc: Exception) -> str:
+    """The error's line, in the command line's terms where the library names a field."""
+    from glmix_deploy.models.loader import RecordedValueContradiction
+
+    if isinstance(exc, RecordedValueContradiction):
+        asked = (f"{exc.config_file} sets {exc.name}={exc.used}" if exc.config_file
+                 else f"{_OPTION_OF.get(exc.name, exc.name)} {exc.used}")
+        return (f"{asked} contradicts {exc.checkpoint}'s training config, which records {exc.name}={exc.recorded}; "
+                f"pass --override to build the {exc.name}={exc.used} model anyway")
+    return str(exc)
+
+
+INTERRUPTED = "interrupted; no partial output was left behind"
+
+
 def run(argv: list[str] | None = None) -> int:
     """Console-script entry point: the one place errors become exit codes."""
     from glmix_deploy.errors import CheckFailed, GlmixDeployError
@@ -90,6 +110,8 @@ def run(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=argv, prog_name="glmix-deploy", standalone_mode=False)
+        if rc == EXIT_INTERRUPTED:  # typer turns Ctrl-C (KeyboardInterrupt) into this exit itself
+            render.error(INTERRUPTED)
         return rc if isinstance(rc, int) else EXIT_OK
     except typer.Exit as exc:
         return exc.exit_code
@@ -116,10 +138,10 @@ def run(argv: list[str] | None = None) -> int:
     except GlmixDeployError as exc:
         if _debug_requested(argv):
             raise
-        render.error(str(exc))
+        render.error(_message(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        render.error("interrupted; no partial output was left behind")
+        render.error(INTERRUPTED)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug of ours: say so in one line, traceback with --debug
         if _debug_requested(argv):

@@ -45,8 +45,21 @@ def loaded_line(loaded) -> None:
 _PIN_OPTIONS = {"head_dim": "--head-dim", "num_slots": "--num-slots"}
 
 
+def overridden_warning(overridden: dict, subject: str) -> None:
+    """One stderr line when a model was built, on request, from values that contradict the
+    checkpoint's training config: it is not the model that was trained."""
+    if not overridden:
+        return
+    values = ", ".join(f"{name}={v.get('used')} (training config: {v.get('recorded')})"
+                       for name, v in overridden.items() if isinstance(v, dict))
+    print(f"warning: {subject} overrides the checkpoint's training config: {values}; it is not the trained "
+          "model", file=sys.stderr)
+
+
 def assumed_warning(loaded) -> None:
-    """One stderr line naming the values taken from official defaults, and how to pin them."""
+    """One stderr line naming the values taken from official defaults, and how to pin them (and
+    one naming the values overridden against the training config)."""
+    overridden_warning(getattr(loaded, "overridden", {}), f"the model built from {loaded.path.name}")
     if not loaded.assumed:
         return
     values = ", ".join(f"{name}={getattr(loaded.config, name)}" for name in loaded.assumed)

@@ -18,6 +18,7 @@ from glmix_deploy.cli.app import (
     HeadDimOption,
     ModelConfigOption,
     NumSlotsOption,
+    OverrideOption,
     State,
     StateKey,
     StateKeyOption,
@@ -83,6 +84,7 @@ def verify(
     head_dim: HeadDimOption = None,
     num_slots: NumSlotsOption = None,
     model_config: ModelConfigOption = None,
+    override: OverrideOption = False,
 ) -> None:
     """Check an exported artifact against its PyTorch checkpoint (exit 1 when any threshold fails)."""
     from glmix_deploy.cli.params import parse_fraction, parse_shapes
@@ -97,9 +99,10 @@ def verify(
         ckpt, model, shapes=parsed, images=images, atol=atol, rtol=rtol, min_cos=min_cos,
         min_top1=parse_fraction(min_top1, "--min-top1"), localize=localize, force=force, seed=seed, threads=threads,
         state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
-        model_config=model_config_file(model_config),
+        model_config=model_config_file(model_config), override=override,
         on_case=None if State.json else verify_render.verify_case,
         progress=None if State.json else render.step)
+    render.overridden_warning(result.overridden, f"{result.artifact} (and this comparison)")
     if report_path:
         write_json(report_path, result.to_dict())
     if junit_path:
@@ -131,6 +134,7 @@ def bench(
     head_dim: HeadDimOption = None,
     num_slots: NumSlotsOption = None,
     model_config: ModelConfigOption = None,
+    override: OverrideOption = False,
 ) -> None:
     """Latency/throughput of PyTorch eager and each artifact, side by side, with optional gates."""
     from glmix_deploy.bench.bench import (
@@ -153,7 +157,7 @@ def bench(
     result = run_bench(
         ckpt, model or [], batches=batches, threads=threads, iters=iters, warmup=warmup, img_size=img_size,
         state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
-        model_config=model_config_file(model_config),
+        model_config=model_config_file(model_config), override=override,
         progress=verify_render.progress_factory(enabled=not State.json), say=_step)
     if max_ratio is not None:
         apply_max_ratio(result, max_ratio)
@@ -185,6 +189,7 @@ def eval_command(
     head_dim: HeadDimOption = None,
     num_slots: NumSlotsOption = None,
     model_config: ModelConfigOption = None,
+    override: OverrideOption = False,
 ) -> None:
     """Top-1/top-5 accuracy of PyTorch and each artifact on a labeled image folder."""
     from glmix_deploy.cli.params import parse_triple
@@ -196,7 +201,7 @@ def eval_command(
                                     std=parse_triple(std, "--std"))
     result = evaluate(ckpt, images, model or [], class_map=class_map, overrides=overrides, batch=batch,
                       threads=threads, state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
-        model_config=model_config_file(model_config),
+        model_config=model_config_file(model_config), override=override,
                       progress=verify_render.progress_factory(enabled=not State.json), say=_step)
     if report_path:
         write_json(report_path, result.to_dict())

@@ -116,6 +116,8 @@ def bench_report(report) -> None:
             continue
         st = e.stats
         ratio = "1.00x (baseline)" if e.name == "pytorch-eager" else _num(e.ratio_p50, ".2f") + "x"
+        if e.name != "pytorch-eager" and len(e.round_ratios) > 1:  # the spread over the rotating rounds
+            ratio += f" ({min(e.round_ratios):.2f}-{max(e.round_ratios):.2f})"
         table.add_row(e.name, str(e.batch), f"{st.p50_ms:.3f}", f"{st.p90_ms:.3f}", f"{st.p99_ms:.3f}",
                       f"{st.mean_ms:.3f}", f"{st.std_ms:.3f}", f"{st.throughput:.1f}", ratio)
     render.out.print(table)

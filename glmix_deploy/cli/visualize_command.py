@@ -13,6 +13,7 @@ from glmix_deploy.cli.app import (
     HeadDimOption,
     ModelConfigOption,
     NumSlotsOption,
+    OverrideOption,
     State,
     StateKey,
     StateKeyOption,
@@ -32,18 +33,18 @@ def visualize(
     head_dim: HeadDimOption = None,
     num_slots: NumSlotsOption = None,
     model_config: ModelConfigOption = None,
+    override: OverrideOption = False,
 ) -> None:
     """Colour every pixel by the GLMix slot it is clustered into, per stage, over the image."""
     from glmix_deploy.data.preprocess import Preprocessing
-    from glmix_deploy.errors import UserInputError
+    from glmix_deploy.files import check_output_path
     from glmix_deploy.models.loader import load_checkpoint
     from glmix_deploy.verify.visualize import agreement, onnx_slot_maps, torch_slot_maps
     from glmix_deploy.verify.visualize import render as render_png
 
-    if not out.parent.exists():
-        raise UserInputError(f"output directory does not exist: {out.parent}")
+    check_output_path(out, "--out")
     loaded = load_checkpoint(ckpt, state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
-                             model_config=model_config_file(model_config))
+                             model_config=model_config_file(model_config), override=override)
     prep = Preprocessing.from_config(loaded.config)
     rgb = prep.crop(image)
     x = prep.normalize(rgb)[None]

@@ -159,6 +159,8 @@ def metadata(loaded: "LoadedCheckpoint", options: ExportOptions, img_size: int,
         "precision": precision,
         # Configuration values no tensor records that came from official defaults (see loader).
         "assumed": json.dumps(list(loaded.assumed)),
+        # Values set against the checkpoint's training config on request ({field: {recorded, used}}).
+        "overridden": json.dumps(loaded.overridden),
         "dynamic": options.dynamic,
         "shape_range": json.dumps(shape_range.to_dict()),
         "cluster_op": options.cluster_op,

@@ -30,6 +30,9 @@ class LoadedCheckpoint:
     # because neither the tensors, the training config, --model-config nor an option gave them.
     assumed: tuple[str, ...] = ()
     model_config: str | None = None  # the --model-config file, when one was given
+    # Fields set (by the caller or the config file, with override=True) against what the checkpoint's
+    # training config records: {field: {"recorded": training value, "used": value built}}.
+    overridden: dict = field(default_factory=dict)
 
     @property
     def num_parameters(self) -> int:
@@ -50,6 +53,7 @@ class LoadedCheckpoint:
             "from_training_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.hints.items()},
             "model_config": self.model_config,
             "assumed": list(self.assumed),
+            "overridden": self.overridden,
         }
 
 
@@ -61,12 +65,15 @@ def load_checkpoint(
     num_slots: int | None = None,
     img_size: int | None = None,
     model_config: "ModelConfigFile | None" = None,
+    override: bool = False,
 ) -> LoadedCheckpoint:
     """Load any GLNet checkpoint safely and rebuild its model from the tensors alone.
 
     What the tensors cannot tell (head_dim, the slot count of pooled slots, preprocessing) comes
     from, in order: the explicit arguments, `model_config`, the checkpoint's training config, the
     official default. Values that matter and fell through to the default are listed in `assumed`.
+    An argument or `model_config` value that contradicts the training config is an error unless
+    `override`; then the model is built from it and `overridden` records both values.
     """
     from glmix_deploy.models.checkpoint_io import extract_state_dict, read_checkpoint, sha256_file
     from glmix_deploy.models.hints import training_hints
@@ -80,6 +87,9 @@ def load_checkpoint(
 
     def pick(name: str):
         return given.get(name) or stated.get(name) or hints.get(name)
+
+    overridden = contradicted_hints(hints, given, stated, override=override, checkpoint=Path(path).name,
+                                    config_file=str(model_config.path) if model_config is not None else None)
 
     try:
         config = infer_config(source.state_dict, head_dim=pick("head_dim"), num_slots=pick("num_slots"),
@@ -106,7 +116,42 @@ def load_checkpoint(
         hints=hints,
         assumed=assumed,
         model_config=str(model_config.path) if model_config is not None else None,
+        overridden=overridden,
     )
+
+
+# What a training config records that changes the model's outputs: a different value builds another model.
+RECORDED_FIELDS = ("head_dim", "num_slots")
+
+
+class RecordedValueContradiction(ArchitectureError):
+    """A value asked for (`config_file` None) or set by a config file differs from the one the
+    checkpoint's training config records, and no override was asked for."""
+
+    def __init__(self, name: str, used, recorded, checkpoint: str, config_file: str | None):
+        self.name, self.used, self.recorded = name, used, recorded
+        self.checkpoint, self.config_file = checkpoint, config_file
+        source = f"{config_file} sets {name}={used}" if config_file else f"{name}={used} was asked for"
+        super().__init__(f"{source}, but {checkpoint}'s training config records {name}={recorded}; "
+                         f"only an explicit override builds the {name}={used} model")
+
+
+def contradicted_hints(hints: dict, given: dict, stated: dict, *, override: bool, checkpoint: str,
+                       config_file: str | None) -> dict:
+    """{field: {"recorded", "used"}} for each value the caller (`given`) or the config file
+    (`stated`) sets differently from the checkpoint's training config (`hints`); without
+    `override`, the first one raises RecordedValueContradiction."""
+    overridden = {}
+    for name in RECORDED_FIELDS:
+        recorded = hints.get(name)
+        from_file, used = next(((src, values[name]) for src, values in ((False, given), (True, stated))
+                                if values.get(name) is not None), (False, None))
+        if recorded is None or used is None or used == recorded:
+            continue
+        if not override:
+            raise RecordedValueContradiction(name, used, recorded, checkpoint, config_file if from_file else None)
+        overridden[name] = {"recorded": recorded, "used": used}
+    return overridden
 
 
 def unrecoverable_fields(config: GLNetConfig) -> list[str]:

@@ -57,6 +57,58 @@ def ir_path(onnx_out: Path, out: Path | None) -> Path:
     return onnx_out.with_suffix(".xml")
 
 
+def planned_outputs(fmt: str, out: Path | None, ckpt: Path, *, backend: str = "onnxruntime") -> list[Path]:
+    """Every file an export of `fmt` writes outside a Triton model folder: the verified ONNX, then
+    the engine or IR built from it (triton with backend tensorrt: the engine beside its ONNX).
+    Companions that belong to a file (an IR's .bin, an engine's sidecar) go with it."""
+    onnx_out = onnx_path(fmt, out, ckpt)
+    files = [onnx_out]
+    if fmt == "trt" or (fmt == "triton" and backend == "tensorrt"):
+        files.append(engine_path(onnx_out, out if fmt == "trt" else None))
+    elif fmt == "openvino":
+        files.append(ir_path(onnx_out, out))
+    return files
+
+
+def companions(path: Path) -> list[Path]:
+    """`path` and the files that go with it."""
+    from glmix_deploy.tensorrt.sidecar import sidecar_path
+
+    suffix = path.suffix.lower()
+    if suffix == ".xml":
+        return [path, path.with_suffix(".bin")]
+    if suffix in (".engine", ".plan"):
+        return [path, sidecar_path(path)]
+    return [path]
+
+
+def unrequested_replacements(fmt: str, out: Path | None, ckpt: Path, *, backend: str = "onnxruntime") -> list[Path]:
+    """Existing files this export would replace though `out` does not name them: the ONNX beside an
+    engine, IR or Triton repository, a default output name. Naming a file as `out` asks for it
+    (with its companions); anything else needs an explicit request to be replaced."""
+    if out is None:
+        named = []
+    elif fmt == "openvino" and out.suffix.lower() != ".onnx":  # `--out m` writes m.xml
+        named = companions(ir_path(onnx_path(fmt, out, ckpt), out))
+    else:
+        named = companions(out)
+    return [file for planned in planned_outputs(fmt, out, ckpt, backend=backend)
+            for file in companions(planned)
+            if file not in named and (file.exists() or file.is_symlink())]
+
+
+def check_output_locations(fmt: str, out: Path | None, ckpt: Path, *, backend: str = "onnxruntime") -> None:
+    """Refuse (exit 2) before any work a folder an output could not be written in."""
+    from glmix_deploy.files import check_output_dir
+
+    folders = [file.parent for file in planned_outputs(fmt, out, ckpt, backend=backend)]
+    if fmt == "triton":
+        repo = repository_path(out)
+        folders.append(repo if repo.is_dir() else repo.parent)
+    for folder in dict.fromkeys(folders):
+        check_output_dir(folder)
+
+
 # --------------------------------------------------------------------------- TensorRT
 
 

@@ -109,6 +109,7 @@ def evaluate(
     head_dim: int | None = None,
     num_slots: int | None = None,
     model_config: "ModelConfigFile | None" = None,
+    override: bool = False,  # values contradicting the training config (models.loader)
     progress: ProgressFactory | None = None,
     say: Callable[[str], None] | None = None,
 ) -> EvalReport:
@@ -132,7 +133,7 @@ def evaluate(
     mapping = read_class_map(class_map) if class_map is not None else None
     dataset = scan_image_folder(images, class_map=mapping)
     loaded = load_checkpoint(ckpt, state_key=state_key, head_dim=head_dim, num_slots=num_slots,
-                             model_config=model_config)
+                             model_config=model_config, override=override)
     num_classes = loaded.config.num_classes
     if num_classes <= 0:
         raise UserInputError(f"{ckpt} has no classifier head; eval needs class scores")

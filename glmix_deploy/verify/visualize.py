@@ -15,6 +15,7 @@ import numpy as np
 
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.exporters.spec import CLUSTER_LOGITS_PREFIX
+from glmix_deploy.files import plain_mode
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ def render(image: np.ndarray, rows: list[tuple[str, list[StageMap]]], out: str |
     title = "GLMix soft clustering: slot assigned to each pixel (argmax over slots)"
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=11)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
+    plain_mode(fd)
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)

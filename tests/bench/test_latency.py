@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from glmix_deploy.bench.latency import LatencyStats, time_engine
+from glmix_deploy.bench.latency import LatencyStats, block_sizes, time_engine, time_in_rounds
 from glmix_deploy.bench.progress import no_progress
 from glmix_deploy.compare.parity import seeded_input
 from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
@@ -43,3 +43,22 @@ def test_time_engine_warms_up_then_times_each_run(tiny_onnx):
 def test_no_progress_is_a_silent_progress_factory():
     with no_progress("label", 3) as advance:
         assert advance() is None
+
+
+def test_rounds_rotate_blocks_after_a_settling_run():
+    calls: list[str] = []
+    advanced = []
+    times = time_in_rounds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, iters=5, rounds=2,
+                           warmup=1, advance=lambda: advanced.append(1))
+    # warm-up, then per round: each runner's untimed settling run and its block (3 then 2 runs).
+    assert "".join(calls) == "ab" + "aaaa" + "bbbb" + "aaa" + "bbb"
+    assert [len(r) for r in times["a"]] == [3, 2] and [len(r) for r in times["b"]] == [3, 2]
+    assert len(advanced) == len(calls)
+    assert all(t >= 0 for r in times["a"] for t in r)
+
+
+def test_block_sizes():
+    assert block_sizes(50, 5) == [10] * 5
+    assert block_sizes(7, 5) == [2, 2, 1, 1, 1]
+    assert block_sizes(2, 5) == [1, 1]
+    assert sum(block_sizes(1, 5)) == 1

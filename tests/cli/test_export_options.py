@@ -59,18 +59,18 @@ CASES = [
 
 @pytest.mark.parametrize(("args", "line"), CASES, ids=[line.split()[0] + "/" + line.split()[-1] for _, line in CASES])
 def test_an_option_of_another_format_or_precision_exits_2(args: list[str], line: str, tmp_path: Path,
-                                                          capsys, monkeypatch) -> None:
+                                                          tiny_ckpt: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    rc = run(["export", "--ckpt", str(tmp_path / "absent.pth"), *args])
+    rc = run(["export", "--ckpt", str(tiny_ckpt), *args])  # refused before the checkpoint is loaded
     err = capsys.readouterr().err
     assert rc == 2, err
     assert err.strip().splitlines() == [f"error: {line}"]
     assert list(tmp_path.iterdir()) == [], "nothing may be written"
 
 
-def test_the_refusal_is_one_line_from_the_installed_entry_point(tmp_path: Path) -> None:
+def test_the_refusal_is_one_line_from_the_installed_entry_point(tmp_path: Path, tiny_ckpt: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "glmix_deploy.cli.main", "export", "--ckpt",
-                           str(tmp_path / "absent.pth"), "--workspace", "4"],
+                           str(tiny_ckpt), "--workspace", "4"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: --workspace applies to --fmt trt, not --fmt onnx"]
@@ -78,19 +78,20 @@ def test_the_refusal_is_one_line_from_the_installed_entry_point(tmp_path: Path) 
 
 
 def test_typed_preferred_batch_is_checked_strictly_even_when_it_is_the_default(tmp_path: Path, capsys,
-                                                                             monkeypatch) -> None:
+                                                                             monkeypatch, tiny_ckpt: Path) -> None:
     # Left out, 8,16,32 shrinks to the sizes that fit --max-batch; typed, it means exactly those sizes.
     monkeypatch.chdir(tmp_path)
-    rc = run(["export", "--ckpt", str(tmp_path / "absent.pth"), "--fmt", "triton", "--out", str(tmp_path / "repo"),
+    rc = run(["export", "--ckpt", str(tiny_ckpt), "--fmt", "triton", "--out", str(tmp_path / "repo"),
               "--max-batch", "4", "--preferred-batch", "8,16,32"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "exceeds --max-batch 4" in err[0]
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_bad_profile_shape_is_refused_before_the_export(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_a_bad_profile_shape_is_refused_before_the_export(tmp_path: Path, capsys, monkeypatch,
+                                                          tiny_ckpt: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    rc = run(["export", "--ckpt", str(tmp_path / "absent.pth"), "--fmt", "trt", "--max-shape", "4x3x64"])
+    rc = run(["export", "--ckpt", str(tiny_ckpt), "--fmt", "trt", "--max-shape", "4x3x64"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err == ["error: --max-shape must look like 1x3x224x224 (NxCxHxW, positive sizes), not '4x3x64'"]
     assert list(tmp_path.iterdir()) == []
