@@ -57,6 +57,13 @@ class ClusterOp(str, Enum):
     function = "function"
 
 
+class AttentionForm(str, Enum):
+    auto = "auto"
+    decomposed = "decomposed"
+    ort_mha = "ort_mha"
+    onnx_attention = "onnx_attention"
+
+
 class Exporter(str, Enum):
     torchscript = "torchscript"
     dynamo = "dynamo"
@@ -94,6 +101,17 @@ def given_options(ctx: typer.Context) -> list[str]:
         return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
     return [param.opts[0] for param in ctx.command.params if param.opts and typed(param.name)]
+
+
+def _tensorrt_version(fmt: Fmt, backend: TritonBackend) -> str | None:
+    """The installed TensorRT's version when the export builds with it (None: absent or not used)."""
+    if not (fmt is Fmt.trt or (fmt is Fmt.triton and backend is TritonBackend.tensorrt)):
+        return None
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return str(tensorrt.__version__)
 
 
 def _showing_preflight(build):
@@ -138,6 +156,11 @@ def export(
         "--cluster-op", help="inline: plain ops; function: glmix.cluster/glmix.dispatch local functions.")
     ] = ClusterOp.inline,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxsim.")] = True,
+    attention: Annotated[AttentionForm, typer.Option(
+        "--attention", help="Pixel-attention form: decomposed (MatMul-Softmax-MatMul, any runtime); ort_mha "
+                            "(onnxruntime's MultiHeadAttention, no NxN matrix on the CPU); onnx_attention "
+                            "(opset-23 Attention, TensorRT >= 10.14). auto: onnx_attention for TensorRT, ort_mha "
+                            "for Triton's onnxruntime, else decomposed; fp32 only.")] = AttentionForm.auto,
     cluster_logits: Annotated[bool, typer.Option(
         "--cluster-logits", help="Add every GLMix block's clustering logits as extra outputs (for visualize).")
     ] = False,
@@ -226,6 +249,7 @@ def export(
     from glmix_deploy.cli.trt_commands import build_result
     from glmix_deploy.exporters.onnx_export import ExportOptions
     from glmix_deploy.pipeline import targets
+    from glmix_deploy.pipeline.attention import attention_form_for
     from glmix_deploy.pipeline.export import export_onnx
     from glmix_deploy.precision.options import PrecisionOptions
 
@@ -268,7 +292,10 @@ def export(
                             cluster_op=cluster_op.value, exporter=exporter.value,
                             cluster_logits=cluster_logits, simplify=simplify,
                             max_batch=max_batch, min_size=min_size, max_size=max_size,
-                            precision=precision_options)
+                            precision=precision_options,
+                            attention=attention_form_for(attention.value, fmt=fmt.value, backend=backend.value,
+                                                         precision=precision.value,
+                                                         tensorrt_version=_tensorrt_version(fmt, backend)))
     options.validate()
     onnx_out = targets.onnx_path(fmt.value, out, ckpt)
     targets.check_output_locations(fmt.value, out, ckpt, backend=backend.value)

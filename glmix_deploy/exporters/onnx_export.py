@@ -50,6 +50,8 @@ class ExportOptions:
     exporter: str = "torchscript"  # or "dynamo" (torch.export); see exporters/dynamo_export.py
     # fp16 / int8 (precision.options.PrecisionOptions); None: fp32
     precision: "PrecisionOptions | None" = None
+    # How pixel-MHSA blocks are written (graph.attention.ATTENTION_FORMS); fused forms: fp32 only.
+    attention: str = "decomposed"
 
     @property
     def effective_opset(self) -> int:
@@ -75,6 +77,13 @@ class ExportOptions:
             raise UserInputError(f"cluster op must be one of {', '.join(CLUSTER_OPS)}, not {self.cluster_op!r}")
         if self.precision is not None:
             self.precision.validate()
+        from glmix_deploy.graph.attention import ATTENTION_FORMS
+
+        if self.attention not in ATTENTION_FORMS:
+            raise UserInputError(f"attention form must be one of {', '.join(ATTENTION_FORMS)}, not {self.attention!r}")
+        if self.attention != "decomposed" and self.precision is not None:
+            raise UserInputError(f"the {self.attention} attention form is written for fp32 graphs, not "
+                                 f"{self.precision.precision}")
 
 
 def trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: ShapeRange, path: Path) -> None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from glmix_deploy.exporters.spec import (
     GLNetOnnxSpec,
     ShapeRange,
 )
+from glmix_deploy.files import check_output_dir, make_staging_dir, remove_staging_dir
 from glmix_deploy.graph.flops import flops_by_dtype
 from glmix_deploy.graph.onnx_io import (
     count_nodes,
@@ -100,9 +99,44 @@ def check_target(out: Path) -> Path:
     """Refuse (exit 2) before any work an output that could not be written."""
     if out.is_dir():
         raise UserInputError(f"output {out} is a directory; give a file name ending in .onnx")
-    if not out.parent.exists():
-        raise UserInputError(f"output directory does not exist: {out.parent}")
+    check_output_dir(out.parent)
     return out
+
+
+# A lower bound of what exporting and verifying one pixel of input costs: the float32 input and four
+# float32 activations of the first stage (1/16 of the pixels). Measured peaks are far above it (a
+# glnet_4g verification at 8x3x1024x1024 peaked near 10 GB), so only sizes that cannot fit are refused.
+_LIVE_STAGE1_TENSORS = 4
+
+
+def machine_memory() -> int | None:
+    """Bytes this process may use: physical memory, or the cgroup's limit when lower."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def check_memory(config, shape_range: ShapeRange, available: int | None = None) -> None:
+    """Refuse (exit 2) a shape range whose largest input cannot be exported and verified in this
+    machine's memory, naming the shape, the estimate and the limit, before anything is allocated."""
+    available = machine_memory() if available is None else available
+    batch, chans, height, width = shape_range.max
+    pixels = batch * height * width
+    needed = 4 * pixels * (chans + _LIVE_STAGE1_TENSORS * config.dims[0] / 16)
+    if available is not None and needed > available:
+        shape = "x".join(map(str, shape_range.max))
+        raise UserInputError(f"input {shape} is too large for this machine: exporting and verifying it needs "
+                             f"at least {needed / 2**30:,.1f} GiB of memory, and {available / 2**30:,.1f} GiB "
+                             "is available")
 
 
 def simplify_checked(model: "onnx.ModelProto", shape_range: ShapeRange,
@@ -190,7 +224,8 @@ def export_onnx(
     precision = options.precision_name
     seconds: dict[str, float] = {}
     # A private directory beside the target: same filesystem, so the final rename is atomic.
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    check_memory(loaded.config, shape_range)
+    work = make_staging_dir(out)
     try:
         with _timed(seconds, "export"):
             say(f"exporting ONNX ({options.exporter} exporter, opset {options.effective_opset}, "
@@ -240,7 +275,7 @@ def export_onnx(
         nodes_final, ops = count_nodes(model), op_histogram(model)
         place(written, out.parent)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_staging_dir(work)
 
     result = ExportResult(out, shape_range, nodes_exported, nodes_final, simplified, note,
                           functions, ops, report, seconds, precision,

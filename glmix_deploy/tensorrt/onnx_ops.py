@@ -31,6 +31,10 @@ Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squee
 TensorScatter ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
 """.split())
 
+# Ops the table lists that older TensorRT releases we still meet cannot import: the first release that can.
+# `Attention` (opset 23) maps to TensorRT's fused attention layer (IAttention), added in 10.14.
+OP_MIN_TENSORRT = {"Attention": "10.14"}
+
 # "N" rows: listed by the table as not supported.
 UNSUPPORTED_OPS = frozenset("""
 AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor CenterCropPad Col2Im Compress

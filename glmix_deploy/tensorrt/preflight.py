@@ -43,6 +43,7 @@ from glmix_deploy.tensorrt.onnx_ops import (
     DATA_DEPENDENT_OPS,
     DEFAULT_DOMAINS,
     DOUBLE,
+    OP_MIN_TENSORRT,
     OPSET_MAX,
     OPSET_MIN,
     QUANTIZED_DTYPES,
@@ -263,6 +264,9 @@ class _Checker:
         check = getattr(self, f"_op_{op}", None)
         if check is not None:
             check(scope, node)
+        if op in OP_MIN_TENSORRT:
+            self.add(WARNING, where, node, f"{op} is imported by TensorRT {OP_MIN_TENSORRT[op]} or newer; an older "
+                                           "TensorRT cannot parse it (export its decomposed form for those)")
         if op in REDUCE_OPS:
             self._reduce(scope, node)
         if op in DATA_DEPENDENT_OPS:
