@@ -69,6 +69,12 @@ class Exporter(str, Enum):
     dynamo = "dynamo"
 
 
+class Task(str, Enum):
+    classify = "classify"
+    features = "features"
+    embed = "embed"
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
@@ -152,6 +158,13 @@ def export(
     exporter: Annotated[Exporter, typer.Option(
         "--exporter", help="torchscript (torch.onnx's TorchScript exporter) or dynamo (torch.export; "
                            "opset >= 18, smallest dynamic size 64). See README.")] = Exporter.torchscript,
+    task: Annotated[Task, typer.Option(
+        "--task", help="classify: logits; features: the stage maps stage1..stage4 (strides 4-32, through the "
+                       "checkpoint's per-stage norms) for a detector/segmenter; embed: the pooled pre-logits "
+                       "vector.")] = Task.classify,
+    out_indices: Annotated[Optional[str], typer.Option(
+        "--out-indices", help="Stages --task features outputs, e.g. 2,3,4 (default: those with output norms, "
+                              "else 1,2,3,4).")] = None,
     cluster_op: Annotated[ClusterOp, typer.Option(
         "--cluster-op", help="inline: plain ops; function: glmix.cluster/glmix.dispatch local functions.")
     ] = ClusterOp.inline,
@@ -242,6 +255,7 @@ def export(
     """Export a checkpoint to ONNX, TensorRT, OpenVINO or a Triton repository, verified against PyTorch."""
     from glmix_deploy.cli.params import (
         check_export_options,
+        check_task_options,
         parse_fraction,
         parse_preferred_batch,
         parse_profile_shapes,
@@ -257,6 +271,8 @@ def export(
     given = given_options(ctx)
     check_export_options(given, fmt=fmt.value, backend=backend.value, precision=precision.value,
                          dynamic=dynamic.value)
+    task_options = check_task_options(given, task=task.value, fmt=fmt.value, precision=precision.value,
+                                      out_indices=out_indices)
     tensorrt = targets.TensorRTOptions(**parse_profile_shapes(min_shape, opt_shape, max_shape),
                                        workspace_gib=workspace, timing_cache=timing_cache,
                                        builder_level=builder_level)
@@ -288,7 +304,7 @@ def export(
         calib_method=calib_method.value,
         calib_synthetic=calib_synthetic, calib_cache=calib_cache, fp16_io=fp16_io,
         min_top1=parse_fraction(min_top1, "--min-top1"), holdout=holdout)
-    options = ExportOptions(img_size=img_size, batch=batch, dynamic=dynamic.value, opset=opset,
+    options = ExportOptions(**task_options, img_size=img_size, batch=batch, dynamic=dynamic.value, opset=opset,
                             cluster_op=cluster_op.value, exporter=exporter.value,
                             cluster_logits=cluster_logits, simplify=simplify,
                             max_batch=max_batch, min_size=min_size, max_size=max_size,

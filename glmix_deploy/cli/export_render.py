@@ -26,11 +26,26 @@ def export_result(result) -> None:
                       f"{m.top1:.0%}" if m.top1 is not None else "-",
                       "[green]pass[/green]" if c.passed else "[red]FAIL: " + "; ".join(c.violations) + "[/red]")
     render.out.print(table)
+    verification_lines(result)
     if result.parity.passed:
         render.out.print(f"[green]wrote {result.path}[/green] (verified at {len(result.parity.cases)} case(s), "
                          f"{sum(result.seconds.values()):.1f}s)")
     else:
         render.out.print(f"[red]wrote {result.path} but it FAILED parity[/red]")
+
+
+def verification_lines(result) -> None:
+    """Which corners of the declared range were verified, the task's outputs and each step's peak RSS."""
+    corners = "; ".join(f"{'x'.join(map(str, v['shape']))} ({', '.join(v['checks'])})"
+                        for v in getattr(result, "verified_shapes", []))
+    if corners:
+        render.step(f"verified shapes: {corners}")
+    if getattr(result, "task", "classify") != "classify":
+        render.step(f"task {result.task}: outputs {', '.join(result.outputs)}")
+    rss = {k: v for k, v in (getattr(result, "peak_rss_mib", None) or {}).items() if k != "per_step"}
+    if rss:
+        scope = "" if result.peak_rss_mib.get("per_step", True) else " (process peak so far)"
+        render.step("peak RSS" + scope + ": " + ", ".join(f"{step} {mib:,.0f} MiB" for step, mib in rss.items()))
 
 
 def precision_summary(result) -> None:

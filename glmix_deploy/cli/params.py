@@ -138,3 +138,33 @@ def check_export_options(given: Iterable[str], *, fmt: str, backend: str, precis
             *most, last = PRECISION_OPTIONS[option]
             wanted = f"{', '.join(most)} or {last}" if most else last
             raise UserInputError(f"{option} applies to --precision {wanted}, not --precision {precision}")
+
+
+def parse_out_indices(text: str | None) -> tuple[int, ...] | None:
+    """'2,3,4' -> (2, 3, 4): distinct 1-based stages, ascending."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v not in (1, 2, 3, 4) for v in values) or list(values) != sorted(set(values)):
+        raise UserInputError(f"--out-indices must be distinct ascending stages from 1 to 4, like 2,3,4, not {text!r}")
+    return values
+
+
+def check_task_options(given: Iterable[str], *, task: str, fmt: str, precision: str,
+                       out_indices: str | None) -> dict:
+    """`export --task` and `--out-indices`, checked against the rest of the command; the
+    ExportOptions fields they set."""
+    if "--out-indices" in given and task != "features":
+        raise UserInputError(f"--out-indices applies to --task features, not --task {task}")
+    if task != "classify" and fmt != "onnx":
+        # verify/bench/serve and the TensorRT/OpenVINO/Triton targets judge one `logits` output so far.
+        raise UserInputError(f"--task {task} exports --fmt onnx for now, not --fmt {fmt}")
+    if task != "classify" and precision != "fp32":
+        raise UserInputError(f"--task {task} exports --precision fp32 for now, not {precision}: the fp16/int8/fp8 "
+                             "passes and their accuracy guard judge a single class-score output")
+    if task != "classify" and "--cluster-logits" in given:
+        raise UserInputError(f"--cluster-logits applies to --task classify, not --task {task}")
+    return {"task": task, "out_indices": parse_out_indices(out_indices)}

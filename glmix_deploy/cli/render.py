@@ -43,6 +43,7 @@ def loaded_line(loaded) -> None:
 
 
 _PIN_OPTIONS = {"head_dim": "--head-dim", "num_slots": "--num-slots"}
+_CONFIG_FILE_ONLY = ("out_norm_eps",)  # pinned by a --model-config key, no option of its own
 
 
 def overridden_warning(overridden: dict, subject: str) -> None:
@@ -63,9 +64,11 @@ def assumed_warning(loaded) -> None:
     if not loaded.assumed:
         return
     values = ", ".join(f"{name}={getattr(loaded.config, name)}" for name in loaded.assumed)
-    options = ", ".join(_PIN_OPTIONS.get(name, "--" + name.replace("_", "-")) for name in loaded.assumed)
+    options = "".join(_PIN_OPTIONS.get(name, "--" + name.replace("_", "-")) + ", "
+                      for name in loaded.assumed if name not in _CONFIG_FILE_ONLY)
     print(f"warning: assumed {values} (official defaults: no tensor or training config records them; a model "
-          f"trained otherwise gives other outputs): pin them with {options} or --model-config FILE",
+          f"trained otherwise gives other outputs): pin them with {options.removesuffix(', ') + ' or ' if options else ''}"
+          "--model-config FILE",
           file=sys.stderr)
 
 
@@ -88,8 +91,29 @@ def checkpoint_summary(summary: dict) -> None:
         if key in summary.get("assumed", ()):
             text += f"  [yellow](assumed: official default; pin with {_PIN_OPTIONS.get(key, '--model-config')})[/yellow]"
         table.add_row(key, text)
+    for key, value in backbone_rows(summary):
+        table.add_row(key, value)
     table.add_row("ignored", ", ".join(summary["ignored"]) or "-")
     out.print(table)
+
+
+def backbone_rows(summary: dict) -> list[tuple[str, str]]:
+    """What a checkpoint can be exported as, its per-stage output norms and what is left out."""
+    rows = [("tasks", ", ".join(summary.get("tasks", ())))]
+    norms = summary.get("output_norms") or {"convention": "none"}
+    if norms["convention"] == "none":
+        rows.append(("output norms", "none (features are the raw stage outputs)"))
+    else:
+        assumed = ("  [yellow](eps assumed: convention default; pin with out_norm_eps in --model-config)"
+                   "[/yellow]" if norms.get("eps_assumed") else "")
+        rows.append(("output norms", f"{norms['convention']} on stages {', '.join(map(str, norms['stages']))}, "
+                                     f"eps {norms['eps']:g}{assumed}"))
+    if not summary.get("config", {}).get("final_norm", True):
+        rows.append(("final norm", "none (a backbone checkpoint)"))
+    dropped = summary.get("not_exported") or {}
+    if dropped:
+        rows.append(("not exported", ", ".join(f"{prefix}.* ({count} tensors)" for prefix, count in dropped.items())))
+    return rows
 
 
 def parity_case(case) -> None:

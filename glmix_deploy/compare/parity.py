@@ -17,6 +17,7 @@ import numpy as np
 from glmix_deploy.compare.metrics import Comparison, Tolerance, compare
 from glmix_deploy.engines.base import Engine
 from glmix_deploy.errors import UserInputError
+from glmix_deploy.graph.tasks import is_class_scores
 
 IMAGE_BATCH = 8  # rows per run for images, on engines with a dynamic batch
 
@@ -97,8 +98,9 @@ def seeded_input(shape: Sequence[int], seed: int) -> np.ndarray:
 def judge_outputs(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
                   tolerance: Tolerance, *, shape: Sequence[int], input_label: str = "",
                   seconds: float = 0.0, artifact: str = "") -> list[ParityCase]:
-    """One case per reference output. A missing output is the user's error (wrong artifact); an
-    output of another shape is a failing case, never compared."""
+    """One case per reference output, each judged on its own (a features artifact: every stage map
+    against the fp32 bar). A missing output is the user's error (wrong artifact); an output of
+    another shape is a failing case, never compared."""
     cases = []
     for name, ref_value in reference.items():
         if name not in candidate:
@@ -110,7 +112,8 @@ def judge_outputs(reference: Mapping[str, np.ndarray], candidate: Mapping[str, n
             violations: tuple[str, ...] = (
                 f"output shape {candidate[name].shape} differs from PyTorch {ref_value.shape}",)
         else:
-            metrics = compare(ref_value, candidate[name])
+            # Top-1/top-5 and per-row cosine only mean something for class scores (not stage maps).
+            metrics = compare(ref_value, candidate[name], classes=is_class_scores(name))
             violations = tuple(tolerance.violations(metrics))
         cases.append(ParityCase(tuple(shape), name, metrics, violations, input_label, seconds))
     return cases

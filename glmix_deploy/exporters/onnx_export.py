@@ -23,10 +23,20 @@ from glmix_deploy.exporters.spec import (
     GLNetOnnxSpec,
     ShapeRange,
 )
+from glmix_deploy.graph.tasks import task_metadata
+from glmix_deploy.models.tasks import (
+    ALL_STAGES,
+    DEFAULT_TASK,
+    TASKS,
+    check_out_indices,
+    check_task,
+    default_out_indices,
+)
 
 if TYPE_CHECKING:
     import onnx
 
+    from glmix_deploy.models.config import GLNetConfig
     from glmix_deploy.models.loader import LoadedCheckpoint
     from glmix_deploy.precision.options import PrecisionOptions
 
@@ -52,6 +62,8 @@ class ExportOptions:
     precision: "PrecisionOptions | None" = None
     # How pixel-MHSA blocks are written (graph.attention.ATTENTION_FORMS); fused forms: fp32 only.
     attention: str = "decomposed"
+    task: str = DEFAULT_TASK  # classify | features | embed (models.tasks)
+    out_indices: tuple[int, ...] | None = None  # features: 1-based stages; None: models.tasks' default
 
     @property
     def effective_opset(self) -> int:
@@ -84,6 +96,25 @@ class ExportOptions:
         if self.attention != "decomposed" and self.precision is not None:
             raise UserInputError(f"the {self.attention} attention form is written for fp32 graphs, not "
                                  f"{self.precision.precision}")
+        if self.task not in TASKS:
+            raise UserInputError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
+        if self.task != "features" and self.out_indices is not None:
+            raise UserInputError(f"out_indices choose the stages of task 'features', not of task {self.task!r}")
+        if self.out_indices is not None:
+            check_out_indices(self.out_indices)
+        if self.task != "classify" and self.cluster_logits:
+            raise UserInputError(f"cluster_logits outputs go with task 'classify', not {self.task!r}")
+        if self.task != "classify" and self.precision is not None:
+            # The precision passes and their accuracy guard judge one `logits` output (top-1).
+            raise UserInputError(f"task {self.task!r} exports in fp32 for now, not {self.precision.precision}: "
+                                 "the fp16/int8/fp8 passes judge a single class-score output")
+
+    def spec(self, config: "GLNetConfig") -> GLNetOnnxSpec:
+        """The export facts of this task on `config` (features: the stages asked for, else the
+        checkpoint's normed stages, else all four)."""
+        check_task(config, self.task)
+        indices = self.out_indices or (default_out_indices(config) if self.task == "features" else ALL_STAGES)
+        return GLNetOnnxSpec(config, task=self.task, out_indices=tuple(indices))
 
 
 def trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: ShapeRange, path: Path) -> None:
@@ -92,14 +123,17 @@ def trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: Shape
     (exit 2) with the exporter's first line when torch refuses."""
     import torch
 
+    from glmix_deploy.models.tasks import task_module
+
     outputs = spec.output_names(model, options.cluster_logits)
+    module = task_module(model, spec.task, spec.out_indices)  # the GLNet itself for classify
     model.return_cluster_logits = options.cluster_logits
     # Always the export form (models/glnet.py): the reference form's library ops do not export.
     was_reference = model.reference
     model.set_reference(False)
     if options.exporter == "dynamo":
         try:
-            trace_dynamo(model, spec, dynamic=options.dynamic, opset=options.effective_opset, shape_range=shape_range,
+            trace_dynamo(module, spec, dynamic=options.dynamic, opset=options.effective_opset, shape_range=shape_range,
                          outputs=outputs, path=path)
         finally:
             model.return_cluster_logits = False
@@ -112,12 +146,12 @@ def trace(model, spec: GLNetOnnxSpec, options: ExportOptions, shape_range: Shape
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                model, (dummy,), str(path),
+                module, (dummy,), str(path),
                 dynamo=False,  # see README "Why the TorchScript exporter"
                 opset_version=options.effective_opset,
                 input_names=[spec.input_name],
                 output_names=outputs,
-                dynamic_axes=spec.dynamic_axes(options.dynamic, outputs[1:]),
+                dynamic_axes=spec.dynamic_axes(options.dynamic, outputs[len(spec.task_outputs):]),
                 do_constant_folding=True,
             )
         except Exception as exc:  # torch raises many types here; report its first line
@@ -144,7 +178,7 @@ def simplify(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", bool, str | N
 
 
 def metadata(loaded: "LoadedCheckpoint", options: ExportOptions, img_size: int,
-             shape_range: ShapeRange, precision: str = "fp32") -> dict[str, str]:
+             shape_range: ShapeRange, precision: str = "fp32", spec: GLNetOnnxSpec | None = None) -> dict[str, str]:
     """The metadata_props every exported ONNX carries: where it came from, how to preprocess its
     input, and how it was exported (what verify, eval, Triton and the TensorRT sidecar read back)."""
     import onnx
@@ -153,8 +187,10 @@ def metadata(loaded: "LoadedCheckpoint", options: ExportOptions, img_size: int,
     from glmix_deploy import __version__
 
     cfg = loaded.config
+    spec = spec or options.spec(cfg)
     return {
         "producer": "glmix-deploy",
+        **task_metadata(spec.task, spec.out_indices, cfg, loaded.assumed),
         "checkpoint_sha256": loaded.sha256,
         "checkpoint_state_key": str(loaded.state_key),
         "release": loaded.release,

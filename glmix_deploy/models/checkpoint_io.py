@@ -57,7 +57,7 @@ import struct
 import sys
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +326,9 @@ class StateDictSource:
     key: str | None  # 'model', 'model_ema', 'state_dict', or None for a bare state dict
     ignored_entries: tuple[str, ...]  # top-level entries not used ('optimizer', 'epoch', ...)
     non_tensor_keys: tuple[str, ...]  # keys of the chosen state dict that were not tensors
+    # OpenMMLab layout: tensors beside the `backbone.` ones that are not exported, counted per
+    # top-level prefix ({'neck': 24, 'rpn_head': 6, ...}); empty for a classifier's state dict.
+    not_exported: dict[str, int] = field(default_factory=dict)
 
 
 def _count_tensors(mapping: Mapping[Any, Any]) -> int:
@@ -386,6 +389,39 @@ def _strip_prefixes(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return tensors
 
 
+# OpenMMLab (mmdet, mmseg, mmpretrain) checkpoints: {'meta', 'state_dict', 'optimizer'}, the
+# backbone's tensors under `backbone.`, the neck's and heads' beside them.
+_BACKBONE_PREFIX = "backbone."
+# mmpretrain's LinearClsHead: `head.fc` is the classifier GLNet calls `head` (mean-pooled features in).
+_LINEAR_CLS_HEAD = {"head.fc.weight": "head.weight", "head.fc.bias": "head.bias"}
+
+
+def _split_openmmlab(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """(the backbone's tensors without their prefix, {other top-level prefix: tensor count}) of an
+    OpenMMLab state dict; any other state dict is returned whole. An mmpretrain linear classifier
+    head (`head.fc.weight` + `head.fc.bias`, nothing else under `head.`) becomes GLNet's `head`; its
+    shape is checked against the backbone when the model is built. Other heads are not exported."""
+    if not any(k.startswith(_BACKBONE_PREFIX) and len(k) > len(_BACKBONE_PREFIX) for k in tensors):
+        return tensors, {}
+    backbone: dict[str, torch.Tensor] = {}
+    others: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        if name.startswith(_BACKBONE_PREFIX) and len(name) > len(_BACKBONE_PREFIX):
+            backbone[name[len(_BACKBONE_PREFIX):]] = tensor
+        else:
+            others[name] = tensor
+    head_keys = {k for k in others if k.split(".", 1)[0] == "head"}
+    if head_keys == set(_LINEAR_CLS_HEAD) and others["head.fc.weight"].dim() == 2:
+        for old, new in _LINEAR_CLS_HEAD.items():
+            if new not in backbone:
+                backbone[new] = others.pop(old)
+    counts: dict[str, int] = {}
+    for name in others:
+        prefix = name.split(".", 1)[0]
+        counts[prefix] = counts.get(prefix, 0) + 1
+    return backbone, dict(sorted(counts.items()))
+
+
 def _finish(mapping: Mapping[Any, Any], key: str | None, ignored: tuple[str, ...],
             source: str) -> StateDictSource:
     where = f"entry {key!r} of {source}" if key else source
@@ -402,7 +438,8 @@ def _finish(mapping: Mapping[Any, Any], key: str | None, ignored: tuple[str, ...
     if not tensors:
         raise CheckpointError(f"{where} holds no tensors")
     _check_sharing(tensors, where)
-    return StateDictSource(_strip_prefixes(tensors), key, ignored, tuple(non_tensor))
+    backbone, not_exported = _split_openmmlab(_strip_prefixes(tensors))
+    return StateDictSource(backbone, key, ignored, tuple(non_tensor), not_exported)
 
 
 def extract_state_dict(obj: object, state_key: str = "auto",

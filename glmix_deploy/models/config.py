@@ -17,6 +17,11 @@ SLOT_INITS = ("ada_avgpool", "param")
 DOWNSAMPLE_STYLES = ("non_ovlp", "ovlp")
 TRANSITION_LAYOUTS = ("norm.proj", "proj.norm")
 NORM_LAYERS = ("batchnorm", "layernorm")
+# Per-stage output norms of dense-prediction checkpoints (GLNet as a backbone), by convention:
+# 'layernorm2d': `extra_norms.{i}`, timm's LayerNorm2d (BiFormer_mm, the same authors' wrapper);
+# 'layernorm': `norm{i}`, nn.LayerNorm over channels (mmdet/mmseg Swin). Tensors do not record eps.
+OUT_NORMS = ("none", "layernorm2d", "layernorm")
+OUT_NORM_DEFAULT_EPS = {"layernorm2d": 1e-6, "layernorm": 1e-5}
 
 PREPROCESSING_FIELDS = ("img_size", "mean", "std", "crop_pct", "interpolation")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,6 +52,12 @@ class GLNetConfig:
     mlp_dw: bool = False
     layerscale: bool = False
     token_label_head: bool = False  # GLNet_tklb: extra tklb_aux_head
+    # The classifier's final `norm` (a backbone checkpoint of OpenMMLab layout has none).
+    final_norm: bool = True
+    # Per-stage output norms (see OUT_NORMS), on the 0-based stages listed (the state-dict index).
+    out_norm: str = "none"
+    out_norm_stages: tuple[int, ...] = ()
+    out_norm_eps: float | None = None  # None: the convention's default (OUT_NORM_DEFAULT_EPS)
     # Preprocessing the model was trained with (metadata only; not in the tensors).
     img_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -55,7 +66,8 @@ class GLNetConfig:
     interpolation: str = "bicubic"
 
     def __post_init__(self) -> None:
-        for name in ("depths", "dims", "mlp_ratios", "mixing_modes", "local_dw_ks", "mean", "std"):
+        for name in ("depths", "dims", "mlp_ratios", "mixing_modes", "local_dw_ks", "mean", "std",
+                     "out_norm_stages"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "mlp_ratios", tuple(float(r) for r in self.mlp_ratios))
         problems = []
@@ -80,8 +92,25 @@ class GLNetConfig:
             problems.append("num_slots must be positive")
         if self.slot_init == "ada_avgpool" and round(self.num_slots**0.5) ** 2 != self.num_slots:
             problems.append(f"num_slots={self.num_slots} must be a square number for ada_avgpool slots")
+        problems += self._out_norm_problems()
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _out_norm_problems(self) -> list[str]:
+        if self.out_norm not in OUT_NORMS:
+            return [f"unknown out_norm {self.out_norm!r}"]
+        if self.out_norm == "none":
+            return ["out_norm_stages/out_norm_eps given without an out_norm"] if (
+                self.out_norm_stages or self.out_norm_eps is not None) else []
+        if self.out_norm_eps is None:
+            object.__setattr__(self, "out_norm_eps", OUT_NORM_DEFAULT_EPS[self.out_norm])
+        problems = []
+        if not self.out_norm_stages or any(s not in range(4) for s in self.out_norm_stages) or list(
+                self.out_norm_stages) != sorted(set(self.out_norm_stages)):
+            problems.append(f"out_norm_stages must be ascending stage indices 0-3, not {list(self.out_norm_stages)}")
+        if not (isinstance(self.out_norm_eps, (int, float)) and 0 < self.out_norm_eps < 1):
+            problems.append(f"out_norm_eps must be a positive number below 1, not {self.out_norm_eps!r}")
+        return problems
 
     @property
     def pool_size(self) -> int:
@@ -145,12 +174,21 @@ RELEASES: dict[str, GLNetConfig] = {
 RELEASE_STATE_KEYS: dict[str, str] = {"glnet_16g": "model_ema"}
 
 
+# What a dense-prediction checkpoint changes around a release's backbone: head and norms.
+_HEAD_FIELDS = ("num_classes", "token_label_head", "final_norm", "out_norm", "out_norm_stages", "out_norm_eps")
+
+
 def match_release(config: GLNetConfig) -> str:
-    """The release name whose architecture equals `config`, else 'custom'."""
+    """The release name whose architecture equals `config`, '<name> backbone' when only the
+    classifier head and norms differ (a detector's or segmenter's backbone), else 'custom'."""
     arch = config.architecture()
     for name, release in RELEASES.items():
         if release.architecture() == arch:
             return name
+    body = {k: v for k, v in arch.items() if k not in _HEAD_FIELDS}
+    for name, release in RELEASES.items():
+        if {k: v for k, v in release.architecture().items() if k not in _HEAD_FIELDS} == body:
+            return f"{name} backbone"
     return "custom"
 
 
@@ -162,4 +200,6 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MIXING_MODES",
+    "OUT_NORMS",
+    "OUT_NORM_DEFAULT_EPS",
 ]

@@ -423,7 +423,17 @@ class GLNet(nn.Module):
         self.config = cfg
         self.downsample_layers = _downsample_layers(cfg)
         self.stages = nn.ModuleList(Stage(cfg, i) for i in range(4))
-        self.norm = _norm(cfg, cfg.dims[-1])
+        if cfg.final_norm:
+            self.norm = _norm(cfg, cfg.dims[-1])
+        # Per-stage output norms of a dense-prediction checkpoint, under the checkpoint's own names:
+        # `extra_norms.{i}` (BiFormer_mm) or `norm{i}` (mmdet/mmseg Swin). Both normalise the channels
+        # of an NCHW map: mmdet's nn.LayerNorm on (B, HW, C) tokens computes the same numbers.
+        if cfg.out_norm == "layernorm2d":
+            self.extra_norms = nn.ModuleDict(
+                {str(i): LayerNorm2d(cfg.dims[i], eps=cfg.out_norm_eps) for i in cfg.out_norm_stages})
+        elif cfg.out_norm == "layernorm":
+            for i in cfg.out_norm_stages:
+                self.add_module(f"norm{i}", LayerNorm2d(cfg.dims[i], eps=cfg.out_norm_eps))
         self.head = nn.Linear(cfg.dims[-1], cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         if cfg.token_label_head:
             self.tklb_aux_head = nn.Linear(cfg.dims[-1], cfg.num_classes)
@@ -453,10 +463,42 @@ class GLNet(nn.Module):
     def glmix_blocks(self) -> list[tuple[str, GLMixBlock]]:
         return [(name, m) for name, m in self.named_modules() if isinstance(m, GLMixBlock)]
 
+    def output_norm(self, stage: int) -> nn.Module | None:
+        """The output norm of 0-based `stage`, None where the checkpoint has none."""
+        if stage not in self.config.out_norm_stages:
+            return None
+        if self.config.out_norm == "layernorm2d":
+            return self.extra_norms[str(stage)]
+        return getattr(self, f"norm{stage}")
+
+    def forward_stages(self, x: torch.Tensor, stages: tuple[int, ...] = (0, 1, 2, 3)) -> list[torch.Tensor]:
+        """The outputs of the 0-based `stages` (strides 4, 8, 16, 32), each through its output norm
+        where the checkpoint has one, else raw (timm's features_only: the final `norm` is not
+        applied). Stops after the last stage asked for."""
+        outputs = []
+        for i, (downsample, stage) in enumerate(zip(self.downsample_layers, self.stages)):
+            x = stage(downsample(x))
+            if i in stages:
+                norm = self.output_norm(i)
+                outputs.append(norm(x) if norm is not None else x)
+            if i >= max(stages):
+                break
+        return outputs
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's map as the classifier sees it: through the final `norm`; a backbone
+        checkpoint without one uses its stage-4 output norm when it has one."""
         for downsample, stage in zip(self.downsample_layers, self.stages):
             x = stage(downsample(x))
-        return self.norm(x)
+        if hasattr(self, "norm"):
+            return self.norm(x)
+        norm = self.output_norm(3)
+        return norm(x) if norm is not None else x
+
+    def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled pre-logits vector (B, C): the mean over H*W of `forward_features`, what `head`
+        is applied to (a tklb model's auxiliary token head is a classification term, not part of it)."""
+        return self.forward_features(x).mean((2, 3))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "tklb_aux_head"):
@@ -486,6 +528,29 @@ class GLNet(nn.Module):
         finally:
             self.return_cluster_logits = False
         return dict(zip([name for name, _ in self.glmix_blocks()], logits))
+
+
+class StageFeatures(nn.Module):
+    """GLNet -> tuple of the stage maps of `out_indices` (1-based), for export and as reference."""
+
+    def __init__(self, model: GLNet, out_indices: tuple[int, ...]):
+        super().__init__()
+        self.model = model
+        self.out_indices = tuple(out_indices)  # checked by models.tasks.task_module
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.forward_stages(x, tuple(i - 1 for i in self.out_indices)))
+
+
+class Embedding(nn.Module):
+    """GLNet -> (B, C) pooled pre-logits vector."""
+
+    def __init__(self, model: GLNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_embedding(x)
 
 
 # Modules with an export form and a `reference` form (the official code's library calls).

@@ -133,6 +133,7 @@ def infer_config(
         slot_init, slots = "ada_avgpool", num_slots or 64
     cpe = next((sd[k] for k in sd if k.endswith(".pos_conv.weight")), None)
     head = _shape(sd, "head.weight")
+    out_norm, out_norm_stages = _output_norms(sd)
 
     try:
         return GLNetConfig(
@@ -156,11 +157,35 @@ def infer_config(
             mlp_dw=any(k == "mlp.1.weight" for k in all_block_keys),
             layerscale="ls1.gamma" in all_block_keys,
             token_label_head="tklb_aux_head.weight" in sd,
+            final_norm=any(k.startswith("norm.") for k in sd),
+            out_norm=out_norm,
+            out_norm_stages=out_norm_stages,
             **({"img_size": img_size} if img_size else {}),
         )
     except ValueError as exc:  # e.g. widths not divisible by the default head_dim
         hint = " (pass --head-dim)" if "head_dim" in str(exc) else ""
         raise ArchitectureError(f"inferred GLNet configuration is invalid: {exc}{hint}") from exc
+
+
+_EXTRA_NORM_KEY = re.compile(r"^extra_norms\.(\d+)\.weight$")  # BiFormer_mm: timm LayerNorm2d
+_STAGE_NORM_KEY = re.compile(r"^norm(\d+)\.weight$")  # mmdet/mmseg Swin: nn.LayerNorm
+
+
+def _output_norms(sd: Mapping[str, "torch.Tensor"]) -> tuple[str, tuple[int, ...]]:
+    """(convention, 0-based stages) of the per-stage output norms a backbone checkpoint carries."""
+    found = {}
+    for convention, pattern in (("layernorm2d", _EXTRA_NORM_KEY), ("layernorm", _STAGE_NORM_KEY)):
+        stages = tuple(sorted(int(m[1]) for k in sd if (m := pattern.match(k))))
+        if stages:
+            found[convention] = stages
+    if len(found) > 1:
+        raise ArchitectureError("the checkpoint carries both 'extra_norms.*' and 'norm<i>.*' stage output norms")
+    if not found:
+        return "none", ()
+    (convention, stages), = found.items()
+    if any(s > 3 for s in stages):
+        raise ArchitectureError(f"output norms for stages {list(stages)}; a GLNet has stages 0-3")
+    return convention, stages
 
 
 # Buffers older/other trainers may not save; their absence changes nothing in eval mode.

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from glmix_deploy.errors import ArchitectureError
 from glmix_deploy.models.config import GLNetConfig, match_release
+from glmix_deploy.models.tasks import available_tasks
 
 if TYPE_CHECKING:
     from glmix_deploy.models.checkpoint_io import StateDictSource
@@ -25,6 +26,8 @@ class LoadedCheckpoint:
     sha256: str
     state_key: str | None  # which entry of the checkpoint held the weights
     ignored: tuple[str, ...]  # top-level entries and non-tensor keys left unused
+    # OpenMMLab layout: neck/head tensors beside the backbone's, per prefix (never exported)
+    not_exported: dict = field(default_factory=dict)
     hints: dict = field(default_factory=dict)  # facts taken from the training config (`args`)
     # Configuration values that matter for this model's numerics but came from the official default,
     # because neither the tensors, the training config, --model-config nor an option gave them.
@@ -33,6 +36,14 @@ class LoadedCheckpoint:
     # Fields set (by the caller or the config file, with override=True) against what the checkpoint's
     # training config records: {field: {"recorded": training value, "used": value built}}.
     overridden: dict = field(default_factory=dict)
+
+    def output_norms(self) -> dict:
+        """The per-stage output norms found: convention, 1-based stages, eps and whether it was assumed."""
+        cfg = self.config
+        if cfg.out_norm == "none":
+            return {"convention": "none", "stages": []}
+        return {"convention": cfg.out_norm, "stages": [s + 1 for s in cfg.out_norm_stages],
+                "eps": cfg.out_norm_eps, "eps_assumed": "out_norm_eps" in self.assumed}
 
     @property
     def num_parameters(self) -> int:
@@ -45,6 +56,9 @@ class LoadedCheckpoint:
             "sha256": self.sha256,
             "state_key": self.state_key,
             "release": self.release,
+            "tasks": available_tasks(self.config),
+            "output_norms": self.output_norms(),
+            "not_exported": dict(self.not_exported),
             "parameters": self.num_parameters,
             "num_classes": self.config.num_classes,
             "input_size": [self.config.in_chans, self.config.img_size, self.config.img_size],
@@ -101,6 +115,8 @@ def load_checkpoint(
                          if (v := stated.get(k, hints.get(k))) is not None}
         if preprocessing:
             config = config.replace(**preprocessing)
+        if config.out_norm != "none" and pick("out_norm_eps") is not None:
+            config = config.replace(out_norm_eps=pick("out_norm_eps"))
         model = build_model(source.state_dict, config)
     except ArchitectureError as exc:
         raise ArchitectureError(f"{Path(path).name}: {exc}") from exc
@@ -113,6 +129,7 @@ def load_checkpoint(
         sha256=sha256_file(path),
         state_key=source.key,
         ignored=tuple(source.ignored_entries) + tuple(source.non_tensor_keys),
+        not_exported=source.not_exported,
         hints=hints,
         assumed=assumed,
         model_config=str(model_config.path) if model_config is not None else None,
@@ -163,4 +180,6 @@ def unrecoverable_fields(config: GLNetConfig) -> list[str]:
         fields.append("head_dim")  # num_heads = width / head_dim reshapes the same weights
     if config.has_glmix() and config.slot_init == "ada_avgpool":
         fields.append("num_slots")  # pooled slots: the pool size is not a parameter
+    if config.out_norm != "none":
+        fields.append("out_norm_eps")  # per-stage output norms: a LayerNorm's eps is no tensor
     return fields

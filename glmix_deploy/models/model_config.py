@@ -6,7 +6,8 @@ A small YAML or JSON mapping. Its keys are the arguments of the official `GLNet(
 `local_dw_ks`, `slot_init`, `num_slots`, `cpe_ks`, `downsample_style`, `transition_layout`,
 `dual_patch_norm`, `mlp_dw`, `layerscale`, `in_chans`, `num_classes`, `norm_layer`), optionally
 `model: glnet_4g` to start from a release's constructor values, and the preprocessing keys
-(`img_size`, `mean`, `std`, `crop_pct`, `interpolation`). Training-only arguments (`drop_path_rate`,
+(`img_size`, `mean`, `std`, `crop_pct`, `interpolation`), and `out_norm_eps`: the eps of a backbone
+checkpoint's per-stage output norms (`extra_norms.{i}` / `norm{i}`), which no tensor records. Training-only arguments (`drop_path_rate`,
 `use_checkpoint_stages`, ...) are accepted and ignored. The tensors still decide whatever they can:
 a value here that contradicts them is refused, all contradictions in one message.
 """
@@ -29,6 +30,8 @@ _OFFICIAL_NAMES = {
     "transition_layout": "transition_layout", "dual_patch_norm": "dual_patch_norm", "mlp_dw": "mlp_dw",
     "layerscale": "layerscale", "in_chans": "in_chans", "num_classes": "num_classes",
     "norm_layer": "norm_layer", "token_label_head": "token_label_head",
+    # Not the official constructor's: the eps of a backbone checkpoint's per-stage output norms.
+    "out_norm_eps": "out_norm_eps",
     **{name: name for name in PREPROCESSING_FIELDS},
 }
 # Training-time arguments of the constructor that change nothing in eval mode.
@@ -36,6 +39,7 @@ _IGNORED = frozenset({"drop_path_rate", "drop_rate", "use_checkpoint_stages", "q
                       "pretrained", "pretrained_cfg", "pretrained_cfg_overlay"})
 _NORM_NAMES = {"batchnorm": "batchnorm", "batchnorm2d": "batchnorm", "bn": "batchnorm",
                "layernorm": "layernorm", "layernorm2d": "layernorm", "ln": "layernorm"}
+_NORM_FIELDS = ("final_norm", "out_norm", "out_norm_stages", "out_norm_eps")
 _MAX_BYTES = 1 << 20  # a model config is a few hundred bytes; anything near this is not one
 
 
@@ -46,7 +50,7 @@ class ModelConfigFile:
 
     def contradictions(self, inferred: GLNetConfig) -> list[str]:
         """Stated values the tensors disagree with (fields the tensors cannot tell are skipped)."""
-        unrecoverable = {"head_dim", *PREPROCESSING_FIELDS}
+        unrecoverable = {"head_dim", "out_norm_eps", *PREPROCESSING_FIELDS}
         if inferred.slot_init == "ada_avgpool":
             unrecoverable.add("num_slots")
         out = []
@@ -77,6 +81,9 @@ def _field_value(key: str, value: Any, where: str) -> tuple[str, Any]:
         value = _NORM_NAMES.get(str(value).lower().replace("nn.", "").replace("_", ""))
         if value is None:
             raise UserInputError(f"{where}: norm_layer must be BatchNorm2d or LayerNorm2d")
+    elif name == "out_norm_eps" and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                         and 0 < value < 1):
+        raise UserInputError(f"{where}: out_norm_eps must be a number between 0 and 1 (e.g. 1e-6), not {value!r}")
     elif name == "local_dw_ks" and isinstance(value, int):
         value = (value,) * 4  # the official constructor repeats an int over the four stages
     elif name == "mixing_modes" and isinstance(value, list):
@@ -93,7 +100,8 @@ def parse_model_config(data: Any, where: str) -> dict[str, Any]:
     if release is not None:
         if release not in RELEASES:
             raise UserInputError(f"{where}: model {release!r} is not a release ({', '.join(RELEASES)})")
-        values.update({k: v for k, v in RELEASES[release].architecture().items()})
+        # The release's constructor values; a checkpoint's final/output norms are the tensors' to say.
+        values.update({k: v for k, v in RELEASES[release].architecture().items() if k not in _NORM_FIELDS})
     unknown = sorted(str(k) for k in data if k not in _OFFICIAL_NAMES and k not in _IGNORED and k != "model")
     if unknown:
         raise UserInputError(f"{where}: unknown key(s) {', '.join(unknown)}; expected the official GLNet "

@@ -30,6 +30,7 @@ from glmix_deploy.exporters.spec import (
     ShapeRange,
 )
 from glmix_deploy.files import check_output_dir, make_staging_dir, remove_staging_dir
+from glmix_deploy.bench.memory import PeakRss
 from glmix_deploy.graph.flops import flops_by_dtype
 from glmix_deploy.graph.onnx_io import (
     count_nodes,
@@ -63,6 +64,11 @@ class ExportResult:
     precision: str = "fp32"
     precision_report: dict | None = None  # fp16 islands / int8 calibration, exclusions, latency cost
     flop_share: dict | None = None  # graph.flops.FlopShare.to_dict(): Conv/MatMul/Gemm FLOPs per compute dtype
+    task: str = "classify"  # models.tasks; the outputs are graph.tasks.output_names(task, out_indices)
+    outputs: list[str] = field(default_factory=list)
+    # exporters.spec.VerificationShape.to_dict() per verified shape: which corner of the range it checks
+    verified_shapes: list[dict] = field(default_factory=list)
+    peak_rss_mib: dict = field(default_factory=dict)  # bench.memory.PeakRss.to_dict(), per step
     # The preprocessed images the parity check judged (fp16/int8/fp8), for the targets that verify again.
     parity_images: "np.ndarray | None" = field(default=None, repr=False)
 
@@ -81,6 +87,10 @@ class ExportResult:
             "precision": self.precision,
             "precision_report": self.precision_report,
             "flop_share": self.flop_share,
+            "task": self.task,
+            "outputs": self.outputs,
+            "verified_shapes": self.verified_shapes,
+            "peak_rss_mib": self.peak_rss_mib,
         }
 
 
@@ -89,9 +99,10 @@ def _quiet(_message: str) -> None:
 
 
 @contextlib.contextmanager
-def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+def _timed(seconds: dict[str, float], rss: PeakRss, step: str) -> Iterator[None]:
     start = time.perf_counter()
-    yield
+    with rss.step(step):
+        yield
     seconds[step] = time.perf_counter() - start
 
 
@@ -154,11 +165,12 @@ def simplify_checked(model: "onnx.ModelProto", shape_range: ShapeRange,
     outputs = []
     for graph in (model, simplified):
         with OnnxRuntimeEngine(graph, providers=["CPUExecutionProvider"]) as engine:
-            first = engine.outputs[0].name
-            outputs.append(engine.infer({engine.inputs[0].name: x})[first])
-    drift = compare(*outputs)
-    if not drift.max_rel <= SIMPLIFY_MAX_REL:
-        return model, False, f"onnxsim changed results (max_rel {drift.max_rel:.2e}); kept the unsimplified graph"
+            outputs.append(engine.infer({engine.inputs[0].name: x}))
+    # Every output (each stage map of a features graph), judged on its own.
+    drift = max((compare(outputs[0][name], outputs[1][name], classes=False).max_rel for name in outputs[0]),
+                key=lambda rel: rel if rel == rel else float("inf"))
+    if not drift <= SIMPLIFY_MAX_REL:
+        return model, False, f"onnxsim changed results (max_rel {drift:.2e}); kept the unsimplified graph"
     return simplified, True, None
 
 
@@ -186,7 +198,8 @@ def verify_onnx(loaded: "LoadedCheckpoint", path: Path, shapes: list, options: E
     tolerance = resolve_tolerance(options.precision_name, min_top1=min_top1)
     with OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"]) as candidate:
         # The rule for seeded inputs of a calibrated graph comes from its metadata, as in verify.
-        return check_artifact_parity(TorchEngine(loaded.model), candidate, shapes, tolerance, images=image_x,
+        reference = TorchEngine(loaded.model, task=options.task, out_indices=options.spec(loaded.config).out_indices)
+        return check_artifact_parity(reference, candidate, shapes, tolerance, images=image_x,
                                      seed=options.seed, artifact=artifact, on_case=on_parity_case, say=say)
 
 
@@ -215,7 +228,7 @@ def export_onnx(
     options.validate()
     say = progress or _quiet
     out = check_target(Path(out))
-    spec = GLNetOnnxSpec(loaded.config)
+    spec = options.spec(loaded.config)  # the task's outputs; refuses classify without a head
     img_size = options.img_size or loaded.config.img_size
     shape_range = spec.shape_range(dynamic=options.dynamic, img_size=img_size, batch=options.batch,
                                    max_batch=options.max_batch, min_size=options.min_size,
@@ -223,18 +236,19 @@ def export_onnx(
                                    default_min_size=MIN_DYNAMIC_SIZE if options.exporter == "dynamo" else STRIDE)
     precision = options.precision_name
     seconds: dict[str, float] = {}
+    rss = PeakRss()
     # A private directory beside the target: same filesystem, so the final rename is atomic.
     check_memory(loaded.config, shape_range)
     work = make_staging_dir(out)
     try:
-        with _timed(seconds, "export"):
+        with _timed(seconds, rss, "export"):
             say(f"exporting ONNX ({options.exporter} exporter, opset {options.effective_opset}, "
                 f"dynamic={options.dynamic}, cluster-op={options.cluster_op})")
             trace(loaded.model, spec, options, shape_range, work / "raw.onnx")
             model = onnx.load(str(work / "raw.onnx"))
         nodes_exported = count_nodes(model)
 
-        with _timed(seconds, "simplify"):
+        with _timed(seconds, rss, "simplify"):
             simplified, note = False, "simplification turned off; kept the traced graph"
             if options.simplify:
                 say("simplifying with onnxsim")
@@ -245,7 +259,7 @@ def export_onnx(
             # Only fp16/int8 exports need the precision search (and its numpy-heavy imports).
             from glmix_deploy.pipeline.precision import convert_precision
 
-            with _timed(seconds, "precision"):
+            with _timed(seconds, rss, "precision"):
                 say(f"converting the verified fp32 graph to {precision}")
                 converted = convert_precision(model, loaded=loaded, spec=spec, shape_range=shape_range,
                                               img_size=img_size, options=options.precision, seed=options.seed,
@@ -257,14 +271,15 @@ def export_onnx(
         # What the strongly typed engine will compute in which precision (one image at the default size).
         flop_share = flops_by_dtype(model, (1, loaded.config.in_chans, img_size, img_size))
         say(f"FLOPs by compute dtype: {flop_share.summary()}")
-        write_metadata(model, metadata(loaded, options, img_size, shape_range, precision)
+        write_metadata(model, metadata(loaded, options, img_size, shape_range, precision, spec)
                        | (converted.metadata if converted is not None else {}) | flop_share.to_metadata())
         staged = work / out.name
         written = save_model(model, staged)
         onnx.checker.check_model(str(staged))
 
-        with _timed(seconds, "verify"):
-            shapes = spec.verification_shapes(shape_range)
+        with _timed(seconds, rss, "verify"):
+            plan = spec.verification_plan(shape_range)
+            shapes = [v.shape for v in plan]
             say(f"verifying against PyTorch at {len(shapes)} shape(s): "
                 + ", ".join("x".join(map(str, s)) for s in shapes))
             image_case = converted.image_case if converted is not None else None
@@ -281,6 +296,9 @@ def export_onnx(
                           functions, ops, report, seconds, precision,
                           converted.report if converted is not None else None, flop_share.to_dict(),
                           parity_images=image_case.x if image_case is not None else None)
+    result.task, result.outputs = spec.task, spec.task_outputs
+    result.verified_shapes = [v.to_dict() for v in plan]
+    result.peak_rss_mib = rss.to_dict()
     if not report.passed:
         raise CheckFailed(f"{out}: {report.summary_line()}", report=result)
     return result

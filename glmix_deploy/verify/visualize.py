@@ -102,51 +102,78 @@ def _palette(n: int) -> np.ndarray:
     return np.asarray(colors[:n], dtype=np.float32)
 
 
-def render(image: np.ndarray, rows: list[tuple[str, list[StageMap]]], out: str | Path,
-           note: str | None = None, alpha: float = 0.55) -> Path:
-    """PNG: the input, then per GLMix stage the slot map blended over it; one row per source.
+NO_CLUSTERING = "slots >= pixels:\nno clustering at this stage"
 
-    Written to a temporary name and renamed, like every artifact.
-    """
-    import os
-    import tempfile
 
+def clusters(stage_map: StageMap) -> bool:
+    """Whether the stage has fewer slots than pixels. With as many slots as pixels (the sample's 8x8
+    stage with 64 pooled slots) every pixel gets its own slot: the map is a position grid, not a
+    clustering, and is not drawn as one."""
+    h, w = stage_map.assignment.shape[-2:]
+    return stage_map.num_slots < h * w
+
+
+def _draw_stage(ax, image: np.ndarray, stage_map: StageMap, alpha: float) -> None:
+    from matplotlib.patches import Patch
+
+    assignment = stage_map.assignment[0]
+    h, w = assignment.shape
+    slots, counts = np.unique(assignment, return_counts=True)
+    ax.set_title(f"stage {stage_map.stage} ({stage_map.block})\n{h}x{w} pixels, "
+                 f"{len(slots)} of {stage_map.num_slots} slots used", fontsize=9)
+    base = image.astype(np.float32) / 255.0
+    if not clusters(stage_map):
+        ax.imshow(np.repeat(base.mean(axis=2, keepdims=True), 3, axis=2) * 0.35)  # the input, dimmed, grey
+        ax.text(0.5, 0.5, f"{NO_CLUSTERING}\n({stage_map.num_slots} slots, {h * w} pixels)", color="white",
+                ha="center", va="center", fontsize=9, transform=ax.transAxes)
+        return
+    palette = _palette(stage_map.num_slots)
+    # Nearest upsampling of the slot map to the image: each cell covers its pixels.
+    rows_idx = np.minimum(np.arange(image.shape[0]) * h // image.shape[0], h - 1)
+    cols_idx = np.minimum(np.arange(image.shape[1]) * w // image.shape[1], w - 1)
+    colored = palette[assignment[np.ix_(rows_idx, cols_idx)]]
+    ax.imshow((1 - alpha) * base + alpha * colored)
+    top = np.argsort(-counts)[:4]
+    ax.legend(handles=[Patch(color=palette[slots[i]], label=f"slot {slots[i]}: {counts[i] / assignment.size:.0%}")
+                       for i in top], loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2,
+              fontsize=7, frameon=False, title="largest slots", title_fontsize=7)
+
+
+def figure(image: np.ndarray, rows: list[tuple[str, list[StageMap]]], note: str | None = None,
+           alpha: float = 0.55):
+    """The matplotlib figure: the input, then per GLMix stage the slot map blended over it (or the
+    statement that the stage does not cluster); one row per source."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
-    out = Path(out)
     stages = rows[0][1]
     fig, axes = plt.subplots(len(rows), len(stages) + 1, squeeze=False, layout="constrained",
                              figsize=(3.3 * (len(stages) + 1), 4.3 * len(rows) + 0.7))
-    base = image.astype(np.float32) / 255.0
     for r, (source, maps) in enumerate(rows):
         axes[r][0].imshow(image)
         axes[r][0].set_title(f"{source}\ninput {image.shape[1]}x{image.shape[0]}", fontsize=10)
         for c, stage_map in enumerate(maps, start=1):
-            ax = axes[r][c]
-            assignment = stage_map.assignment[0]
-            palette = _palette(stage_map.num_slots)
-            h, w = assignment.shape
-            # Nearest upsampling of the slot map to the image: each cell covers its pixels.
-            rows_idx = np.minimum(np.arange(image.shape[0]) * h // image.shape[0], h - 1)
-            cols_idx = np.minimum(np.arange(image.shape[1]) * w // image.shape[1], w - 1)
-            colored = palette[assignment[np.ix_(rows_idx, cols_idx)]]
-            ax.imshow((1 - alpha) * base + alpha * colored)
-            slots, counts = np.unique(assignment, return_counts=True)
-            ax.set_title(f"stage {stage_map.stage} ({stage_map.block})\n{h}x{w} pixels, "
-                         f"{len(slots)} of {stage_map.num_slots} slots used", fontsize=9)
-            top = np.argsort(-counts)[:4]
-            ax.legend(handles=[Patch(color=palette[slots[i]], label=f"slot {slots[i]}: {counts[i] / assignment.size:.0%}")
-                               for i in top], loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2,
-                      fontsize=7, frameon=False, title="largest slots", title_fontsize=7)
+            _draw_stage(axes[r][c], image, stage_map, alpha)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
     title = "GLMix soft clustering: slot assigned to each pixel (argmax over slots)"
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=11)
+    return fig
+
+
+def render(image: np.ndarray, rows: list[tuple[str, list[StageMap]]], out: str | Path,
+           note: str | None = None, alpha: float = 0.55) -> Path:
+    """PNG of `figure(...)`, written to a temporary name and renamed, like every artifact."""
+    import os
+    import tempfile
+
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    fig = figure(image, rows, note, alpha)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
     plain_mode(fd)
     os.close(fd)

@@ -117,7 +117,12 @@ def test_spec_shape_ranges_and_verification_shapes() -> None:
     assert SPEC.verification_shapes(static) == [(2, 3, 64, 64)]
     dynamic = SPEC.shape_range(dynamic="all", img_size=64, batch=1, max_batch=4)
     assert (dynamic.min, dynamic.max) == ((1, 3, 32, 32), (4, 3, 128, 128))
-    assert SPEC.verification_shapes(dynamic) == [(1, 3, 32, 32), (1, 3, 64, 64), (4, 3, 128, 128), (2, 3, 32, 96)]
+    # The largest batch at the smallest size and the largest size at batch 1, never both at once;
+    # a non-square size that is no multiple of 32.
+    assert SPEC.verification_shapes(dynamic) == [(1, 3, 32, 32), (1, 3, 64, 64), (4, 3, 32, 32), (1, 3, 128, 128),
+                                                 (2, 3, 33, 97)]
+    plan = SPEC.verification_plan(dynamic)
+    assert [v.checks for v in plan][2:4] == [("largest batch at the smallest size",), ("largest size at batch 1",)]
     assert SPEC.dynamic_axes("none") is None
 
 

@@ -14,7 +14,7 @@ from glmix_deploy.data.preprocess import Preprocessing
 from glmix_deploy.exporters.onnx_export import ExportOptions
 from glmix_deploy.models.loader import load_checkpoint
 from glmix_deploy.pipeline.export import export_onnx
-from glmix_deploy.verify.visualize import agreement, onnx_slot_maps, torch_slot_maps
+from glmix_deploy.verify.visualize import NO_CLUSTERING, agreement, clusters, figure, onnx_slot_maps, torch_slot_maps
 from tests.factory import TINY, random_glnet, save_training_checkpoint
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "glnet_digits.pth"
@@ -93,3 +93,32 @@ def test_trained_sample_maps_agree_on_held_out_digits(tmp_path: Path) -> None:
     x = np.stack([prep.load(p) for p in images])
     for a, b in zip(torch_slot_maps(loaded.model, x), onnx_slot_maps(onnx_path, loaded.model, x)):
         np.testing.assert_array_equal(a.assignment, b.assignment)
+
+
+@pytest.mark.skipif(not SAMPLE.exists(), reason="the trained sample is not bundled in this checkout")
+def test_stages_with_a_slot_per_pixel_say_so_instead_of_drawing_a_grid() -> None:
+    """The sample at 64x64: stage 0 has 16x16 pixels for 64 slots and clusters; stages 1 (8x8) and 2
+    (4x4) have at least as many slots as pixels, so every pixel has its own slot (a position grid)."""
+    import matplotlib.pyplot as plt
+
+    loaded = load_checkpoint(SAMPLE)
+    image = sorted((SAMPLE.parent / "digits" / "val").glob("*/*.png"))[0]
+    prep = Preprocessing.from_config(loaded.config)
+    maps = torch_slot_maps(loaded.model, prep.load(image)[None])
+    assert [m.stage for m in maps] == [0, 1, 2] and [clusters(m) for m in maps] == [True, False, False]
+    stage1 = maps[1].assignment[0]
+    assert len(np.unique(stage1)) == stage1.size == 64  # indeed one slot per pixel
+
+    fig = figure(prep.crop(image), [("PyTorch", maps)])
+    try:
+        panels = fig.axes[1:4]
+        assert not panels[0].texts and panels[0].get_legend() is not None
+        for ax, m in zip(panels[1:], maps[1:]):
+            text = " ".join(t.get_text() for t in ax.texts)
+            h, w = m.assignment.shape[-2:]
+            assert NO_CLUSTERING in text and f"64 slots, {h * w} pixels" in text
+            assert ax.get_legend() is None
+            drawn = ax.images[0].get_array()
+            assert np.allclose(drawn[..., 0], drawn[..., 1]) and np.allclose(drawn[..., 1], drawn[..., 2])  # grey
+    finally:
+        plt.close(fig)
