@@ -298,39 +298,78 @@ def apply_baseline(report: BenchReport, baseline: dict, tolerance: float, *, sou
         report.notes.append(f"no measurement matches the baseline {source} by name and batch")
 
 
-def plot(report: BenchReport, path: str | Path) -> Path:
-    """p50 latency (with p90 whiskers) and throughput per batch size, one line per engine."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def figure(report: BenchReport):
+    """Latency p50 (p90 whiskers) and throughput per batch size on log axes, where engines 5x apart
+    stay apart, and each artifact's p50 ratio to eager with its spread over the rounds; every engine
+    has its own marker and line style, so overlapping lines stay distinguishable."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     names = list(dict.fromkeys(e.name for e in report.entries))
-    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in names:
+    fig, (ax_lat, ax_thr, ax_ratio) = plt.subplots(1, 3, figsize=(15, 4.4))
+    for i, name in enumerate(names):
         rows = [e for e in report.entries if e.name == name and e.stats]
         if not rows:
             continue
+        style = {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINESTYLES[i % len(LINESTYLES)], "label": name,
+                 "color": f"C{i % 10}"}
         b = [e.batch for e in rows]
         p50 = np.array([e.stats.p50_ms for e in rows])
         p90 = np.array([e.stats.p90_ms for e in rows])
-        ax_lat.errorbar(b, p50, yerr=[np.zeros_like(p50), p90 - p50], marker="o", capsize=3, label=name)
-        ax_thr.plot(b, [e.stats.throughput for e in rows], marker="o", label=name)
-    for ax, label in ((ax_lat, "latency p50 (ms), whisker p90"), (ax_thr, "throughput (images/s)")):
+        ax_lat.errorbar(b, p50, yerr=[np.zeros_like(p50), p90 - p50], capsize=3, **style)
+        ax_thr.plot(b, [e.stats.throughput for e in rows], **style)
+        if name != EAGER and all(e.ratio_p50 is not None for e in rows):
+            ratio = np.array([e.ratio_p50 for e in rows])
+            low = np.array([min(e.round_ratios, default=e.ratio_p50) for e in rows])
+            high = np.array([max(e.round_ratios, default=e.ratio_p50) for e in rows])
+            # The overall ratio (p50 over p50) need not lie inside the rounds' range.
+            ax_ratio.errorbar(b, ratio, yerr=[np.clip(ratio - low, 0, None), np.clip(high - ratio, 0, None)],
+                              capsize=3, **style)
+    ax_ratio.axhline(1.0, color="grey", linewidth=1, label=f"{EAGER} (1.0)")
+    if "max_ratio" in report.gate:
+        ax_ratio.axhline(report.gate["max_ratio"], color="red", linewidth=1, linestyle=":",
+                         label=f"--max-ratio {report.gate['max_ratio']:g}")
+    batches = sorted({e.batch for e in report.entries})
+    for ax, label in ((ax_lat, "latency p50 (ms, log), whisker p90"), (ax_thr, "throughput (images/s, log)"),
+                      (ax_ratio, "p50 / eager p50, bars: spread over rounds")):
         ax.set_xlabel("batch size")
         ax.set_ylabel(label)
         ax.set_xscale("log", base=2)
-        batches = sorted({e.batch for e in report.entries})
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.minorticks_off()
-        ax.grid(True, alpha=0.3)
+        if ax is not ax_ratio:  # labelled at 1, 2, 5 x 10^k: a log axis spanning less than a decade still reads
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_locator(ticker.NullLocator())
+        ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=8)
     m = report.machine
     fig.suptitle(f"{Path(report.checkpoint).name} - {m.get('cpu')} - {m.get('threads_used')} thread(s)",
                  fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return fig
 
+
+def plot(report: BenchReport, path: str | Path) -> Path:
+    """PNG of `figure(report)`, written atomically."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from glmix_deploy.files import write_bytes_atomic
+
+    fig = figure(report)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, dpi=110, format="png")
+    finally:
+        plt.close(fig)
+    return write_bytes_atomic(Path(path), buffer.getvalue())
