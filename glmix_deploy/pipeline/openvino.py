@@ -10,8 +10,6 @@ before the `.xml` that names it. A failing IR is kept and CheckFailed carries th
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glmix_deploy.errors import CheckFailed, UserInputError
+from glmix_deploy.files import make_staging_dir, remove_staging_dir
 
 if TYPE_CHECKING:
     from glmix_deploy.compare.parity import ParityCase, ParityReport
@@ -73,7 +72,7 @@ def export_openvino(
         extra = {"precision": inference_precision, "inference_precision": inference_precision}
         tolerance = resolve_tolerance(inference_precision)
     seconds: dict[str, float] = {}
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    work = make_staging_dir(out)  # swept by the next run if this one is killed
     try:
         t0 = time.perf_counter()
         say(f"converting to OpenVINO IR (openvino {version}, float32 weights, "
@@ -95,7 +94,7 @@ def export_openvino(
         os.replace(staged.with_suffix(".bin"), weights)
         os.replace(staged, out)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_staging_dir(work)
     result = OpenVINOResult(out, weights, report, seconds, version, inference_precision)
     if not report.passed:
         raise CheckFailed(f"{out}: {report.summary_line()}", report=result)
