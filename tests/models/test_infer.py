@@ -51,8 +51,13 @@ def test_infers_custom_configurations(name: str) -> None:
 
 def test_head_dim_cannot_be_inferred_and_is_asked_for() -> None:
     sd = random_glnet(CUSTOM["head_dim_16"]).state_dict()
-    with pytest.raises(ArchitectureError, match="--head-dim"):
+    with pytest.raises(ArchitectureError, match="head_dim 32 is the official default") as info:
         infer_config(sd)
+    assert "--" not in str(info.value)  # the library names fields; the CLI owns the flags
+    # A head_dim that was given is named with its value, and not asked for again.
+    with pytest.raises(ArchitectureError, match=r"multiple of head_dim=48 \(the head_dim given\)") as info:
+        infer_config(sd, head_dim=48)
+    assert "--" not in str(info.value) and "official default" not in str(info.value)
 
 
 def test_pooled_slot_count_defaults_to_official_64() -> None:
