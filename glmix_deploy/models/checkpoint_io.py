@@ -94,6 +94,14 @@ _LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "lit
 
 # Deflate cannot expand more than ~1032:1; torch.save itself stores members uncompressed.
 _MAX_DEFLATE_RATIO = 1032
+# What a deflated checkpoint may expand to: float weights deflate to ~90% of their size, so a
+# real one inflates to little more than its file; a deflate bomb (zeros) to 1032x. All deflated
+# members of a file together may hold at most this multiple of the file's size, plus the slack.
+_MAX_INFLATION = 4
+_INFLATION_SLACK = 16 << 20
+# Opcodes data.pkl may have: one per compressed byte (a stored pickle always fits), and at least
+# this many (a torch.save'd training checkpoint of glnet_16g, model + EMA + optimizer, has ~50k).
+_MIN_PICKLE_OPCODES = 1_000_000
 _LOCAL_HEADER = 30  # fixed part of a zip local file header
 
 
@@ -200,6 +208,8 @@ class _Members:
         self.archive = archive
         self.file_size = file_size
         self.spent = 0  # compressed bytes of the members read so far
+        self.inflated = 0  # decompressed bytes of the deflated members read so far
+        self.inflation_budget = _MAX_INFLATION * file_size + _INFLATION_SLACK
 
     def read(self, name: str, expected: int | None = None,
              at_most: int | None = None) -> bytearray:
@@ -226,6 +236,12 @@ class _Members:
             raise ValueError(f"{what} holds {info.file_size} bytes, expected {expected}")
         if at_most is not None and info.file_size > at_most:
             raise ValueError(f"{what} holds {info.file_size} bytes, at most {at_most} expected")
+        if info.compress_type == zipfile.ZIP_DEFLATED:
+            self.inflated += info.file_size
+            if self.inflated > self.inflation_budget:
+                raise ValueError(
+                    f"{what} inflates the deflated members to {self.inflated} bytes, more than "
+                    f"{_MAX_INFLATION}x the {self.file_size}-byte file (a deflate bomb)")
         buffer = bytearray(info.file_size)
         with self.archive.open(info) as stream:
             got = stream.readinto(buffer) if buffer else 0
@@ -275,7 +291,9 @@ def _read_torch_zip(p: Path) -> object:
                     return torch.empty(0, dtype=torch.uint8)
                 return torch.frombuffer(buffer, dtype=torch.uint8)  # keeps `buffer` alive
 
-            return unpickle(members.read(f"{prefix}/data.pkl"), load_storage, str(p), swap)
+            pickle_name = f"{prefix}/data.pkl"
+            max_opcodes = max(_MIN_PICKLE_OPCODES, archive.getinfo(pickle_name).compress_size)
+            return unpickle(members.read(pickle_name), load_storage, str(p), swap, max_opcodes)
     except CheckpointError:
         raise  # ours already name the file; UnsafeCheckpointError must stay as it is
     except Exception as exc:  # BadZipFile, PickleScanError, MemoryError, RecursionError, ...

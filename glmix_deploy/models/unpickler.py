@@ -16,6 +16,11 @@ Bounds, so that a file cannot make the reader allocate more than it holds:
 - Container constructors reached by REDUCE (``list``, ``tuple``, ``set``, ``dict``,
   ``torch.Size``, ...) take only containers the pickle built, never a tensor: iterating a tensor
   makes one Python object (~100 bytes) per 4-byte element.
+- Those constructors, and every other allowed call that copies or parses its argument (``int``,
+  ``str``, ``_codecs.encode``, ...), share one budget per read: together they may take at most
+  as many items (elements, characters, bytes) as the pickle has bytes, plus ``CALL_SLACK``. A
+  memoised argument costs two bytes to reuse, so ``list(<1 MiB bytes>)`` repeated would
+  otherwise build a megabyte-sized list per three bytes of file.
 - At most ``MAX_PLACEHOLDER_CLASSES`` distinct placeholder classes per file (a class costs ~1 KB,
   a GLOBAL opcode a few bytes).
 Every allow-listed callable the pickle can reach is an immutable tuple (``_Safe``) or a builtin
@@ -39,12 +44,14 @@ from glmix_deploy.errors import UnsafeCheckpointError
 from glmix_deploy.models.pickle_scan import MAX_INT_BITS, scan_pickle
 
 __all__ = [
-    "EXPANSION_SLACK", "MAX_EXPANSION", "MAX_PLACEHOLDER_CLASSES", "Opaque", "is_dangerous",
+    "CALL_SLACK", "EXPANSION_SLACK", "MAX_EXPANSION", "MAX_PLACEHOLDER_CLASSES", "Opaque", "is_dangerous",
     "is_placeholder", "make_placeholder", "placeholder_name", "python3_name", "refuses",
     "unpickle",
 ]
 
 MAX_PLACEHOLDER_CLASSES = 1000
+# Items the allowed calls of one read may copy or parse beyond the pickle's own length.
+CALL_SLACK = 1 << 16
 # A tensor (or a state dict) may describe at most this many times the bytes it is backed by,
 # plus the slack: tied weights make 2x, small expanded buffers a little more.
 MAX_EXPANSION = 8
@@ -218,41 +225,90 @@ class _Safe(NamedTuple):
 
 
 _PICKLED_CONTAINERS = (str, bytes, bytearray, list, tuple, set, frozenset, dict)
+_SCALARS = (str, bytes, bytearray, int, float, bool, type(None))
 
 
-def _from_containers(kind: Callable[..., Any], name: str) -> _Safe:
+class _CallBudget:
+    """Items (elements, characters, bytes) the allowed calls of one read may still copy or parse.
+    Holds no reference to the reader, so the callables bound to it create no cycle."""
+
+    __slots__ = ("left", "total")
+
+    def __init__(self, items: int) -> None:
+        self.left = self.total = items
+
+    def charge(self, args: tuple[Any, ...], name: str) -> None:
+        first = args[0] if args else None
+        self.left -= len(first) if isinstance(first, (*_PICKLED_CONTAINERS,)) else 1
+        if self.left < 0:
+            raise ValueError(f"the pickle's {name}() calls copy more than {self.total} items "
+                             "(a few bytes of pickle repeating a large argument)")
+
+
+def _from_containers(kind: Callable[..., Any], name: str, budget: _CallBudget) -> _Safe:
     """``kind(x, ...)`` only for an ``x`` the pickle built as data: never a tensor (one Python
     object per element), a placeholder, or an int (``bytes(10**10)`` allocates 10 GB)."""
 
     def build(*args: Any) -> Any:
         if args and not isinstance(args[0], _PICKLED_CONTAINERS):
             raise ValueError(f"{name}() of {type(args[0]).__name__} is not allowed")
+        budget.charge(args, name)
         return kind(*args)
 
     return _Safe(build, name)
 
 
-def _bounded_int(*args: Any) -> int:
-    if args and not isinstance(args[0], (str, bytes, bytearray, int, float)):
-        raise ValueError(f"int() of {type(args[0]).__name__} is not allowed")
-    value = int(*args)
-    if value.bit_length() > MAX_INT_BITS:
-        raise ValueError(f"an integer of {value.bit_length()} bits")
-    return value
+def _from_scalars(kind: Callable[..., Any], name: str, budget: _CallBudget) -> _Safe:
+    """``kind(x, ...)`` only for a plain scalar ``x``: ``str`` of a list would repr every item
+    (of a list holding one large object many times, for a few bytes each)."""
+
+    def build(*args: Any) -> Any:
+        if not all(isinstance(a, _SCALARS) for a in args):
+            bad = next(a for a in args if not isinstance(a, _SCALARS))
+            raise ValueError(f"{name}() of {type(bad).__name__} is not allowed")
+        budget.charge(args, name)
+        value = kind(*args)
+        if type(value) is int and value.bit_length() > MAX_INT_BITS:
+            raise ValueError(f"an integer of {value.bit_length()} bits")
+        return value
+
+    return _Safe(build, name)
+
+
+def _codecs_encode(budget: _CallBudget) -> _Safe:
+    def encode(obj: Any, encoding: Any = "utf-8") -> bytes:
+        # Protocol-2 pickles spell every bytes object as _codecs.encode(str, "latin1").
+        if not isinstance(obj, str) or encoding not in ("latin1", "latin-1"):
+            raise ValueError("unsupported _codecs.encode call")
+        budget.charge((obj,), "encode")
+        return obj.encode("latin1")
+
+    return _Safe(encode, "encode")
+
+
+def _calls(budget: _CallBudget) -> dict[str, object]:
+    """The allowed globals that copy or parse their argument, as one read sees them: each call
+    is charged to that read's `budget`."""
+    return {
+        **{f"builtins.{kind.__name__}": _from_containers(kind, kind.__name__, budget)
+           for kind in (set, frozenset, list, tuple, dict, bytes, bytearray)},
+        **{f"builtins.{kind.__name__}": _from_scalars(kind, kind.__name__, budget)
+           for kind in (int, float, complex, str)},
+        "collections.OrderedDict": _from_containers(collections.OrderedDict, "OrderedDict", budget),
+        "torch.Size": _from_containers(torch.Size, "torch.Size", budget),
+        "_codecs.encode": _codecs_encode(budget),
+    }
 
 
 # Harmless builtins: data constructors with no way to reach code or unbounded work (range is
-# deliberately absent, so nothing has a lazy huge iterable to expand).
+# deliberately absent, so nothing has a lazy huge iterable to expand). The callables that copy
+# or parse an argument are bound to each read's budget (`_calls`); None marks them here.
 _HARMLESS_BUILTINS: dict[str, object] = {
-    **{kind.__name__: _from_containers(kind, kind.__name__)
-       for kind in (set, frozenset, list, tuple, dict, bytes, bytearray)},
-    "int": _Safe(_bounded_int, "int"),
+    **dict.fromkeys(("set", "frozenset", "list", "tuple", "dict", "bytes", "bytearray", "int",
+                     "float", "complex", "str")),
     "slice": slice,
-    "complex": complex,
     "object": object,  # base argument of copyreg._reconstructor
-    "float": float,
     "bool": bool,
-    "str": str,
     "Ellipsis": Ellipsis,
     "NotImplemented": NotImplemented,
 }
@@ -264,8 +320,7 @@ _TORCH_VALUES: dict[str, object] = {
     for name, value in vars(torch).items()
     if isinstance(value, (torch.dtype, torch.layout, torch.memory_format))
 }
-_TORCH_VALUES.update({"Size": _from_containers(torch.Size, "torch.Size"),
-                      "device": torch.device})
+_TORCH_VALUES["device"] = torch.device
 
 
 # --------------------------------------------------------------------------- storages
@@ -397,15 +452,7 @@ def _newobj_ex(cls: Any, args: Any, kwargs: Any) -> Opaque:
     return obj
 
 
-def _codecs_encode(obj: Any, encoding: Any = "utf-8") -> bytes:
-    # Protocol-2 pickles spell every bytes object as _codecs.encode(str, "latin1").
-    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1"):
-        raise ValueError("unsupported _codecs.encode call")
-    return obj.encode("latin1")
-
-
 _SAFE: dict[str, object] = {
-    "collections.OrderedDict": _from_containers(collections.OrderedDict, "OrderedDict"),
     "torch.storage.UntypedStorage": _StorageType("UntypedStorage", torch.uint8),
     **{f"torch._utils.{f.__name__}": _Safe(f, f.__name__)
        for f in (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter)},
@@ -415,7 +462,6 @@ _SAFE: dict[str, object] = {
     "copyreg._reconstructor": _Safe(_reconstructor, "_reconstructor"),
     "copyreg.__newobj__": _Safe(_newobj, "__newobj__"),
     "copyreg.__newobj_ex__": _Safe(_newobj_ex, "__newobj_ex__"),
-    "_codecs.encode": _Safe(_codecs_encode, "encode"),
 }
 
 
@@ -439,6 +485,7 @@ class _SafeUnpickler(pickle.Unpickler):
         self._swap_bytes = swap_bytes
         self._storages: dict[str, _Storage] = {}
         self._placeholders: dict[str, type[Opaque]] = {}
+        self._calls = _calls(_CallBudget(len(data) + CALL_SLACK))
 
     def find_class(self, module: str, name: str) -> Any:
         refused = refuses(module, name)  # judges the written and the Python 3 name
@@ -448,6 +495,8 @@ class _SafeUnpickler(pickle.Unpickler):
             self._refuse(qualname)
         if qualname in _SAFE:
             return _SAFE[qualname]
+        if qualname in self._calls:
+            return self._calls[qualname]
         if module == "builtins":
             return _HARMLESS_BUILTINS[name]
         if module in ("torch", "torch.cuda") and name in _STORAGE_DTYPES:
@@ -487,13 +536,14 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def unpickle(data: bytes | bytearray, load_storage: Callable[[str, int], torch.Tensor],
-             display: str, swap_bytes: bool = False) -> object:
+             display: str, swap_bytes: bool = False, max_opcodes: int | None = None) -> object:
     """The object a torch ``data.pkl`` describes, built without importing or running anything.
 
     ``load_storage(key, nbytes)`` returns storage ``key`` as a 1-D uint8 tensor of exactly
     ``nbytes`` bytes, or raises if the file does not hold them. Raises UnsafeCheckpointError
     for a pickle that names code, PickleScanError / ValueError / UnpicklingError for a
-    malformed one (the caller turns those into CheckpointError).
+    malformed one (the caller turns those into CheckpointError). ``max_opcodes`` bounds the
+    pickle's length in opcodes (see ``scan_pickle``).
     """
-    scan_pickle(data)
+    scan_pickle(data, max_opcodes)
     return _SafeUnpickler(data, load_storage, display, swap_bytes).load()
