@@ -15,12 +15,21 @@ a value here that contradicts them is refused, all contradictions in one message
 from __future__ import annotations
 
 import json
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from glmix_deploy.errors import UserInputError
-from glmix_deploy.models.config import PREPROCESSING_FIELDS, RELEASES, GLNetConfig
+from glmix_deploy.models.config import (
+    DOWNSAMPLE_STYLES,
+    MIXING_MODES,
+    PREPROCESSING_FIELDS,
+    RELEASES,
+    SLOT_INITS,
+    TRANSITION_LAYOUTS,
+    GLNetConfig,
+)
 
 # official constructor argument -> GLNetConfig field
 _OFFICIAL_NAMES = {
@@ -73,8 +82,70 @@ def _normalise(name: str, value: Any) -> Any:
     return value
 
 
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_number(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def _four(check) -> Any:
+    return lambda v: isinstance(v, list) and len(v) == 4 and all(check(x) for x in v)
+
+
+_WIDTH, _DEPTH = 1 << 16, 1 << 12  # far beyond any GLNet; the tensors decide the real values
+# field -> (what it must be, check); a value of the wrong type never reaches the model.
+_EXPECTED: dict[str, tuple[str, Any]] = {
+    "depths": ("a list of 4 positive integers", _four(lambda x: _is_int(x, 1, _DEPTH))),
+    "dims": ("a list of 4 positive integers", _four(lambda x: _is_int(x, 1, _WIDTH))),
+    "head_dim": ("a positive integer", lambda v: _is_int(v, 1, _WIDTH)),
+    "mlp_ratios": ("a list of 4 positive numbers", _four(lambda x: _is_number(x, 1e-3, 1e3))),
+    "mixing_modes": (f"a list of 4 of {', '.join(MIXING_MODES)}", _four(lambda x: x in MIXING_MODES)),
+    "local_dw_ks": ("an integer or a list of 4 integers (0 = none)",
+                    lambda v: _is_int(v, 0, 63) or _four(lambda x: _is_int(x, 0, 63))(v)),
+    "slot_init": (" or ".join(SLOT_INITS), lambda v: v in SLOT_INITS),
+    "num_slots": ("a positive integer (at most 65536)", lambda v: _is_int(v, 1, 1 << 16)),
+    "cpe_ks": ("an integer (0 = none)", lambda v: _is_int(v, 0, 63)),
+    "downsample_style": (" or ".join(DOWNSAMPLE_STYLES), lambda v: v in DOWNSAMPLE_STYLES),
+    "transition_layout": (" or ".join(TRANSITION_LAYOUTS), lambda v: v in TRANSITION_LAYOUTS),
+    "dual_patch_norm": ("true or false", lambda v: isinstance(v, bool)),
+    "mlp_dw": ("true or false", lambda v: isinstance(v, bool)),
+    "token_label_head": ("true or false", lambda v: isinstance(v, bool)),
+    "layerscale": ("true, false or the initial scale", lambda v: isinstance(v, bool) or _is_number(v, -1e3, 1e3)),
+    "in_chans": ("a positive integer", lambda v: _is_int(v, 1, _WIDTH)),
+    "num_classes": ("an integer (0 = no head)", lambda v: _is_int(v, 0, 1 << 24)),
+    "norm_layer": ("BatchNorm2d or LayerNorm2d", lambda v: isinstance(v, str)),
+    "img_size": ("an integer from 16 to 4096", lambda v: _is_int(v, 16, 4096)),
+    "mean": ("a list of 3 numbers", lambda v: isinstance(v, list) and len(v) == 3
+             and all(_is_number(x, -1e3, 1e3) for x in v)),
+    "std": ("a list of 3 positive numbers", lambda v: isinstance(v, list) and len(v) == 3
+            and all(_is_number(x, 1e-6, 1e3) for x in v)),
+    "crop_pct": ("a number above 0 and at most 1", lambda v: _is_number(v, 1e-3, 1.0)),
+    "interpolation": ("bilinear, bicubic, nearest or lanczos",
+                      lambda v: v in ("bilinear", "bicubic", "nearest", "lanczos")),
+}
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value for a message: reprlib bounds the depth and items shown (a YAML alias graph is a
+    DAG that a plain repr expands exponentially)."""
+    shower = reprlib.Repr()
+    shower.maxlevel, shower.maxstring, shower.maxother = 3, limit, limit
+    text = " ".join(shower.repr(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_type(key: str, name: str, value: Any, where: str) -> None:
+    """Refuse a value of the wrong type or range, naming the file's key and what it must be."""
+    expected = _EXPECTED.get(name)
+    if expected is not None and not expected[1](value):
+        raise UserInputError(f"{where}: {key} must be {expected[0]}, not {_shown(value)}")
+
+
 def _field_value(key: str, value: Any, where: str) -> tuple[str, Any]:
     name = _OFFICIAL_NAMES[key]
+    _check_type(key, name, value, where)
     if name == "layerscale" and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = value > 0  # the official constructor takes the init value, -1 = off
     elif name == "norm_layer":
@@ -98,8 +169,8 @@ def parse_model_config(data: Any, where: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     release = data.get("model")
     if release is not None:
-        if release not in RELEASES:
-            raise UserInputError(f"{where}: model {release!r} is not a release ({', '.join(RELEASES)})")
+        if not isinstance(release, str) or release not in RELEASES:
+            raise UserInputError(f"{where}: model {_shown(release)} is not a release ({', '.join(RELEASES)})")
         # The release's constructor values; a checkpoint's final/output norms are the tensors' to say.
         values.update({k: v for k, v in RELEASES[release].architecture().items() if k not in _NORM_FIELDS})
     unknown = sorted(str(k) for k in data if k not in _OFFICIAL_NAMES and k not in _IGNORED and k != "model")
@@ -122,7 +193,12 @@ def read_model_config(path: str | Path) -> ModelConfigFile:
         raise UserInputError(f"model config not found: {path}")
     if path.stat().st_size > _MAX_BYTES:
         raise UserInputError(f"{path} is too large to be a model config")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"{path} is not UTF-8 text (byte {exc.start}); save the model config as UTF-8") from exc
+    except OSError as exc:
+        raise UserInputError(f"cannot read model config {path}: {exc.strerror or exc}") from exc
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
