@@ -21,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import random
+import re
 import resource
 import signal
 import subprocess
@@ -102,9 +104,145 @@ class Cases:
         return f"{i}:safetensors:{ops}", mutated, ".safetensors"
 
 
-def _zip(members: list[tuple[str, bytes]]) -> bytes:
+# --------------------------------------------------------------------------- structures
+# Mutations of what a checkpoint *means* rather than of its bytes: tensor shapes, ranks, dtypes
+# and keys of a real GLNet state dict, and the shapes of the objects beside it (shared-object
+# graphs, calls that copy a large argument, deflated members). Every file is well-formed, so
+# every case reaches the architecture inference and the model build.
+
+_SHAPE_OPS = ("scalar", "flat", "zero", "huge_empty", "grow", "rank", "dtype", "drop",
+              "extra_block", "block_flood", "far_block", "rename")
+_ARGS_OPS = ("dag", "reduce", "deflate")
+# Keys whose shapes the inference reads dimensions from: hit more often than the others.
+_READ_KEYS = re.compile(r"^(downsample_layers\.\d\.[014]\.weight|stages\.\d\.blocks\.0\.("
+                        r"mlp\.0|feature_conv\.1|pos_conv)\.weight|.*init_slots|head\.weight)$")
+
+
+def structure_base(root: Path) -> Path:
+    """The state dict the structural cases start from (a tiny GLNet with every block kind)."""
+    import torch
+
+    from tests.factory import TINY, random_glnet
+
+    config = dataclasses.replace(TINY, dims=(32, 32, 64, 64), mlp_ratios=(1, 1, 1, 1),
+                                 num_slots=4, num_classes=4, img_size=32)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "structure_base.pth"
+    torch.save(random_glnet(config).state_dict(), path)
+    return path
+
+
+class StructureCases:
+    """Case i -> (label, file bytes, suffix): one to three structural mutations, seeded."""
+
+    def __init__(self, base: Path, seed: int, count: int) -> None:
+        import torch
+
+        self.sd = torch.load(base, weights_only=True)  # our own fixture, written by the test
+        self.read_keys = [k for k in self.sd if _READ_KEYS.match(k)]
+        self.seed, self.count = seed, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def case(self, i: int) -> tuple[str, bytes, str]:
+        import torch
+
+        rng = random.Random(self.seed * 1_000_003 + i)
+        sd, extra, done, deflate = dict(self.sd), {}, [], False
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            op = rng.choice(_SHAPE_OPS + _ARGS_OPS if rng.random() < 0.25 else _SHAPE_OPS)
+            keys = self.read_keys if rng.random() < 0.6 else list(sd)
+            key = rng.choice([k for k in keys if k in sd] or list(sd))
+            if op in _ARGS_OPS:
+                deflate = deflate or op == "deflate"
+                extra["args"] = _args_payload(rng, op) if op != "deflate" else extra.get("args")
+                done.append(op)
+                continue
+            _mutate_state_dict(rng, op, key, sd)
+            done.append(f"{op}:{key}")
+        buffer = io.BytesIO()
+        torch.save({"model": sd, **{k: v for k, v in extra.items() if v is not None}}, buffer,
+                   pickle_protocol=rng.choice((2, 4)))
+        data = buffer.getvalue()
+        if deflate:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                data = _zip([(n, archive.read(n)) for n in archive.namelist()], zipfile.ZIP_DEFLATED)
+        return f"{i}:structure:{'+'.join(done)}", data, ".pth"
+
+
+def _mutate_state_dict(rng: random.Random, op: str, key: str, sd: dict) -> None:
+    import torch
+
+    tensor = sd[key]
+    shape = list(tensor.shape)
+    if op == "scalar":
+        sd[key] = torch.tensor(0.5)
+    elif op == "flat":
+        sd[key] = tensor.reshape(-1)
+    elif op == "zero":
+        shape = shape or [1]
+        shape[rng.randrange(len(shape))] = 0
+        sd[key] = torch.empty(shape)
+    elif op == "huge_empty":  # a 2**40 dimension backed by no bytes
+        shape = shape + [1] if len(shape) < 2 else shape
+        big, empty = rng.sample(range(len(shape)), 2)
+        shape[big], shape[empty] = 1 << rng.choice((31, 40)), 0
+        sd[key] = torch.empty(shape)
+    elif op == "grow" and shape:
+        axis = rng.randrange(len(shape))
+        shape[axis] = max(1, shape[axis] * rng.choice((2, 3)) + rng.choice((-1, 0, 1)))
+        sd[key] = torch.randn(shape) if math.prod(shape) <= 1 << 18 else tensor
+    elif op == "rank":
+        sd[key] = tensor.unsqueeze(0) if rng.random() < 0.5 or not shape else tensor[..., 0]
+    elif op == "dtype":
+        sd[key] = tensor.to(rng.choice((torch.int64, torch.bool, torch.float16, torch.float64)))
+    elif op == "drop":
+        del sd[key]
+    elif op == "extra_block":  # a copy of a stage's block 0 at its end: whole, or one tensor
+        stage = rng.randrange(4)
+        prefix = f"stages.{stage}.blocks.0."
+        depth = 1 + max(int(k.split(".")[3]) for k in sd if k.startswith(f"stages.{stage}."))
+        copies = [k for k in sd if k.startswith(prefix)]
+        for k in copies if rng.random() < 0.5 else copies[:1]:
+            sd[f"stages.{stage}.blocks.{depth}.{k[len(prefix):]}"] = sd[k]
+    elif op == "block_flood":  # many blocks holding one shared scalar each
+        scales = torch.full((rng.choice((100, 2000)),), 0.1)
+        sd.update({f"stages.0.blocks.{1 + j}.slot_scale": scales[j] for j in range(len(scales))})
+    elif op == "far_block":
+        sd[f"stages.{rng.randrange(4)}.blocks.{rng.choice((7, 1 << 20, 1 << 62))}.slot_scale"] = \
+            torch.tensor(0.1)
+    elif op == "rename":
+        sd[key.replace(".", rng.choice(("_", "..", ".0.")), 1)] = sd.pop(key)
+
+
+class _Call:
+    """Pickles as func(*args): how a pickle reaches an allowed builtin with data."""
+
+    def __init__(self, func: Callable[..., object], *args: object) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return self.func, self.args
+
+
+def _args_payload(rng: random.Random, op: str) -> object:
+    """A training-config stand-in whose objects are shared far more than the bytes show."""
+    import argparse
+
+    if op == "dag":  # fanout ** levels nodes as a tree, fanout * levels references as a DAG
+        level: object = [rng.randrange(100)]
+        for _ in range(rng.randint(2, 9)):
+            level = [level] * rng.randint(2, 40)
+        return argparse.Namespace(img_size=level, model={"num_slots": level})
+    blob = rng.randbytes(rng.choice((1 << 10, 1 << 16, 1 << 20)))
+    kind = rng.choice((list, tuple, bytearray, bytes, set))
+    return [_Call(kind, blob) for _ in range(rng.choice((3, 50, 400)))]
+
+
+def _zip(members: list[tuple[str, bytes]], method: int = zipfile.ZIP_STORED) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+    with zipfile.ZipFile(buffer, "w", method) as archive:
         for name, data in members:
             archive.writestr(name, data)
     return buffer.getvalue()
@@ -178,6 +316,34 @@ def _ours_model(path: Path) -> object:
     return load_checkpoint(path)
 
 
+class CleanExit(Exception):
+    """`glmix-deploy inspect` ended in exit 1 or 2 with one `error: ...` line: a clean refusal."""
+
+
+def _cli(path: Path) -> object:
+    """What a user meets: `glmix-deploy inspect --ckpt PATH`, in this process. Exit 0 is 'ok',
+    exit 1/2 with exactly one `error:` line on stderr a refusal; anything else (exit 3, a
+    traceback, several lines) raises RuntimeError."""
+    import contextlib
+    import io
+
+    from glmix_deploy.cli.main import run
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = run(["--json", "inspect", "--ckpt", str(path)])
+    lines = err.getvalue().splitlines()
+    if rc == 0:
+        return out.getvalue()
+    if rc in (1, 2) and len(lines) == 1 and lines[0].startswith("error: "):
+        if "MemoryError" in lines[0]:  # an allocation the file could not back, then mapped
+            raise MemoryError(lines[0])
+        if "RecursionError" in lines[0]:
+            raise RuntimeError(lines[0])
+        raise CleanExit(lines[0])
+    raise RuntimeError(f"exit {rc}: {' | '.join(lines)[:300]}")
+
+
 def _ours(path: Path) -> object:
     from glmix_deploy.models.checkpoint_io import load_state_dict
 
@@ -219,6 +385,9 @@ def _refusals(torch_errors: bool) -> tuple[type, ...]:
 
     from glmix_deploy.errors import CheckpointError
 
+    if torch_errors is None:  # the CLI: a clean exit 1/2
+        return (CleanExit,)
+
     # torch.load documents UnpicklingError (weights_only refusal) and RuntimeError (its zip
     # reader); a wrapper adopting it would turn those two into CheckpointError.
     return (CheckpointError, pickle.UnpicklingError, RuntimeError) if torch_errors else (
@@ -229,6 +398,7 @@ READERS: dict[str, tuple[Callable[[Path], object], bool]] = {
     "ours+model": (_ours_model, False),
     "ours": (_ours, False),
     "weights_only": (_weights_only, True),
+    "cli": (_cli, None),
 }
 
 
@@ -276,8 +446,13 @@ class _Source:
 
     def __init__(self, spec: dict) -> None:
         self.files = spec.get("files")
-        self.cases = None if self.files else Cases(
-            {k: Path(v) for k, v in spec["bases"].items()}, spec["seed"], spec["counts"])
+        if self.files:
+            self.cases = None
+        elif spec.get("structure"):
+            self.cases = StructureCases(Path(spec["structure"]), spec["seed"], spec["count"])
+        else:
+            self.cases = Cases({k: Path(v) for k, v in spec["bases"].items()}, spec["seed"],
+                               spec["counts"])
         self.work = Path(spec["work"])
 
     def __len__(self) -> int:
@@ -304,15 +479,22 @@ def _run_child(spec: dict) -> None:
     refusal = _refusals(torch_errors)
     source = _Source(spec)
     progress = Path(spec["progress"])
+    # Imported before the baseline RSS is taken and the first case's clock starts.
+    import glmix_deploy.cli.main  # noqa: F401
+    import glmix_deploy.models.checkpoint_io  # noqa: F401 - imports torch
+    import glmix_deploy.models.glnet  # noqa: F401
     with open(spec["log"], "a", buffering=1) as log:
+        log.write(json.dumps(["base_rss_mb", _peak_rss_mb(), "", ""]) + "\n")
         for i in range(spec["start"], len(source)):
             progress.write_text(f"{i}:preparing")
             label, path = source.get(i)
             progress.write_text(label)
             signal.alarm(spec["case_timeout"])  # a hung case: SIGALRM ends the child
+            began = time.perf_counter()
             outcome, message = classify(call, path, refusal)
+            seconds = time.perf_counter() - began
             signal.alarm(0)
-            log.write(json.dumps([i, outcome, label, message]) + "\n")
+            log.write(json.dumps([i, outcome, label, message, round(seconds, 3)]) + "\n")
         log.write(json.dumps(["peak_rss_mb", _peak_rss_mb(), "", ""]) + "\n")
     progress.write_text("")
 
@@ -323,7 +505,8 @@ def _peak_rss_mb() -> int:
 
 def run_contained(reader: str, work: Path, *, bases: dict[str, Path] | None = None,
                   seed: int = 0, counts: dict[str, int] | None = None,
-                  files: dict[str, Path] | None = None, cap: int | None = ADDRESS_SPACE_CAP,
+                  files: dict[str, Path] | None = None, structure: Path | None = None,
+                  count: int = 0, cap: int | None = ADDRESS_SPACE_CAP,
                   timeout: float = 600.0, case_timeout: int = 60) -> dict:
     """Every case once (the seeded mutations of `bases`, or each of `files`), in child
     processes under an address-space cap. A child that dies (segfault, kill, abort) costs one
@@ -331,10 +514,12 @@ def run_contained(reader: str, work: Path, *, bases: dict[str, Path] | None = No
     that runs past `case_timeout` seconds ('timeout'). `timeout` bounds the whole run.
 
     Returns {'outcomes': counts per outcome, 'by_kind': the same per case kind, 'cases': one
-    [index, outcome, label, message] per case, 'seconds', 'peak_rss_mb', ...}."""
+    [index, outcome, label, message] per case, 'case_seconds': {index: seconds} of the cases
+    that finished, 'seconds', 'peak_rss_mb' and 'base_rss_mb' (the child's peak RSS after
+    its imports, before its first case), ...}."""
     counts = dict(DEFAULT_COUNTS if counts is None else counts)
     file_list = [[name, str(path)] for name, path in (files or {}).items()]
-    total = len(file_list) if files else sum(counts.values())
+    total = len(file_list) if files else count if structure else sum(counts.values())
     work.mkdir(parents=True, exist_ok=True)
     log, progress = work / f"{reader}.log", work / f"{reader}.progress"
     log.write_text("")
@@ -343,6 +528,7 @@ def run_contained(reader: str, work: Path, *, bases: dict[str, Path] | None = No
     while start < total:
         progress.write_text("")
         spec = {"reader": reader, "bases": {k: str(v) for k, v in (bases or {}).items()},
+                "structure": str(structure) if structure else None, "count": count,
                 "seed": seed, "counts": counts, "files": file_list, "start": start,
                 "work": str(work), "log": str(log), "progress": str(progress), "cap": cap,
                 "case_timeout": case_timeout}
@@ -366,13 +552,16 @@ def run_contained(reader: str, work: Path, *, bases: dict[str, Path] | None = No
         index = int(label.split(":", 1)[0])
         crashes.append([index, outcome, label, child.stderr.strip()[-300:]])
         start = index + 1
-    rows, peak_rss = [], 0
+    rows, peak_rss, base_rss, case_seconds = [], 0, 0, {}
     for line in log.read_text().splitlines():
         row = json.loads(line)
         if row[0] == "peak_rss_mb":
             peak_rss = max(peak_rss, row[1])
+        elif row[0] == "base_rss_mb":
+            base_rss = max(base_rss, row[1])
         else:
-            rows.append(row)
+            case_seconds[row[0]] = row[4]
+            rows.append(row[:4])
     rows = sorted(rows + crashes)
     if timed_out:
         done = {row[0] for row in rows}
@@ -386,7 +575,8 @@ def run_contained(reader: str, work: Path, *, bases: dict[str, Path] | None = No
             examples.setdefault(outcome, f"{label} ({message[:200]})")
     return {"reader": reader, "outcomes": dict(outcomes), "examples": examples,
             "by_kind": {kind: dict(c) for kind, c in by_kind.items()}, "cases": rows,
-            "seconds": round(time.perf_counter() - began, 1), "peak_rss_mb": peak_rss}
+            "seconds": round(time.perf_counter() - began, 1), "peak_rss_mb": peak_rss,
+            "base_rss_mb": base_rss, "case_seconds": case_seconds}
 
 
 def _replay(seed: int, index: int, reader: str, counts: dict[str, int] | None) -> None:

@@ -367,3 +367,100 @@ BROKEN_FILES: dict[str, Callable[[Path], Path]] = {
     "half a safetensors file": half_safetensors,
     "TorchScript archive": torchscript,
 }
+
+
+# --------------------------------------------------------------------------- amplification
+# Files of at most ~2 MB that are valid by every declared size but make a later stage do far
+# more work than the file holds: shared objects expanded as trees, cheap calls that copy a large
+# argument, a deflated pickle of tens of millions of opcodes, a deflated member declaring GBs.
+
+
+def shared_list_dag(root: Path, fanout: int = 40, levels: int = 9) -> Path:
+    """`args` is a list of `fanout` references to one list of `fanout` references to ...,
+    `levels` deep: a few hundred bytes of pickle, fanout**levels nodes when walked as a tree."""
+    level: list[object] = [0]
+    for _ in range(levels):
+        level = [level] * fanout
+    path = root / "shared_list_dag.pth"
+    torch.save({"model": _small_weights(), "args": argparse.Namespace(img_size=level)}, path)
+    return path
+
+
+def list_reductions(root: Path, count: int = 800, size: int = 1 << 20) -> Path:
+    """`count` calls of list(<one memoised `size`-byte bytes object>): ~8 bytes of pickle each,
+    a list of `size` items (8 MB of pointers for 1 MiB) each when unpickled."""
+    blob = random.Random(0).randbytes(size)
+    path = root / "list_reductions.pth"
+    torch.save({"model": _small_weights(), "args": [_Evil(list, blob) for _ in range(count)]},
+               path, pickle_protocol=4)
+    return path
+
+
+def deflated_opcode_flood(root: Path, opcodes: int = 10_000_000) -> Path:
+    """`args` is `opcodes` NONE/POP opcodes, in a data.pkl member deflated to ~1000:1: a file of
+    a few KB whose pickle takes a pure-Python scan tens of seconds."""
+    flood = b"N0" * (opcodes // 2) + b"N"
+    stored = with_args_payload(root / "opcode_flood_stored.pth", flood)
+    path = root / "deflated_opcode_flood.pth"
+    with zipfile.ZipFile(stored) as zin, zipfile.ZipFile(path, "w") as zout:
+        for name in zin.namelist():
+            method = zipfile.ZIP_DEFLATED if name.endswith("/data.pkl") else zipfile.ZIP_STORED
+            zout.writestr(name, zin.read(name), compress_type=method)
+    stored.unlink()
+    return path
+
+
+def deflate_bomb(root: Path, declared: int = 1 << 31) -> Path:
+    """A storage member declaring `declared` bytes of zeros, deflated 1000:1 (2 MB for 2 GB),
+    and a pickle that asks for exactly that storage. Its CRC is left 0: a reader must refuse the
+    size before inflating a byte, and one that inflates first has allocated it all by then."""
+    chunk = 1 << 20
+    assert declared % chunk == 0
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)
+    # After a full flush a deflate block refers to nothing before it: repeated, it inflates to
+    # one chunk of zeros per copy.
+    block = squeeze.compress(bytes(chunk)) + squeeze.flush(zlib.Z_FULL_FLUSH)
+    data = block * (declared // chunk) + squeeze.flush()
+    pkl = torch_pickle({"model": {"w": PickledTensor("0", declared)}})
+    small = io.BytesIO()
+    with zipfile.ZipFile(small, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", pkl)
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/version", "3\n")
+        infos, start = archive.infolist(), archive.start_dir
+    name = b"archive/data/0"
+    local = struct.pack(zipfile.structFileHeader, b"PK\x03\x04", 20, 0, 0, zipfile.ZIP_DEFLATED, 0,
+                        0, 0, len(data), declared, len(name), 0) + name
+    central = b"".join(_central(i.filename.encode(), i.compress_size, i.CRC, i.header_offset)
+                       for i in infos)
+    central += struct.pack(zipfile.structCentralDir, b"PK\x01\x02", 20, 3, 20, 0, 0,
+                           zipfile.ZIP_DEFLATED, 0, 0, 0, len(data), declared, len(name), 0, 0,
+                           0, 0, 0, start) + name
+    total = len(infos) + 1
+    end = struct.pack(zipfile.structEndArchive, b"PK\x05\x06", 0, 0, total, total, len(central),
+                      start + len(local) + len(data), 0)
+    path = root / "deflate_bomb.pth"
+    path.write_bytes(small.getvalue()[:start] + local + data + central + end)
+    return path
+
+
+def many_blocks(root: Path, blocks: int = 10_000) -> Path:
+    """A tiny GLNet whose first stage claims `blocks` blocks, each holding only its slot_scale
+    (views of one storage): a model built from the inferred depth allocates every block."""
+    from tests.factory import TINY, random_glnet
+
+    sd = dict(random_glnet(TINY).state_dict())
+    scales = torch.full((blocks,), 0.1)
+    sd.update({f"stages.0.blocks.{i}.slot_scale": scales[i - 1] for i in range(1, blocks + 1)})
+    path = root / "many_blocks.pth"
+    torch.save({"model": sd}, path)
+    return path
+
+
+AMPLIFYING_FILES: dict[str, Callable[[Path], Path]] = {
+    "shared-list DAG 40**9": shared_list_dag,
+    "800 x list(1 MiB bytes)": list_reductions,
+    "deflated 10M-opcode pickle": deflated_opcode_flood,
+    "deflate bomb declaring 2 GB": deflate_bomb,
+    "10,000 one-tensor blocks": many_blocks,
+}

@@ -25,7 +25,7 @@ from glmix_deploy.errors import CheckpointError, UnsafeCheckpointError
 from glmix_deploy.models.checkpoint_io import extract_state_dict, load_state_dict, read_checkpoint
 from glmix_deploy.models.pickle_scan import PickleScanError, scan_pickle
 from tests.models import hostile_checkpoints as hostile
-from tests.models.checkpoint_mutations import make_bases, run_contained
+from tests.models.checkpoint_mutations import make_bases, run_contained, structure_base
 
 SEED = 20241122
 # 2,000 cases, ~30 s on 2 cores: data.pkl mutations find the most (the pickle is where sizes,
@@ -90,6 +90,61 @@ _EXPECTED_REASON = {
     "stride-0 (2**24, 64) weight": "repeats its storage",
     "1 storage, 1000 names": "shared storage",
 }
+
+
+# --------------------------------------------------------------------------- structures
+# Files that are well-formed but mean something impossible or disproportionate: every case must
+# end in success or a clean refusal, each within CASE_SECONDS and RSS_BUDGET_MB above the
+# child's baseline (the issue-#21 fuzz found exit 3, minutes and gigabytes here).
+CASE_SECONDS = 10
+RSS_BUDGET_MB = 500
+STRUCTURE_CASES = 80  # ~20 s on 2 cores, case generation (torch.save) included
+
+
+def _within_budget(result: dict) -> None:
+    slow = {i: s for i, s in result["case_seconds"].items() if s > CASE_SECONDS}
+    assert not slow, f"cases over {CASE_SECONDS} s: {slow}\n{_report(result)}"
+    grown = result["peak_rss_mb"] - result["base_rss_mb"]
+    assert grown < RSS_BUDGET_MB, f"peak RSS grew {grown} MB\n{_report(result)}"
+
+
+def test_structural_mutations_load_or_refuse_within_budget(tmp_path: Path) -> None:
+    """Shapes (0, 2**40 on an empty tensor, scalars, flat, wrong rank or dtype), keys (dropped,
+    renamed, thousands of one-tensor blocks) and the objects beside the weights (shared-list
+    DAGs, calls copying a large argument, deflated members)."""
+    base = structure_base(tmp_path / "bases")
+    result = run_contained("ours+model", tmp_path / "work", structure=base, seed=SEED,
+                           count=STRUCTURE_CASES, timeout=300, case_timeout=60)
+    outcomes = result["outcomes"]
+    replay = "cases: tests.models.checkpoint_mutations.StructureCases(base, SEED, count).case(INDEX)"
+    assert set(outcomes) <= {"ok", "refused"}, f"{_report(result)}\n{replay}"
+    assert outcomes.get("ok", 0) >= 3 and outcomes.get("refused", 0) >= 50, _report(result)
+    _within_budget(result)
+
+
+# What each amplifying file's refusal says: the bound it trips, or (for the shared-list DAG,
+# whose weights are not a GLNet) that the read got past the training config to the weights.
+_AMPLIFYING_REASON = {
+    "shared-list DAG 40**9": "not a GLNet checkpoint",
+    "800 x list(1 MiB bytes)": "list() calls copy more than",
+    "deflated 10M-opcode pickle": "more than 1000000 opcodes",
+    "deflate bomb declaring 2 GB": "(a deflate bomb)",
+    "10,000 one-tensor blocks": "missing keys: stages.0.blocks.1.",
+}
+
+
+def test_amplifying_files_end_quickly_through_the_cli(tmp_path: Path) -> None:
+    """`glmix-deploy inspect` on files of <= 3 MB that used to take 33-55 s and 2-2.5 GB, or
+    allocate 2 GB, or build 10,000 blocks: each is one clean error line, in seconds."""
+    files = {name: make(tmp_path) for name, make in hostile.AMPLIFYING_FILES.items()}
+    assert max(path.stat().st_size for path in files.values()) < 4 << 20
+    result = run_contained("cli", tmp_path / "work", files=files, timeout=300, case_timeout=60)
+    assert result["outcomes"] == {"refused": len(files)}, _report(result)
+    for _, _, label, message in result["cases"]:
+        name = label.split(":", 2)[2]
+        assert message.startswith("CleanExit: error: "), (name, message)
+        assert _AMPLIFYING_REASON[name] in message, (name, message)
+    _within_budget(result)
 
 
 # --------------------------------------------------------------------------- bounds
