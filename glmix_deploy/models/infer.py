@@ -14,6 +14,7 @@ so a model is allocated only once the file has paid for every one of its tensors
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -67,6 +68,15 @@ def _kernel(key: str, shape: tuple[int, ...]) -> int:
         raise ArchitectureError(f"{key} has shape {list(shape)}; a GLNet depthwise kernel is square, "
                                 f"odd and at most {_MAX_KERNEL}")
     return k
+
+
+def _mlp_ratio(hidden: int, dim: int) -> float:
+    """The ratio GLNet turns back into `hidden` (it builds int(ratio * dim)): hidden / dim can
+    land one ulp low (15 / 11 * 11 < 15), and a checkpoint would then not match its own model."""
+    ratio = hidden / dim
+    while int(ratio * dim) < hidden:
+        ratio = math.nextafter(ratio, math.inf)
+    return ratio
 
 
 def _first(keys, n: int = _SHOW) -> str:
@@ -152,7 +162,7 @@ def infer_config(
         depths.append(len(idx))
         kinds = [_block_kind(blocks[s][i]) for i in idx]
         modes.append(_stage_mode(s, kinds))
-        ratios.append(_dims(sd, f"stages.{s}.blocks.0.mlp.0.weight", (2, 4))[0] / dims[s])
+        ratios.append(_mlp_ratio(_dims(sd, f"stages.{s}.blocks.0.mlp.0.weight", (2, 4))[0], dims[s]))
         key = f"stages.{s}.blocks.0.feature_conv.1.weight"
         fc = _dims(sd, key, (4,), required=False)
         local_ks.append(_kernel(key, fc) if fc else (0 if kinds[0] == "glmix" else 5))

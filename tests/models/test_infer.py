@@ -112,3 +112,16 @@ def test_block_order_glnet_does_not_define_is_rejected() -> None:
 
 def test_config_json_round_trip() -> None:
     assert GLNetConfig.from_dict(TINY.to_dict()) == TINY
+
+
+def test_mlp_width_whose_ratio_rounds_low_is_recovered() -> None:
+    """A width of 11 with mlp ratio 1.4 has 15 hidden channels, but 15 / 11 * 11 == 14.999...:
+    the inferred ratio must rebuild 15, or the checkpoint would not match its own model."""
+    from glmix_deploy.models.infer import _mlp_ratio
+
+    assert all(int(_mlp_ratio(h, d) * d) == h for d in range(1, 300) for h in range(1, 4 * d + 1))
+    config = TINY_STL.replace(dims=(11, 22, 33, 44), head_dim=11, mlp_ratios=(1.4, 2, 2, 2))
+    sd = random_glnet(config).state_dict()
+    assert sd["stages.0.blocks.0.mlp.0.weight"].shape[0] == 15 and int(15 / 11 * 11) == 14
+    rebuilt = build_model(sd, infer_config(sd, head_dim=11))
+    assert rebuilt.state_dict()["stages.0.blocks.0.mlp.0.weight"].shape[0] == 15
