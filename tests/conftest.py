@@ -2,6 +2,12 @@
 
 import torch
 
+from tests.backbone_artifacts import (  # noqa: F401  (fixtures are found by name)
+    backbone_dir,
+    detector_ckpt,
+    embed_onnx,
+    features_onnx,
+)
 from tests.tiny_artifacts import (  # noqa: F401  (fixtures are found by name)
     image_folder,
     other_ckpt,

@@ -40,7 +40,8 @@ class Comparison:
     cosine: float
     top1: float | None  # None for outputs that are not class scores
     top5: float | None
-    row_cosine: float | None = None  # the lowest cosine of one row (one image's scores); class outputs only
+    # The lowest cosine of one image's output on its own (its class scores, its whole stage map).
+    row_cosine: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,10 +61,12 @@ def compare(ref: np.ndarray, out: np.ndarray, *, classes: bool = True) -> Compar
         raise ValueError(f"output shape {out.shape} differs from the reference {ref.shape}")
     ref64 = ref.astype(np.float64)
     out64 = out.astype(np.float64)
+    # Any other output (a stage map, an embedding): each image's whole output; axis 0 is the batch.
+    per_image = not classes and ref.ndim >= 2 and ref.shape[0] > 0
     if not np.isfinite(out64).all():
         nan = float("nan")
         return Comparison(nan, nan, nan, nan, 0.0 if classes else None, 0.0 if classes else None,
-                          nan if classes else None)
+                          nan if classes or per_image else None)
     diff = np.abs(out64 - ref64)
     scale = np.abs(ref64).max()
     denom = np.linalg.norm(ref64) * np.linalg.norm(out64)
@@ -73,6 +76,8 @@ def compare(ref: np.ndarray, out: np.ndarray, *, classes: bool = True) -> Compar
         top1 = _topk_agreement(ref64, out64, 1)
         top5 = _topk_agreement(ref64, out64, 5)
         row_cosine = _worst_row_cosine(ref64.reshape(-1, ref.shape[-1]), out64.reshape(-1, ref.shape[-1]))
+    elif per_image:
+        row_cosine = _worst_row_cosine(ref64.reshape(len(ref64), -1), out64.reshape(len(out64), -1))
     return Comparison(
         max_abs=float(diff.max()) if diff.size else 0.0,
         max_rel=float(diff.max() / scale) if scale > 0 else float(diff.max() if diff.size else 0.0),

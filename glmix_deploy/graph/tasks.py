@@ -28,12 +28,18 @@ EMBED_OUTPUT = "embedding"
 STAGE_OUTPUT_PREFIX = "stage"
 
 __all__ = ["TASKS", "CLASSIFY_OUTPUT", "EMBED_OUTPUT", "artifact_task", "artifact_out_indices",
-           "is_class_scores", "output_names", "stage_output", "stride_of", "task_metadata"]
+           "is_class_scores", "output_names", "output_stage", "stage_output", "stride_of", "task_metadata"]
 
 
 def stage_output(stage: int) -> str:
     """'stage3' for 1-based stage 3."""
     return f"{STAGE_OUTPUT_PREFIX}{stage}"
+
+
+def output_stage(output: str) -> int | None:
+    """3 for 'stage3'; None for an output that is no stage map."""
+    digits = output[len(STAGE_OUTPUT_PREFIX):] if output.startswith(STAGE_OUTPUT_PREFIX) else ""
+    return int(digits) if digits.isdigit() and int(digits) in ALL_STAGES else None
 
 
 def stride_of(stage: int) -> int:

@@ -272,33 +272,52 @@ class _Prober:
 
 def localize(model, onnx_path: str | Path, x: np.ndarray, tolerance: Tolerance, *,
              output_name: str | None = None, input_label: str = "", threads: int | None = None,
+             reference_output: np.ndarray | None = None, up_to_stage: int | None = None,
              ) -> Localization:
     """Bisect the block boundaries of `model` (the PyTorch reference) and the ONNX file at
-    `onnx_path` on input `x`, for the first boundary whose error exceeds `tolerance`."""
+    `onnx_path` on input `x`, for the first boundary whose error exceeds `tolerance`.
+
+    An artifact of another task (features, embed) gives PyTorch's value of its `output_name` as
+    `reference_output` (the model's own output is the classifier's); a stage map gives its 1-based
+    stage as `up_to_stage`: only the blocks before it can have moved it."""
     threshold = boundary_threshold(tolerance)
     result = Localization(threshold=threshold, input_label=input_label)
     modules, torch_outputs = torch_boundaries(model, x)
+    if up_to_stage is not None:
+        modules = [(name, scope) for name, scope in modules if _stage_of(name) <= up_to_stage]
     prober = _Prober(Path(onnx_path), threads=threads)
     try:
-        return _bisect(model, prober, modules, torch_outputs, x, threshold, result, output_name)
+        return _bisect(model, prober, modules, torch_outputs, x, threshold, result, output_name, reference_output)
     finally:
         prober.close()
 
 
-def _bisect(model, prober: "_Prober", modules, torch_outputs, x, threshold, result, output_name):
+def _stage_of(boundary: str) -> float:
+    """The 1-based stage a boundary module belongs to (its downsampling layer opens it); `norm`
+    comes after every stage."""
+    parts = boundary.split(".")
+    return int(parts[1]) + 1 if parts[0] in ("downsample_layers", "stages") else float("inf")
+
+
+def _bisect(model, prober: "_Prober", modules, torch_outputs, x, threshold, result, output_name,
+            reference_output: np.ndarray | None = None):
     import torch
 
     boundaries = map_boundaries(prober.graph, modules)
     result.boundaries = boundaries
 
     out_name = output_name or prober.graph.output[0].name
-    with torch.inference_mode():
-        reference_out = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+    if reference_output is not None:
+        reference_out = reference_output
+    else:
+        with torch.inference_mode():
+            reference_out = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
     # The ordered search space: mapped boundaries, then the model output itself.
     ordered: list[tuple[str, str, np.ndarray]] = [
         (b.module, b.tensor, torch_outputs[b.module]) for b in boundaries if b.tensor is not None]
-    ordered.append((OUTPUT_BOUNDARY, out_name, reference_out))
+    output_label = OUTPUT_BOUNDARY if reference_output is None else f"{out_name} (artifact output)"
+    ordered.append((output_label, out_name, reference_out))
     if len(ordered) == 1:
         result.note = ("no block boundary could be mapped to an ONNX tensor (were node names stripped?); "
                        "see the boundaries' notes")
@@ -335,7 +354,7 @@ def _bisect(model, prober: "_Prober", modules, torch_outputs, x, threshold, resu
         except _ShapeMismatch as exc:
             # Never compare tensors of different shapes: drop the boundary, say so, retry.
             index = next(i for i, o in enumerate(ordered) if o[0] == exc.module)
-            if exc.module == OUTPUT_BOUNDARY:
+            if exc.module == output_label:
                 raise UserInputError(f"ONNX output {exc.tensor!r} has shape {exc.got}, "
                                      f"PyTorch {exc.expected}") from None
             ordered.pop(index)

@@ -25,6 +25,7 @@ from glmix_deploy.errors import UserInputError
 from glmix_deploy.graph.flops import read_flop_share
 
 if TYPE_CHECKING:
+    from glmix_deploy.models.config import GLNetConfig
     from glmix_deploy.models.model_config import ModelConfigFile
     from glmix_deploy.verify.localize import Localization
 
@@ -45,6 +46,8 @@ class VerifyReport:
     localization_note: str | None = None
     seconds: float = 0.0
     flop_share: dict | None = None  # the artifact's `flops_by_dtype` metadata (compute dtype of its FLOPs)
+    task: str = "classify"  # the artifact's (graph.tasks.artifact_task); the reference runs the same task
+    outputs: list[str] = field(default_factory=list)  # the artifact's outputs as PyTorch names them
     # {field: {recorded, used}}: the artifact (or this comparison) was built from values that
     # contradict the checkpoint's training config, on request; it is not the trained model.
     overridden: dict = field(default_factory=dict)
@@ -74,8 +77,26 @@ class VerifyReport:
             return None
         return self.artifact_checkpoint_sha256 == self.checkpoint_sha256
 
+    def by_output(self) -> dict[str, dict]:
+        """Per output (each stage map of a features artifact): its cases, failures and worst metrics."""
+        summary: dict[str, dict] = {}
+        for name in self.outputs or dict.fromkeys(c.output for c in self.cases):
+            cases = [c for c in self.cases if c.output == name]
+            metrics = [c.metrics for c in cases]
+            finite = [m.max_rel for m in metrics if m.max_rel == m.max_rel]
+            rows = [m.row_cosine for m in metrics if m.row_cosine is not None]
+            summary[name] = {
+                "passed": bool(cases) and all(c.passed for c in cases), "cases": len(cases),
+                "failures": [c.name for c in cases if not c.passed],
+                "worst_max_rel": max(finite) if len(finite) == len(metrics) and finite else float("nan"),
+                "worst_cosine": min((m.cosine for m in metrics), default=float("nan")),
+                "worst_image_cosine": min(rows) if rows else None,
+                "top1": min((m.top1 for m in metrics if m.top1 is not None), default=None)}
+        return summary
+
     def summary_line(self) -> str:
-        line = f"{Path(self.artifact).name}: " + self.parity.summary_line(qualifier=f"({self.precision})")
+        qualifier = f"({self.precision})" if self.task == "classify" else f"({self.task}, {self.precision})"
+        line = f"{Path(self.artifact).name}: " + self.parity.summary_line(qualifier=qualifier)
         if not self.passed and self.localization is not None and self.localization.first_bad:
             line += f"; first diverging block: {self.localization.first_bad}"
         return line
@@ -88,6 +109,8 @@ class VerifyReport:
             "checkpoint": self.checkpoint,
             "passed": self.passed,
             "precision": self.precision,
+            "task": self.task,
+            "outputs": self.by_output(),
             "engine": self.engine,
             "tolerance": dict(vars(self.tolerance)),
             "checkpoint_sha256": self.checkpoint_sha256,
@@ -126,23 +149,24 @@ def _metadata_overrides(metadata: Mapping[str, str]) -> dict:
             if isinstance(v, dict) and {"recorded", "used"} <= set(v)}
 
 
-def default_shapes(metadata: Mapping[str, str], engine, img_size: int, in_chans: int) -> list[tuple[int, ...]]:
-    """The artifact's declared min/opt/max shapes, else its static input shape, else 1xCxSxS."""
+def default_shapes(metadata: Mapping[str, str], engine, config: "GLNetConfig", img_size: int) -> list[tuple[int, ...]]:
+    """The corners of the artifact's declared range as the export verified them (exporters.spec's
+    verification plan: smallest and default size, the largest batch at the smallest size, the
+    largest size at batch 1 and, for a dynamic height/width, a non-square size that is no multiple
+    of 32), else its static input shape, else 1xCxSxS."""
+    from glmix_deploy.exporters.spec import GLNetOnnxSpec, ShapeRange
+
     try:
         declared = json.loads(metadata["shape_range"])
-        shapes = [tuple(int(d) for d in declared[k]) for k in ("min", "opt", "max")]
-        unique: list[tuple[int, ...]] = []
-        for s in shapes:
-            if len(s) == 4 and s not in unique:
-                unique.append(s)
-        if unique:
-            return unique
+        ends = [tuple(int(d) for d in declared[k]) for k in ("min", "opt", "max")]
+        if all(len(s) == 4 for s in ends):
+            return GLNetOnnxSpec(config).verification_shapes(ShapeRange(*ends))
     except (KeyError, ValueError, TypeError):
         pass
     spec = engine.inputs[0].shape
     if len(spec) == 4 and all(isinstance(d, int) for d in spec):
         return [tuple(spec)]
-    return [(1, in_chans, img_size, img_size)]
+    return [(1, config.in_chans, img_size, img_size)]
 
 
 def _check_checkpoint(metadata: Mapping[str, str], actual: str, model: Path, ckpt: Path, force: bool) -> str | None:
@@ -189,8 +213,10 @@ def verify_artifact(
     from glmix_deploy.engines.batching import image_size_of
     from glmix_deploy.engines.registry import open_engine
     from glmix_deploy.engines.torch_engine import TorchEngine
+    from glmix_deploy.graph.tasks import artifact_out_indices, artifact_task
     from glmix_deploy.models.checkpoint_io import sha256_file
     from glmix_deploy.models.loader import load_checkpoint
+    from glmix_deploy.models.tasks import check_task
 
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
@@ -216,11 +242,16 @@ def verify_artifact(
                                  model_config=model_config, override=override or bool(exported_overrides))
         precision = metadata.get("precision", "fp32")
         tolerance = resolve_tolerance(precision, atol=atol, rtol=rtol, min_cos=min_cos, min_top1=min_top1)
-        reference = TorchEngine(loaded.model, threads=threads)
+        # The reference computes what the artifact does: the same task module on the same stages.
+        task = artifact_task(metadata)
+        out_indices = artifact_out_indices(metadata) if task == "features" else None
+        if task != "classify":
+            check_task(loaded.config, task)
+        reference = TorchEngine(loaded.model, threads=threads, task=task, out_indices=out_indices)
 
         in_chans = loaded.config.in_chans
         size = image_size_of(candidate) or (meta_cfg.img_size if meta_cfg else loaded.config.img_size)
-        shapes = [tuple(s) for s in shapes] if shapes else default_shapes(metadata, candidate, size, in_chans)
+        shapes = [tuple(s) for s in shapes] if shapes else default_shapes(metadata, candidate, loaded.config, size)
         spec = candidate.inputs[0]
         bad = [format_shape(s) for s in shapes if not spec.accepts(s) or s[1] != in_chans]
         if bad:
@@ -249,7 +280,8 @@ def verify_artifact(
             parity, checkpoint=str(ckpt), precision=precision,
             checkpoint_sha256=actual_sha, artifact_checkpoint_sha256=recorded,
             forced=bool(force and recorded and recorded != actual_sha), engine=candidate.kind,
-            flop_share=read_flop_share(metadata), overridden=exported_overrides or loaded.overridden)
+            flop_share=read_flop_share(metadata), overridden=exported_overrides or loaded.overridden,
+            task=task, outputs=[o.name for o in reference.outputs])
         # The input of every case, for localizing the first failure (check_parity's seeding).
         inputs: dict[str, Callable[[], np.ndarray]] = {
             seeded_label(s): (lambda s=s, i=i: seeded_input(s, seed + i)) for i, s in enumerate(shapes)}
@@ -263,22 +295,27 @@ def verify_artifact(
                 report.localization_note = f"--localize needs an ONNX artifact, not a {candidate.kind} one"
             else:
                 say(f"localizing the divergence on {first.input} by bisecting block boundaries")
-                report.localization = _localize(loaded.model, model, candidate, inputs[first.input](),
+                report.localization = _localize(reference, model, candidate, inputs[first.input](),
                                                 tolerance, first, threads)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _localize(reference_model, model: Path, candidate, x: np.ndarray, tolerance: Tolerance,
+def _localize(reference, model: Path, candidate, x: np.ndarray, tolerance: Tolerance,
               first: ParityCase, threads: int | None) -> "Localization":
     """Bisect on at most one batch of `x`: the candidate's static batch (repeating the last row if
-    there are fewer) or up to IMAGE_BATCH rows."""
+    there are fewer) or up to IMAGE_BATCH rows. `reference` is the TorchEngine of the artifact's
+    task: its output named like the failing one ends the search (a stage map: the blocks up to it)."""
     from glmix_deploy.compare.parity import IMAGE_BATCH
     from glmix_deploy.engines.batching import engine_batch
+    from glmix_deploy.graph.tasks import output_stage
     from glmix_deploy.verify.localize import localize
 
     batch, _fixed = engine_batch(candidate, min(len(x), IMAGE_BATCH))
     if len(x) < batch:
         x = np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])
-    return localize(reference_model, model, x[:batch], tolerance, output_name=first.output,
-                    input_label=first.input, threads=threads)
+    x = x[:batch]
+    expected = reference.infer({reference.inputs[0].name: x})[first.output] if reference.task != "classify" else None
+    return localize(reference.model, model, x, tolerance, output_name=first.output,
+                    input_label=first.input, threads=threads, reference_output=expected,
+                    up_to_stage=output_stage(first.output))
