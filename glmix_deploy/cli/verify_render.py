@@ -65,14 +65,18 @@ def verify_report(report) -> None:
         im = report.images
         render.step(f"images: {im['used']} used from {im['root']}, {im['skipped_non_images']} non-image "
                     f"file(s) skipped, {im['unreadable_images']} unreadable")
-    table = Table(title=f"parity of {report.artifact} vs PyTorch ({report.precision}: {', '.join(limits)})",
-                  title_justify="left")
-    for col in ("input", "output", "max abs", "max rel", "mean abs", "cosine", "top-1", "top-5", "result"):
+    if report.task != "classify":  # the reference is the same task module of the checkpoint
+        render.step(f"task {report.task}: outputs {', '.join(report.outputs)}, each compared on its own "
+                    "with the same task of the PyTorch model")
+    table = Table(title=f"parity of {report.artifact} ({report.task}) vs PyTorch ({report.precision}: "
+                        f"{', '.join(limits)})", title_justify="left")
+    for col in ("input", "output", "max abs", "max rel", "mean abs", "cosine", "image cos", "top-1", "top-5",
+                "result"):
         table.add_column(col, justify="left" if col in ("input", "output", "result") else "right")
     for c in report.cases:
         m = c.metrics
         table.add_row(c.input, c.output, f"{m.max_abs:.2e}", f"{m.max_rel:.2e}", f"{m.mean_abs:.2e}",
-                      f"{m.cosine:.7f}", _pct(m.top1), _pct(m.top5),
+                      f"{m.cosine:.7f}", _num(m.row_cosine, ".7f"), _pct(m.top1), _pct(m.top5),
                       "[green]pass[/green]" if c.passed else "[red]FAIL: " + "; ".join(c.violations) + "[/red]")
     render.out.print(table)
     if report.localization is not None:
