@@ -124,6 +124,11 @@ def bench(
     ] = None,
     report: ReportOption = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG plot of latency and throughput.")] = None,
+    sizes: Annotated[Optional[str], typer.Option(
+        "--sizes", help="Input sizes, e.g. 224,448,896,1344: latency and peak memory per size at batch 1, and "
+                        "the fitted exponent of latency ~ pixels^k (--plot: log-log).")] = None,
+    memory: Annotated[bool, typer.Option(
+        "--memory/--no-memory", help="With --sizes: measure each engine's peak memory in a fresh process.")] = True,
     max_ratio: Annotated[Optional[float], typer.Option(
         "--max-ratio", help="Exit 1 if any artifact's p50 exceeds R times eager's.")] = None,
     baseline: Annotated[Optional[Path], typer.Option(
@@ -149,6 +154,13 @@ def bench(
 
     report_path = check_output_path(report, "--report")
     plot_path = check_output_path(plot, "--plot")
+    if sizes is not None:
+        _bench_sizes(ckpt, model or [], sizes, batch=batch, img_size=img_size, max_ratio=max_ratio,
+                     baseline=baseline, threads=threads, iters=iters, warmup=warmup, memory=memory,
+                     loader={"state_key": state_key.value, "head_dim": head_dim, "num_slots": num_slots,
+                             "model_config": model_config_file(model_config), "override": override},
+                     report_path=report_path, plot_path=plot_path)
+        return
     batches = parse_batches(batch)
     share = parse_fraction(tolerance, "--tolerance")
     if max_ratio is not None and not max_ratio > 0:
@@ -168,6 +180,25 @@ def bench(
     if plot_path:
         plot_bench(result, plot_path)
     _finish(result, verify_render.bench_report, (("JSON report", report_path), ("plot", plot_path)))
+
+
+def _bench_sizes(ckpt, models, sizes: str, *, batch: str, img_size, max_ratio, baseline, threads, iters, warmup,
+                 memory: bool, loader: dict, report_path, plot_path) -> None:
+    """`bench --sizes`: the scaling over input sizes (bench/scaling.py)."""
+    from glmix_deploy.bench.scaling import parse_sizes, plot, run_scaling
+    from glmix_deploy.files import write_json
+
+    for given, option in ((batch != "1", "--batch"), (img_size is not None, "--img-size"),
+                          (max_ratio is not None, "--max-ratio"), (baseline is not None, "--baseline")):
+        if given:
+            raise UserInputError(f"{option} does not combine with --sizes (the scaling runs batch 1 at each size)")
+    result = run_scaling(ckpt, models, sizes=parse_sizes(sizes), threads=threads, iters=iters, warmup=warmup,
+                         memory=memory, say=_step, **loader)
+    if report_path:
+        write_json(report_path, result.to_dict())
+    if plot_path:
+        plot(result, plot_path)
+    _finish(result, verify_render.scaling_report, (("JSON report", report_path), ("plot", plot_path)))
 
 
 @app.command("eval")

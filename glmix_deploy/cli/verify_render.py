@@ -131,6 +131,26 @@ def bench_report(report) -> None:
         render.out.print("[green]performance gate passed[/green]")
 
 
+def scaling_report(report) -> None:
+    m = report.machine
+    render.step(f"{m['cpu']}, {m['threads_used']} of {m['logical_cores']} thread(s); "
+                f"torch {report.versions.get('torch')}, onnxruntime {report.versions.get('onnxruntime')}")
+    table = Table(title=f"batch 1, {report.settings['iters']} iters per size", title_justify="left")
+    for col in ("engine", "size", "p50 ms", "p90 ms", "peak RSS MiB", "rise MiB"):
+        table.add_column(col, justify="left" if col == "engine" else "right")
+    for p in report.points:
+        if p.p50_ms is None:
+            table.add_row(p.name, str(p.size), "-", "-", "-", f"[yellow]skipped: {p.skipped}[/yellow]")
+            continue
+        table.add_row(p.name, str(p.size), f"{p.p50_ms:.1f}", f"{p.p90_ms:.1f}", _num(p.peak_rss_mib, ".0f"),
+                      _num(p.peak_rise_mib, ".0f"))
+    render.out.print(table)
+    for name, exponent in report.exponents.items():
+        render.step(f"{name}: latency ~ pixels^{exponent:.2f}")
+    for note in report.notes:
+        render.step(f"[yellow]{note}[/yellow]")
+
+
 def eval_report(report) -> None:
     d = report.dataset
     render.step(f"{d['images']} image(s), {d['classes']} class folder(s) in {d['root']}; skipped "
