@@ -25,7 +25,8 @@ from glmix_deploy.errors import CheckpointError, UnsafeCheckpointError
 from glmix_deploy.models.checkpoint_io import extract_state_dict, load_state_dict, read_checkpoint
 from glmix_deploy.models.pickle_scan import PickleScanError, scan_pickle
 from tests.models import hostile_checkpoints as hostile
-from tests.models.checkpoint_mutations import make_bases, run_contained, structure_base
+from tests.models.checkpoint_mutations import make_bases, run_contained
+from tests.models.structure_mutations import structure_base
 
 SEED = 20241122
 # 2,000 cases, ~30 s on 2 cores: data.pkl mutations find the most (the pickle is where sizes,
@@ -116,7 +117,7 @@ def test_structural_mutations_load_or_refuse_within_budget(tmp_path: Path) -> No
     result = run_contained("ours+model", tmp_path / "work", structure=base, seed=SEED,
                            count=STRUCTURE_CASES, timeout=300, case_timeout=60)
     outcomes = result["outcomes"]
-    replay = "cases: tests.models.checkpoint_mutations.StructureCases(base, SEED, count).case(INDEX)"
+    replay = "cases: tests.models.structure_mutations.StructureCases(base, SEED, count).case(INDEX)"
     assert set(outcomes) <= {"ok", "refused"}, f"{_report(result)}\n{replay}"
     assert outcomes.get("ok", 0) >= 3 and outcomes.get("refused", 0) >= 50, _report(result)
     _within_budget(result)
