@@ -118,6 +118,24 @@ def _metadata_size(engine) -> int | None:
         return None
 
 
+def artifacts_task(engines: Sequence, names: Sequence[str]) -> tuple[str, tuple[int, ...] | None]:
+    """The one task (and features' stages) every artifact records; classify without artifacts.
+    Artifacts of different tasks have no common eager baseline: UserInputError."""
+    from glmix_deploy.graph.tasks import artifact_out_indices, artifact_task
+
+    seen: dict[tuple[str, tuple[int, ...] | None], str] = {}
+    for name, engine in zip(names, engines):
+        meta = getattr(engine, "metadata", None) or {}
+        task = artifact_task(meta)
+        seen.setdefault((task, artifact_out_indices(meta) if task == "features" else None), name)
+    if len(seen) > 1:
+        described = ", ".join(f"{name}: {task}" + (f" {list(stages)}" if stages else "")
+                              for (task, stages), name in seen.items())
+        raise UserInputError(f"the artifacts compute different things ({described}); eager runs one task "
+                             "per benchmark: time each task on its own")
+    return next(iter(seen), ("classify", None))
+
+
 def run_bench(
     ckpt: str | Path,
     models: Sequence[str | Path] = (),
@@ -164,16 +182,19 @@ def run_bench(
     loaded = load_checkpoint(ckpt, state_key=state_key, head_dim=head_dim, num_slots=num_slots,
                              model_config=model_config, override=override)
     threads = threads or torch.get_num_threads()
-    eager = TorchEngine(loaded.model, threads=threads)
     engines = []
     try:
         for p in paths:
             engines.append(open_engine(p, threads=threads))
+        # Eager runs what the artifacts compute: the same task module (stage maps, embedding, logits).
+        task, out_indices = artifacts_task(engines, names)
+        eager = TorchEngine(loaded.model, threads=threads, task=task, out_indices=out_indices)
         size = img_size or next((s for s in map(_metadata_size, engines) if s), None) or loaded.config.img_size
         report = BenchReport(
             checkpoint=str(ckpt), machine=machine_info(threads), versions=library_versions(),
             settings={"batches": list(batches), "threads": threads, "iters": iters, "warmup": warmup,
-                      "img_size": size, "in_chans": loaded.config.in_chans, "seed": seed})
+                      "img_size": size, "in_chans": loaded.config.in_chans, "seed": seed, "task": task,
+                      "outputs": [o.name for o in eager.outputs]})
         report.settings["rounds"] = len(block_sizes(iters, ROUNDS))
         runners = [(EAGER, str(ckpt), eager, "fp32")] + [
             (name, str(p), e, (getattr(e, "metadata", None) or {}).get("precision", "fp32"))

@@ -96,6 +96,24 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean([label in row for label, row in zip(labels, top)]))
 
 
+def check_classifier_artifact(path: Path) -> None:
+    """Refuse (exit 2) an artifact of another task than classify, before any work: eval measures
+    the top-1 accuracy of class scores, which stage maps and embeddings are not."""
+    from glmix_deploy.data.artifact_metadata import read_artifact_metadata
+    from glmix_deploy.engines.registry import engine_kind_for
+    from glmix_deploy.graph.tasks import artifact_out_indices, artifact_task, output_names
+
+    if engine_kind_for(path) == "torch":
+        return
+    metadata = read_artifact_metadata(path)
+    task = artifact_task(metadata)
+    if task != "classify":
+        outputs = output_names(task, artifact_out_indices(metadata))
+        raise UserInputError(f"{path.name} is a {task} artifact ({', '.join(outputs)}): eval measures "
+                             "the top-1 accuracy of classifiers; `glmix-deploy verify` compares its outputs with "
+                             "PyTorch")
+
+
 def evaluate(
     ckpt: str | Path,
     images: str | Path,
@@ -130,6 +148,7 @@ def evaluate(
         engine_kind_for(p)
         if not p.is_file():
             raise UserInputError(f"--model {p} does not exist")
+        check_classifier_artifact(p)
     mapping = read_class_map(class_map) if class_map is not None else None
     dataset = scan_image_folder(images, class_map=mapping)
     loaded = load_checkpoint(ckpt, state_key=state_key, head_dim=head_dim, num_slots=num_slots,

@@ -51,7 +51,7 @@ def test_report_records_machine_and_versions(bench_report):
     assert data["machine"]["gpu"] is None  # CPU-only torch here
     assert data["versions"]["torch"] and data["versions"]["onnxruntime"] and data["versions"]["numpy"]
     assert data["settings"] == {"batches": [1, 2], "threads": 1, "iters": 3, "warmup": 1, "img_size": 64,
-                                "in_chans": 3, "seed": 0, "rounds": 3}
+                                "in_chans": 3, "seed": 0, "rounds": 3, "task": "classify", "outputs": ["logits"]}
     assert data["passed"] is True
 
 

@@ -94,3 +94,13 @@ def test_features_of_a_classifier_checkpoint_need_the_artifacts_stages(tiny_ckpt
     assert report.passed and report.outputs == ["stage2", "stage4"]
     assert [c.output for c in report.cases] == ["stage2", "stage4"]
     assert np.isfinite([c.metrics.max_rel for c in report.cases]).all()
+
+
+@pytest.mark.parametrize("fixture", ["features_onnx", "embed_onnx"])
+def test_eval_refuses_other_tasks_in_one_line_pointing_to_verify(fixture, tiny_ckpt, image_folder, request, capsys):
+    artifact = request.getfixturevalue(fixture)
+    assert run(["eval", "--ckpt", str(tiny_ckpt), "--images", str(image_folder), "--model", str(artifact)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert "eval measures the top-1 accuracy of classifiers" in err and "glmix-deploy verify" in err
+    assert ("stage1, stage2, stage3, stage4" if fixture == "features_onnx" else "(embedding)") in err
