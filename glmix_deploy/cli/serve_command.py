@@ -68,7 +68,9 @@ def serve(
         for note in first.notes:
             render.step(note)
         shapes = ", ".join(f"{s.name} {s.dtype} {s.to_dict()['shape']}" for s in first.inputs)
-        render.step(f"{model} on {first.kind}: {shapes}; labels: {len(first.labels or [])}; "
+        outputs = ", ".join(f"{s.name} {s.to_dict()['shape']}" for s in first.outputs)
+        render.step(f"{model} on {first.kind}: {shapes}; task {first.task}: {outputs}; "
+                    f"labels: {len(first.labels or [])}; "
                     f"max batch {options.max_batch}, dynamic batching "
                     f"{'off' if no_dynamic_batching else f'{options.queue_delay_us} us'}, {instances} instance(s)")
         for kind, url in server.endpoints.items():

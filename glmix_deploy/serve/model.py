@@ -22,6 +22,7 @@ from glmix_deploy.engines.base import Engine
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.exporters.triton.options import IMAGE_INPUT, LABELS_FILE
 from glmix_deploy.graph.onnx_io import TensorSpec, declared_shape_range
+from glmix_deploy.graph.tasks import artifact_task
 
 LABEL_OUTPUT = "label"
 Arrays = dict[str, np.ndarray]
@@ -36,6 +37,7 @@ class ServedModel:
     preprocessing: Preprocessing | None = None
     labels: list[str] | None = None
     notes: list[str] = field(default_factory=list)  # what was ignored or assumed, for the user
+    task: str = "classify"  # the artifact's (graph.tasks): features serves its stage maps, embed its vector
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -102,7 +104,8 @@ class ServedModel:
         return _split(self.run({self.engine.inputs[0].name: self.decode(images)}), sizes)
 
     def describe(self) -> dict:
-        return {"artifact": str(self.artifact), "runtime": self.kind, "engine_batch": self.engine_batch,
+        return {"artifact": str(self.artifact), "runtime": self.kind, "task": self.task,
+                "engine_batch": self.engine_batch,
                 "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
                 "labels": len(self.labels or []), "notes": list(self.notes),
                 "preprocessing": None if self.preprocessing is None else vars(self.preprocessing)}
@@ -181,19 +184,30 @@ def open_served_model(artifact: str | Path, *, ckpt: str | Path | None = None, t
         engine_batch, preprocessing = (None, None) if kind == "torch" else _engine_facts(engine, artifact, kind)
         if preprocessing is None and loaded is not None:
             preprocessing = Preprocessing.from_config(loaded.config)
-        first_out = engine.outputs[0]
-        classes = first_out.shape[-1] if first_out.shape and len(first_out.shape) == 2 else None
-        classes = classes if isinstance(classes, int) else (loaded.config.num_classes if loaded else None)
-        labels = _read_labels(artifact.parent / LABELS_FILE, classes, notes)
-        if labels is None and ckpt is not None:
-            labels = _read_labels(Path(ckpt).parent / LABELS_FILE, classes, notes)
-        served = ServedModel(engine, artifact, kind, engine_batch, preprocessing, labels, notes)
+        task = artifact_task(dict(getattr(engine, "metadata", None) or {})) if kind != "torch" else "classify"
+        labels = _labels(engine, artifact, ckpt, loaded, notes) if task == "classify" else None
+        if task != "classify":
+            notes += [f"ignored {path}: class names label a classifier's scores, not {task} outputs"
+                      for path in dict.fromkeys(p.parent / LABELS_FILE for p in (artifact, Path(ckpt or artifact)))
+                      if path.is_file()]
+        served = ServedModel(engine, artifact, kind, engine_batch, preprocessing, labels, notes, task)
         if with_preprocess:
             _check_preprocessable(served)
         return served
     except BaseException:
         engine.close()
         raise
+
+
+def _labels(engine: Engine, artifact: Path, ckpt: str | Path | None, loaded, notes: list[str]) -> list[str] | None:
+    """Class names of a classifier: labels.txt beside the artifact, else beside the checkpoint."""
+    first_out = engine.outputs[0]
+    classes = first_out.shape[-1] if first_out.shape and len(first_out.shape) == 2 else None
+    classes = classes if isinstance(classes, int) else (loaded.config.num_classes if loaded else None)
+    labels = _read_labels(artifact.parent / LABELS_FILE, classes, notes)
+    if labels is None and ckpt is not None:
+        labels = _read_labels(Path(ckpt).parent / LABELS_FILE, classes, notes)
+    return labels
 
 
 def _check_preprocessable(served: ServedModel) -> None:
