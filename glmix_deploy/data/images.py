@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,14 @@ class ImageSet:
 
 
 def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    """An image file: a regular file (links followed) with an image suffix. A FIFO, socket or device
+    named like an image is not one: opening it could block forever or read without end."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:  # a dangling link, or gone since the listing
+        return False
 
 
 def _check_dir(root: Path, option: str) -> None:
@@ -167,18 +175,20 @@ def load_images(images: ImageSet, preprocessing: Preprocessing, *,
                 on_image: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3, S, S) float32 and the indices (into images.files) of those that decoded.
     Undecodable files are recorded in images.unreadable (once) and left out."""
-    arrays, kept = [], []
+    arrays, kept, first_error = [], [], ""
     for i, path in enumerate(images.files):
         try:
             arrays.append(preprocessing.load(path))
             kept.append(i)
-        except UserInputError:
+        except UserInputError as exc:
+            first_error = first_error or str(exc)
             if str(path) not in images.unreadable:
                 images.unreadable.append(str(path))
         if on_image:
             on_image(i + 1)
     if not arrays:
-        raise UserInputError(f"none of the {len(images.files)} image file(s) under {images.root} could be read")
+        raise UserInputError(f"none of the {len(images.files)} image file(s) under {images.root} could be read "
+                             f"({first_error})")
     return np.stack(arrays), np.asarray(kept, dtype=np.int64)
 
 

@@ -74,7 +74,7 @@ class Preprocessing:
                 left, top = (w - self.img_size) // 2, (h - self.img_size) // 2
                 img = img.crop((left, top, left + self.img_size, top + self.img_size))
                 return np.asarray(img, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:  # a bomb: its header's size
             raise UserInputError(f"cannot read image {path}: {exc}") from exc
 
     def normalize(self, rgb: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 
 from glmix_deploy.engines.base import FixedIOEngine
 from glmix_deploy.errors import MissingDependencyError, UserInputError
-from glmix_deploy.graph.onnx_io import TensorSpec
+from glmix_deploy.graph.onnx_io import TensorSpec, checked_metadata
 
 # TensorRT DataType member name -> TensorSpec dtype name (numpy-style, as graph.onnx_io names them) /
 # torch dtype attribute.
@@ -93,7 +93,7 @@ class TensorRTEngine(FixedIOEngine):
         self._trt, self._torch = trt, torch
         self.device = torch.device("cuda", device)
         self.gpu = gpu
-        self.metadata = engine_metadata(self.sidecar)
+        self.metadata = checked_metadata(engine_metadata(self.sidecar), self.path)
         self.providers = [f"TensorRT {trt.__version__}", gpu.name]
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)

@@ -8,8 +8,9 @@ graph's inputs and outputs.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -122,6 +123,137 @@ def write_metadata(model: "onnx.ModelProto", metadata: dict[str, str]) -> None:
     for key, value in merged.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+# ------------------------------------------------------------------ what a file may hold
+
+# Ops whose trip count the file alone sets (a Loop's is one int64 constant): a GLNet export has
+# none, and onnxruntime would run 2^62 trips as asked.
+LOOPING_OPS = ("Loop", "Scan")
+MAX_INPUT_SIDE = 8192  # twice the largest img_size a model config may give: a dynamic range's top
+MAX_BATCH = 4096
+MAX_INPUT_ELEMENTS = 2**31  # one input tensor, as ONNX/TensorRT index it
+_MAX_METADATA_CHARS = 8 << 20  # our exports write a few KB; the config entry is the largest
+_MAX_JSON_DEPTH = 16  # the config entry nests 3 deep
+
+
+def _graph_op_types(graph) -> Iterator[str]:
+    """Op types of `graph` (or a local function) and of every subgraph in its nodes' attributes."""
+    stack = [graph]
+    while stack:
+        for node in stack.pop().node:
+            yield node.op_type
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    stack.append(attr.g)
+                stack.extend(attr.graphs)
+
+
+def refuse_looping_ops(model: "onnx.ModelProto", where: object) -> None:
+    """UserInputError if the graph (its subgraphs and local functions included) has a LOOPING_OPS op."""
+    found = {op for body in (model.graph, *model.functions) for op in _graph_op_types(body) if op in LOOPING_OPS}
+    if found:
+        raise UserInputError(f"{where} contains {', '.join(sorted(found))}: a GLNet export has no loops, and a "
+                             "loop's trip count is set by the file alone")
+
+
+def _json_depth(text: str) -> int:
+    """How deeply JSON text nests (brackets outside strings), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _json_value(text: str):
+    if _json_depth(text) > _MAX_JSON_DEPTH:
+        raise ValueError(f"nests more than {_MAX_JSON_DEPTH} deep")
+    return json.loads(text)
+
+
+def _is_int(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_number(value, low: float, high: float, *, low_open: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return (low < value if low_open else low <= value) and value <= high
+
+
+def _check_input_size(value) -> bool:
+    return (isinstance(value, list) and len(value) == 3 and _is_int(value[0], 1, 4096)
+            and all(_is_int(v, 1, MAX_INPUT_SIDE) for v in value[1:]))
+
+
+def _check_shape_range(value) -> bool:
+    if not isinstance(value, dict):
+        return False
+    shapes = [value.get(k) for k in ("min", "opt", "max")]
+    return all(isinstance(s, list) and 1 <= len(s) <= 8 and _is_int(s[0], 1, MAX_BATCH)
+               and all(_is_int(d, 1, MAX_INPUT_SIDE) for d in s[1:]) and math.prod(s) <= MAX_INPUT_ELEMENTS
+               for s in shapes) and len({len(s) for s in shapes}) == 1
+
+
+def _resampling() -> tuple[str, ...]:
+    from glmix_deploy.data.preprocess import RESAMPLING
+
+    return RESAMPLING
+
+
+# entry -> (what it must be, check of its JSON value; None: the text itself is checked)
+_METADATA_RULES: dict[str, tuple[str, object]] = {
+    "input_size": (f"[channels, height, width] with sides from 1 to {MAX_INPUT_SIDE}", _check_input_size),
+    "mean": ("a list of 1 to 64 numbers", lambda v: isinstance(v, list) and 1 <= len(v) <= 64
+             and all(_is_number(x, -1e3, 1e3) for x in v)),
+    "std": ("a list of 1 to 64 numbers above 0", lambda v: isinstance(v, list) and 1 <= len(v) <= 64
+            and all(_is_number(x, 0.0, 1e3, low_open=True) for x in v)),
+    "crop_pct": ("a number above 0 and at most 1", lambda v: _is_number(v, 0.0, 1.0, low_open=True)),
+    "interpolation": ("one of the resampling filters", None),
+    "shape_range": (f"{{min, opt, max}} shapes of equal rank, batch 1 to {MAX_BATCH}, other sizes 1 to "
+                    f"{MAX_INPUT_SIDE}", _check_shape_range),
+    "config": ("a JSON object", lambda v: isinstance(v, dict)),
+}
+
+
+def checked_metadata(metadata: Mapping[str, str], where: object) -> dict[str, str]:
+    """An artifact's metadata as read from its file (ONNX metadata_props, an IR's rt_info, an engine
+    sidecar), refused where an entry this toolchain acts on holds what no export writes: one
+    UserInputError naming the file, the entry and what it must be. Bounded first by its total size."""
+    meta = {str(k): str(v) for k, v in metadata.items()}
+    if sum(len(k) + len(v) for k, v in meta.items()) > _MAX_METADATA_CHARS:
+        raise UserInputError(f"{where}: its metadata holds over {_MAX_METADATA_CHARS} characters; an export "
+                             "writes a few thousand")
+    for key, (must_be, check) in _METADATA_RULES.items():
+        if key not in meta:
+            continue
+        text = meta[key]
+        if check is None:
+            ok = text in _resampling()
+            must_be = f"one of {', '.join(_resampling())}"
+        else:
+            try:
+                ok = bool(check(_json_value(text)))
+            except (ValueError, RecursionError):
+                ok = False
+        if not ok:
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            raise UserInputError(f"{where}: metadata {key} must be {must_be}, not {shown!r}")
+    return meta
 
 
 def declared_shape_range(meta: dict[str, str]) -> tuple[Shape, Shape, Shape] | None:

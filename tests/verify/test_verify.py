@@ -121,7 +121,7 @@ def test_missing_files_are_user_errors(tiny_ckpt, tiny_onnx, tmp_path):
         verify_artifact(tmp_path / "nope.pth", tiny_onnx)
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x00not a model")
-    with pytest.raises(UserInputError, match="cannot load"):
+    with pytest.raises(UserInputError, match=f"cannot read {garbage} as ONNX"):
         verify_artifact(tiny_ckpt, garbage)
     with pytest.raises(UserInputError, match="no image files"):
         verify_artifact(tiny_ckpt, tiny_onnx, images=tmp_path)

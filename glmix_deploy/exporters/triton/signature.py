@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING
 
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.exporters.triton.tensors import check_servable
-from glmix_deploy.graph.onnx_io import TensorSpec, declared_shape_range, graph_io, load_model, read_metadata
+from glmix_deploy.graph.onnx_io import (
+    TensorSpec,
+    checked_metadata,
+    declared_shape_range,
+    graph_io,
+    load_model,
+    read_metadata,
+    refuse_looping_ops,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -78,7 +86,8 @@ def read_onnx_signature(path: str | Path) -> ArtifactSignature:
         for spec in specs:
             check_servable(spec, f"{path}: {what}")
             _check_batchable(spec, what, path)
-    meta = read_metadata(model)
+    refuse_looping_ops(model, path)
+    meta = checked_metadata(read_metadata(model), path)
     max_batch = None
     if "shape_range" in meta:
         declared = declared_shape_range(meta)
@@ -174,7 +183,7 @@ def _sidecar_preprocessing(info: dict, sidecar: Path) -> Preprocessing | None:
     onnx_info = info.get("onnx")
     onnx_meta = onnx_info.get("metadata") if isinstance(onnx_info, dict) else None
     if isinstance(onnx_meta, dict) and "input_size" in onnx_meta:
-        return Preprocessing.from_metadata(onnx_meta)
+        return Preprocessing.from_metadata(checked_metadata(onnx_meta, sidecar))
     return None
 
 
@@ -213,16 +222,12 @@ def read_openvino_signature(xml: str | Path) -> ArtifactSignature:
     the ONNX's metadata under `glmix_deploy`); for the python backend, which runs IRs in Triton."""
     import numpy as np
 
-    from glmix_deploy.exporters.openvino_export import RT_INFO_KEY, import_openvino
+    from glmix_deploy.exporters.openvino_export import RT_INFO_KEY, read_ir
 
     xml = Path(xml)
     if not xml.is_file() or not xml.with_suffix(".bin").is_file():
         raise UserInputError(f"OpenVINO IR {xml} (with {xml.with_suffix('.bin').name} beside it) not found")
-    ov = import_openvino()
-    try:
-        model = ov.Core().read_model(str(xml))
-    except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text
-        raise UserInputError(f"OpenVINO cannot read {xml}: {str(exc).strip().splitlines()[0]}") from exc
+    model = read_ir(xml)  # an .xml that is no IR is refused before OpenVINO sees it
 
     def spec(port) -> TensorSpec:
         shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
@@ -236,7 +241,8 @@ def read_openvino_signature(xml: str | Path) -> ArtifactSignature:
     meta: dict[str, str] = {}
     if model.has_rt_info([RT_INFO_KEY]):
         section = model.get_rt_info([RT_INFO_KEY]).astype(dict)
-        meta = {str(k): v.astype(str) if hasattr(v, "astype") else str(v) for k, v in section.items()}
+        meta = checked_metadata({str(k): v.astype(str) if hasattr(v, "astype") else str(v)
+                                 for k, v in section.items()}, xml)
     declared = declared_shape_range(meta) if "shape_range" in meta else None
     preprocessing = None
     if "input_size" in meta:
