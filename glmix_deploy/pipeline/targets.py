@@ -216,9 +216,12 @@ def write_triton(loaded: "LoadedCheckpoint", onnx_out: Path, target: TritonTarge
                  tensorrt: TensorRTOptions = TensorRTOptions(), progress: Progress | None = None) -> TritonExport:
     """Put the verified ONNX (or, with backend tensorrt, an engine built from it beside it) into
     the repository, with the checkpoint's class names when they are known."""
+    from glmix_deploy.data.artifact_metadata import read_artifact_metadata
     from glmix_deploy.exporters.triton import read_onnx_signature, write_triton_repository
+    from glmix_deploy.graph.tasks import artifact_task
 
-    labels = labels_for(loaded)
+    # Class names label class scores only: stage maps and embeddings get none.
+    labels = labels_for(loaded) if artifact_task(read_artifact_metadata(onnx_out)) == "classify" else Labels()
     if target.options.backend != "tensorrt":
         repository = write_triton_repository(onnx_out, target.repo, target.options, labels.names)
         return TritonExport(repository, onnx_out, labels)

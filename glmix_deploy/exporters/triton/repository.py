@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from glmix_deploy.data.artifact_metadata import read_artifact_metadata
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.exporters.triton.config import ensemble_config, model_config, preprocess_config
 from glmix_deploy.exporters.triton.options import LABELS_FILE, TritonOptions
@@ -28,6 +29,7 @@ from glmix_deploy.exporters.triton.signature import (
 )
 from glmix_deploy.exporters.triton.tensors import FLOAT_DTYPES, triton_tensor_dict, triton_type
 from glmix_deploy.graph.onnx_io import TensorSpec
+from glmix_deploy.graph.tasks import artifact_task
 
 if TYPE_CHECKING:
     from glmix_deploy.data.preprocess import Preprocessing
@@ -80,6 +82,7 @@ class TritonRepositoryResult:
     outputs: tuple[TensorSpec, ...]
     artifact_max_batch: int | None
     labels: int  # number of class names written (0: none)
+    task: str = "classify"  # the artifact's (graph.tasks): classify, features (stage maps) or embed
 
     def to_dict(self) -> dict:
         """Tensors as config.pbtxt declares them (dims without the batch axis, TYPE_*)."""
@@ -91,6 +94,7 @@ class TritonRepositoryResult:
             "outputs": [triton_tensor_dict(s) for s in self.outputs],
             "artifact_max_batch": self.artifact_max_batch,
             "labels": self.labels,
+            "task": self.task,
         }
 
 
@@ -111,9 +115,12 @@ def _check_consistent(signature: ArtifactSignature, options: TritonOptions, arti
                                  f"{triton_type(target)} {dims}")
 
 
-def _check_labels(labels: list[str], signature: ArtifactSignature) -> None:
+def _check_labels(labels: list[str], signature: ArtifactSignature, task: str, artifact: Path) -> None:
     if not labels:
         return
+    if task != "classify":
+        raise UserInputError(f"class names label a classifier's scores; {artifact.name} is a {task} artifact "
+                             f"({', '.join(s.name for s in signature.outputs)})")
     first = signature.outputs[0]
     classes = first.shape[-1] if first.shape and len(first.shape) > 1 else None
     if isinstance(classes, int) and len(labels) != classes:
@@ -211,7 +218,8 @@ def write_triton_repository(
             raise UserInputError(f"--with-preprocess needs the preprocessing constants, which {artifact} does not "
                                  "carry (ONNX metadata input_size/mean/std or the sidecar's 'preprocessing')")
     label_list = list(labels) if labels is not None else []
-    _check_labels(label_list, signature)
+    task = artifact_task(read_artifact_metadata(artifact))
+    _check_labels(label_list, signature, task, artifact)
 
     repo.mkdir(parents=False, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{repo.name}.", suffix=".tmp", dir=repo.parent))
@@ -233,4 +241,4 @@ def write_triton_repository(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return TritonRepositoryResult(repo, options, placed, signature.inputs, signature.outputs,
-                                  signature.max_batch, len(label_list))
+                                  signature.max_batch, len(label_list), task)
