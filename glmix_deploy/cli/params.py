@@ -153,15 +153,18 @@ def parse_out_indices(text: str | None) -> tuple[int, ...] | None:
     return values
 
 
+TASK_FORMATS = ("onnx", "trt", "triton")  # the formats --task features/embed export to
+
+
 def check_task_options(given: Iterable[str], *, task: str, fmt: str, precision: str,
                        out_indices: str | None) -> dict:
     """`export --task` and `--out-indices`, checked against the rest of the command; the
     ExportOptions fields they set."""
     if "--out-indices" in given and task != "features":
         raise UserInputError(f"--out-indices applies to --task features, not --task {task}")
-    if task != "classify" and fmt != "onnx":
-        # verify/bench/serve and the TensorRT/OpenVINO/Triton targets judge one `logits` output so far.
-        raise UserInputError(f"--task {task} exports --fmt onnx for now, not --fmt {fmt}")
+    if task != "classify" and fmt not in TASK_FORMATS:
+        # The OpenVINO step verifies the IR against a classifier so far.
+        raise UserInputError(f"--task {task} exports --fmt {', '.join(TASK_FORMATS)} for now, not --fmt {fmt}")
     if task != "classify" and precision != "fp32":
         raise UserInputError(f"--task {task} exports --precision fp32 for now, not {precision}: the fp16/int8/fp8 "
                              "passes and their accuracy guard judge a single class-score output")
