@@ -19,9 +19,12 @@ propagates DQ forward across such shuffles and fuses it into the consumer. Anyth
 Local functions (FunctionProto) are inlined first (`onnx.inliner.inline_local_functions`), so a
 function called twice is counted twice, each call with its own shapes. Shapes come from ONNX shape
 inference (with data propagation) on a copy whose inputs are fixed to a concrete shape: `input_shape`,
-else the metadata `input_size` with batch 1, else the declared static dims with batch 1. Linear
-nodes whose shapes inference cannot resolve are listed in `FlopShare.unresolved`, not counted; nodes
-inside control-flow subgraphs (If/Loop/Scan bodies) are not visited (our exports have none).
+else the metadata `input_size` with batch 1, else the declared static dims with batch 1. What data
+propagation cannot follow (integer Div, Cast, Range, ...: the reshape targets and pooling matrices a
+dynamic-size export, the dynamo one above all, computes from the input's H and W) is computed with
+onnx.reference from the shapes already known, folded into initializers of the copy, and inferred
+again. Linear nodes still unsized are listed in `FlopShare.unresolved`, not counted; nodes inside
+control-flow subgraphs (If/Loop/Scan bodies) are not visited (our exports have none).
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ QUANTIZED = {"int8": "int8", "float8e4m3fn": "fp8"}
 FLOAT_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
 DTYPE_ORDER = ("fp32", "fp16", "bf16", "int8", "fp8")  # report order; other names follow
 METADATA_KEY = "flops_by_dtype"
+# Never folded: the dtype attribution looks for them in front of the linear ops.
+KEEP = frozenset({"QuantizeLinear", "DequantizeLinear"})
+MAX_FOLDS = 8  # rounds of folding shape computations; each sizes the tensors the previous one unlocked
 
 
 @dataclass(frozen=True)
@@ -131,16 +137,22 @@ def flops_by_dtype(model: "onnx.ModelProto",
             for d in shapes[vi.name]:
                 dims.add().dim_value = int(d)
     del work.graph.value_info[:]  # stale symbolic shapes would pin the old dims
-    try:
-        work = onnx.shape_inference.infer_shapes(work, check_type=False, strict_mode=False, data_prop=True)
-    except Exception as exc:  # inference errors come in several types
-        raise UserInputError(f"ONNX shape inference failed at {shapes}: {exc}") from exc
+    work = _infer(work, shapes)
+    for _ in range(MAX_FOLDS):
+        types, dims = _tensor_types(work)
+        linear = [n for n in work.graph.node if n.op_type in LINEAR_OPS and n.domain in ("", "ai.onnx")]
+        if all(_flops(n, dims) is not None for n in linear):
+            break
+        # Shapes data propagation could not follow (integer Div, Cast, Range: the pooling matrices and
+        # reshape targets a dynamic-size export computes from the input's H and W): computed, folded
+        # into initializers, and inferred again, until every linear node is sized or nothing changes.
+        folded = _fold_shape_computations(work, dims)
+        if folded is None:
+            break
+        work = _infer(folded, shapes)
     types, dims = _tensor_types(work)
-    producers = {out: node for node in work.graph.node for out in node.output if out}
     linear = [n for n in work.graph.node if n.op_type in LINEAR_OPS and n.domain in ("", "ai.onnx")]
-    unsized = [i for n in linear if _flops(n, dims) is None for i in n.input[:2] if dims.get(i) is None]
-    if unsized:  # e.g. the pooling matrices a dynamic-size export builds from the input's H and W
-        dims.update(_evaluate_shapes(work, dims, producers, unsized))
+    producers = {out: node for node in work.graph.node for out in node.output if out}
 
     def quantized(name: str) -> str | None:
         node = producers.get(name)
@@ -219,47 +231,62 @@ def _tensor_types(model: "onnx.ModelProto") -> tuple[dict[str, str], dict[str, t
     return types, dims
 
 
-def _evaluate_shapes(model: "onnx.ModelProto", dims: dict, producers: dict, names: list[str]) -> dict:
-    """Shapes of those `names` that depend only on initializers, Constants and the shapes of sized
-    tensors, found by evaluating just their ancestors with onnx.reference (numpy)."""
+def _infer(model: "onnx.ModelProto", shapes: Mapping[str, tuple[int, ...]]) -> "onnx.ModelProto":
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:  # inference errors come in several types
+        raise UserInputError(f"ONNX shape inference failed at {dict(shapes)}: {exc}") from exc
+
+
+def _fold_shape_computations(model: "onnx.ModelProto", dims: dict) -> "onnx.ModelProto | None":
+    """A copy of `model` in which every tensor that depends only on initializers, Constants and the
+    shapes of sized tensors, and feeds a node that does not, is an initializer (computed with
+    onnx.reference), and the nodes computing them are gone. None when there is nothing to fold or
+    the reference runtime cannot compute it (those nodes then stay unsized)."""
     import numpy as np
     from onnx import helper, numpy_helper
     from onnx.reference import ReferenceEvaluator
 
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    fed: dict[str, "np.ndarray"] = {}
+    fed: dict[str, np.ndarray] = {}
     computable = set(inits) | {""}
+    folded_nodes = []
     for node in g.node:  # topological order: one forward pass marks what is computable
         if node.op_type == "Shape" and dims.get(node.input[0]) is not None:
             at = {a.name: a.i for a in node.attribute}
             fed[node.output[0]] = np.array(dims[node.input[0]][at.get("start", 0):at.get("end")], np.int64)
-            computable.add(node.output[0])
-        elif node.op_type != "Shape" and all(i in computable for i in node.input) and not any(
+        elif node.op_type in KEEP or not all(i in computable for i in node.input) or any(
                 a.type in (5, 10) for a in node.attribute):  # GRAPH / GRAPHS: control flow, not folded
-            computable.update(node.output)
-    targets = sorted({n for n in names if n in computable and n not in fed and n not in inits})
-    needed: dict[int, "onnx.NodeProto"] = {}
-    stack = list(targets)
-    while stack:  # ancestors of the targets, stopping at initializers and fed shapes
-        node = producers.get(stack.pop())
-        if node is not None and id(node) not in needed and node.output[0] not in fed:
-            needed[id(node)] = node
-            stack.extend(i for i in node.input if i and i not in inits and i not in fed)
-    if not targets:
-        return {}
-    nodes = [n for n in g.node if id(n) in needed]
-    used = {i for n in nodes for i in n.input}
+            continue
+        computable.update(node.output)
+        folded_nodes.append(node)
+    kept = [n for n in g.node if n not in folded_nodes]
+    frontier = sorted({i for n in kept for i in n.input if i in computable and i not in inits and i}
+                      | {o.name for o in g.output if o.name in computable and o.name not in inits})
+    if not frontier:
+        return None
+    needed = [n for n in folded_nodes if n.output[0] not in fed]
+    used = {i for n in needed for i in n.input}
     sub_inits = [inits[i] for i in sorted(used & set(inits))] + [
         numpy_helper.from_array(v, k) for k, v in fed.items() if k in used]
-    sub = helper.make_model(helper.make_graph(nodes, "shapes", [], [helper.make_empty_tensor_value_info(t)
-                                                                    for t in targets], sub_inits),
+    targets = [t for t in frontier if t not in fed]
+    sub = helper.make_model(helper.make_graph(needed, "shapes", [], [helper.make_empty_tensor_value_info(t)
+                                                                     for t in targets], sub_inits),
                             opset_imports=list(model.opset_import), ir_version=model.ir_version)
     try:
-        values = ReferenceEvaluator(sub).run(None, {})
+        values = dict(zip(targets, ReferenceEvaluator(sub).run(None, {}), strict=True)) if targets else {}
     except Exception:  # an op the reference runtime lacks: those nodes stay unresolved
-        return {}
-    return {t: tuple(int(d) for d in np.shape(v)) for t, v in zip(targets, values, strict=True)}
+        return None
+    values.update({t: fed[t] for t in frontier if t in fed})
+    out = type(model)()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    out.graph.initializer.extend(numpy_helper.from_array(np.asarray(values[t]), t) for t in frontier)
+    return out
 
 
 def _flops(node: "onnx.NodeProto", dims: Mapping[str, tuple[int, ...] | None]) -> int | None:

@@ -195,3 +195,37 @@ def test_bundled_sample_exported_at_fp32_is_all_fp32(tmp_path):
     assert {"Conv", "MatMul"} <= ops and share.input_shapes == {"images": (1, 3, 64, 64)}
     assert len(share.nodes) == sum(n.op_type in ("Conv", "MatMul", "Gemm") for n in model.graph.node)
     assert flops_by_dtype(model, (2, 3, 64, 64)).total == 2 * share.total
+
+
+def test_reshape_to_an_integer_divided_size_is_folded_and_dq_weights_stay_int8():
+    """What left 18 nodes of the dynamo export unsized: a Reshape whose target is computed with an
+    integer Div from the input's size (data propagation stops at Div). The target is computed and
+    folded; the Q/DQ weight in front of the MatMul is not folded away, so it still counts as int8."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"], start=1, end=2),
+             helper.make_node("Div", ["s", "two"], ["half"]),  # integer division: H // 2
+             helper.make_node("Concat", ["minus_one", "half"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             *_qdq("r", "a")[0],
+             helper.make_node("DequantizeLinear", ["w_q", "s_w", "z_w"], ["dq_w"]),
+             helper.make_node("MatMul", ["dq_a", "dq_w"], ["y"], name="folded_target")]
+    inits = [numpy_helper.from_array(np.array([2], np.int64), "two"),
+             numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+             numpy_helper.from_array(np.ones((4, 3), np.int8), "w_q"), _scale("s_w"), _zp("z_w"),
+             *_qdq("r", "a")[1]]
+    model = _model(nodes, [("x", F32, ["batch", "n"])], inits)
+    share = flops_by_dtype(model, (2, 8))  # reshaped to (4, 4), times (4, 3)
+    assert share.unresolved == () and share.by_dtype == {"int8": 2 * 4 * 4 * 3}
+    assert [n.op_type for n in model.graph.node].count("Div") == 1  # the model itself is not modified
+
+
+def test_dynamo_dynamic_export_is_sized_like_the_torchscript_one(tiny_onnx_dynamo, tiny_onnx):
+    """The dynamo exporter with dynamic H and W computes reshape targets with integer division; every
+    Conv/MatMul is sized, and the count equals the TorchScript export's (dynamic batch, 64x64)."""
+    dynamo, torchscript = onnx.load(str(tiny_onnx_dynamo)), onnx.load(str(tiny_onnx))
+    for shape in ((1, 3, 64, 64), (2, 3, 64, 64)):
+        share = flops_by_dtype(dynamo, shape)
+        assert share.unresolved == ()
+        assert share.total == flops_by_dtype(torchscript, shape).total
+    other = flops_by_dtype(dynamo, (2, 3, 96, 128))  # 3x the pixels of 64x64 (slot attention does not grow)
+    assert other.unresolved == () and other.total > 2 * flops_by_dtype(dynamo, (2, 3, 64, 64)).total
+    assert "unsized" not in flops_by_dtype(dynamo).summary()
