@@ -62,7 +62,8 @@ def verify(
     ckpt: CkptOption,
     model: Annotated[Path, typer.Option("--model", help="Artifact to check (.onnx; .pth for another checkpoint).")],
     shapes: Annotated[Optional[str], typer.Option(
-        "--shapes", help="Input shapes NxCxHxW, comma-separated (default: the artifact's min/opt/max).")] = None,
+        "--shapes", help="Input shapes NxCxHxW, comma-separated (default: the corners of the artifact's range "
+        "the export checked, odd sizes included).")] = None,
     images: Annotated[Optional[Path], typer.Option(
         "--images", help="Directory of real images to compare on too (any layout).")] = None,
     atol: Annotated[Optional[float], typer.Option("--atol", help="Max absolute difference.")] = None,
