@@ -30,6 +30,7 @@ SAMPLE = ROOT / "samples" / "glnet_digits.pth"
 NOT_RUN = re.compile(r"<!--\s*not-run:\s*(.+?)\s*-->")
 FENCE = re.compile(r"^```(\S*)\s*$")
 GLOBAL_OPTIONS = ("--json", "--debug", "--version", "--help")
+INPUT_OPTIONS = ("--ckpt", "--model", "--image", "--images", "--calib", "--holdout", "--model-config", "--baseline")
 
 
 @dataclass(frozen=True)
@@ -316,5 +317,11 @@ def runnable_commands() -> list:
 def test_concrete_commands_run(block, command, docs_folder, capsys):
     from glmix_deploy.cli.main import run
 
-    assert run(shlex.split(command)[1:]) == 0, f"{block.where}: {command}\n{capsys.readouterr().err}"
+    words = shlex.split(command)
+    inputs = [w for opt, w in zip(words, words[1:]) if opt in INPUT_OPTIONS]
+    missing = [w for w in inputs if not (docs_folder / w).exists()]
+    assert not missing, (f"{block.where}: {command!r} reads {', '.join(missing)}, which the docs' folder does not "
+                         "hold (x.pth is the sample, out/glnet_digits.onnx its export): mark the block "
+                         "`<!-- not-run: reason -->` or use those names")
+    assert run(words[1:]) == 0, f"{block.where}: {command}\n{capsys.readouterr().err}"
 
