@@ -21,12 +21,13 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,serve]'
 	# PyTriton (its wheel ships a real tritonserver) pins numpy<2, which the rest of the stack has
-	# outgrown: installed without its dependencies, plus the ones it needs; `serve` gives Triton's
-	# Python stub its own numpy<2 (glmix_deploy/serve/environment.py). Without it, serving tests skip.
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps 'nvidia-pytriton>=0.5' \
-		&& $(BIN)/pip install --quiet --disable-pip-version-check pyzmq sh typing_inspect wrapt importlib_metadata 'tritonclient[http]' \
+	# outgrown: its other dependencies came with the `serve` extra above; the wheel comes last, without
+	# its own (--no-deps), and pip is told not to print that known pin as an ERROR (--no-warn-conflicts).
+	# `serve` gives Triton's Python stub its own numpy<2 (glmix_deploy/serve/environment.py). Without
+	# it, serving tests skip.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-warn-conflicts 'nvidia-pytriton>=0.5' \
 		|| echo "note: nvidia-pytriton not installed; the real-Triton tests will skip"
 	touch $(STAMP)
 

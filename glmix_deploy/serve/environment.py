@@ -26,7 +26,8 @@ from pathlib import Path
 
 from glmix_deploy.errors import MissingDependencyError
 
-INSTALL_HINT = "pip install 'glmix-deploy[serve]'"
+# The wheel pins numpy<2: its other dependencies come with the extra, the wheel on its own (pyproject.toml).
+INSTALL_HINT = "pip install 'glmix-deploy[serve]' && pip install --no-deps --no-warn-conflicts 'nvidia-pytriton>=0.5'"
 STUB_ENV_VAR = "GLMIX_DEPLOY_TRITON_STUB_ENV"  # a prepared Python environment with numpy<2 for the stubs
 STUB_NUMPY = "numpy>=1.21,<2"
 

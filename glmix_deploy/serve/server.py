@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -25,6 +26,7 @@ from glmix_deploy.errors import MissingDependencyError, UserInputError, first_li
 from glmix_deploy.serve.environment import require_pytriton, server_environment
 from glmix_deploy.serve.model import ServedModel
 from glmix_deploy.serve.options import ServeOptions
+from glmix_deploy.serve.workspace import new_workspace_path, sweep_stale_workspaces
 
 Note = Callable[[str], None]
 EXIT_TIMEOUT_S = 5  # how long Triton waits for in-flight requests on stop
@@ -72,6 +74,7 @@ class RunningServer:
     options: ServeOptions
     models: list[ServedModel]
     started_s: float
+    workspace: Path | None = None  # PyTriton's workspace (serve/workspace.py), removed on stop
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -91,6 +94,8 @@ class RunningServer:
         finally:
             for model in self.models:
                 model.close()
+            if self.workspace is not None:
+                shutil.rmtree(self.workspace, ignore_errors=True)
 
     def __enter__(self) -> RunningServer:
         return self
@@ -146,7 +151,9 @@ def start_server(instances: Sequence[ServedModel], options: ServeOptions, *, not
     model_config = ModelConfig(max_batch_size=options.max_batch, batcher=batcher)
     first = instances[0]
     started = time.perf_counter()
-    triton = Triton(config=config)
+    sweep_stale_workspaces()  # those of serve processes that were killed
+    workspace = new_workspace_path()
+    triton = Triton(config=config, workspace=workspace)
     try:
         with _environment(env, options.verbose):
             triton.bind(model_name=options.name, infer_func=[_callable(m, False) for m in instances],
@@ -159,12 +166,14 @@ def start_server(instances: Sequence[ServedModel], options: ServeOptions, *, not
             triton.run()
     except (MissingDependencyError, UserInputError):
         triton.stop()
+        shutil.rmtree(workspace, ignore_errors=True)
         raise
     except Exception as exc:  # PyTriton's own errors (server died, models not ready in time)
         with contextlib.suppress(Exception):
             triton.stop()
+        shutil.rmtree(workspace, ignore_errors=True)
         raise UserInputError(f"Triton did not start: {first_line(exc)} (rerun with --verbose for its log)") from exc
-    return RunningServer(triton, options, list(instances), time.perf_counter() - started)
+    return RunningServer(triton, options, list(instances), time.perf_counter() - started, workspace)
 
 
 def wait_for_signal(server: RunningServer, *, poll_s: float = 0.5) -> str:

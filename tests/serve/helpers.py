@@ -15,7 +15,7 @@ LOOPBACK = "127.0.0.1"
 
 def needs_pytriton():
     return pytest.importorskip("pytriton.triton", reason="nvidia-pytriton is not installed "
-                               "(pip install 'glmix-deploy[serve]'): no real Triton server to test against")
+                               "(docs/serving.md: install): no real Triton server to test against")
 
 
 def free_ports(count: int = 3) -> list[int]:
