@@ -30,6 +30,7 @@ imported and called without Triton.
 
 import io
 import math
+import re
 
 import numpy as np
 from PIL import Image
@@ -64,9 +65,21 @@ def preprocess(data):
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
+class UndecodableImage(ValueError):
+    """An item that is no image Pillow can decode: the client's error, not the server's."""
+
+
 def preprocess_batch(items):
-    """A batch of encoded images (any iterable of bytes) -> (N, 3, IMG_SIZE, IMG_SIZE) OUTPUT_DTYPE."""
-    return np.stack([preprocess(item) for item in items]).astype(OUTPUT_DTYPE, copy=False)
+    """A batch of encoded images (any iterable of bytes) -> (N, 3, IMG_SIZE, IMG_SIZE) OUTPUT_DTYPE.
+    UndecodableImage names the first item that is not an image."""
+    arrays = []
+    for i, item in enumerate(items):
+        try:
+            arrays.append(preprocess(item))
+        except Exception as exc:  # Pillow: not an image, truncated, a decompression bomb, ...
+            reason = re.sub(r" <_io\\.BytesIO object at 0x[0-9a-f]+>", "", str(exc)) or type(exc).__name__
+            raise UndecodableImage(f"item {{i}}: not a decodable image ({{len(bytes(item))}} bytes): {{reason}}") from None
+    return np.stack(arrays).astype(OUTPUT_DTYPE, copy=False)
 
 
 class TritonPythonModel:
@@ -82,12 +95,21 @@ class TritonPythonModel:
             raw = pb_utils.get_input_tensor_by_name(request, INPUT_NAME).as_numpy()
             try:
                 batch = preprocess_batch(raw.reshape(raw.shape[0], -1)[:, 0])
-            except Exception as exc:  # a bad image fails its own request, not the whole batch
+            except UndecodableImage as exc:  # fails its own request, not the batch; the client's error
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=self._error(str(exc), True)))
+                continue
+            except Exception as exc:  # a bug here: the reason, without a traceback
                 responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError(f"cannot preprocess image: {{exc}}")))
+                    output_tensors=[], error=self._error(f"cannot preprocess: {{type(exc).__name__}}: {{exc}}", False)))
                 continue
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT_NAME, batch)]))
         return responses
+
+    def _error(self, message, invalid_argument):
+        """A TritonError: INVALID_ARGUMENT for the client's errors (Python backends that know codes)."""
+        error = self.pb_utils.TritonError
+        code = getattr(error, "INVALID_ARG", None) if invalid_argument else None
+        return error(message) if code is None else error(message, code)
 
     def finalize(self):
         pass

@@ -36,7 +36,7 @@ def test_generated_preprocessing_equals_glmix_preprocessing(onnx_batch: Path, tm
     imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(source))
                 if isinstance(node, (ast.Import, ast.ImportFrom))
                 for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
-    assert imported <= {"io", "math", "numpy", "PIL", "triton_python_backend_utils"}, imported
+    assert imported <= {"io", "math", "re", "numpy", "PIL", "triton_python_backend_utils"}, imported
     assert "glmix_deploy" not in source
 
     module = load_generated(model_py)  # no Triton here: the module must import without it
@@ -158,3 +158,20 @@ def test_perf_analyzer_data_is_length_prefixed_bytes(tmp_path: Path) -> None:
         (length,) = struct.unpack("<I", payload[:4])
         assert length == path.stat().st_size and payload[4:] == path.read_bytes()
     json.dumps(data)
+
+
+def test_an_undecodable_item_is_named_by_its_index_without_the_bytes_objects_address(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    from glmix_deploy.exporters.triton.preprocess import preprocess_model_source
+
+    model_py = tmp_path / "model.py"
+    model_py.write_text(preprocess_model_source(Preprocessing(img_size=64), output_name="images"))
+    module = load_generated(model_py)
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, "PNG")
+    with pytest.raises(module.UndecodableImage) as caught:
+        module.preprocess_batch([png.getvalue(), b"not an image"])
+    assert str(caught.value) == "item 1: not a decodable image (12 bytes): cannot identify image file"

@@ -108,8 +108,16 @@ def test_a_bad_request_to_the_python_backend_gets_an_error_and_it_keeps_answerin
 
     with pytest.raises(InferenceServerException, match="batch"):
         grpc_infer(server.grpc_port, "glnet", "images", _batch(9, 5))
-    with pytest.raises(InferenceServerException, match="cannot preprocess image"):
-        grpc_infer(server.grpc_port, "glnet_ensemble", "image_bytes", np.array([[b"not an image"]], dtype=object))
+    garbage = np.array([[b"not an image"]], dtype=object)
+    with pytest.raises(InferenceServerException) as caught:
+        grpc_infer(server.grpc_port, "glnet_ensemble", "image_bytes", garbage)
+    # The client's error, said in one line: no server-side traceback, no server paths.
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT", caught.value
+    assert "item 0: not a decodable image (12 bytes): cannot identify image file" in caught.value.message()
+    assert "Traceback" not in str(caught.value) and "/" not in caught.value.message() and "0x" not in str(caught.value)
+    with pytest.raises(InferenceServerException) as caught:
+        http_infer(server.http_port, "glnet_ensemble", "image_bytes", garbage)
+    assert caught.value.status() == "400" and "item 0: not a decodable image" in caught.value.message()
     x = _batch(2, 6)
     with OnnxRuntimeEngine(onnx_batch, threads=1) as engine:
         assert_fp32_equal(grpc_infer(server.grpc_port, "glnet", "images", x), engine.infer({"images": x})["logits"])
