@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from glmix_deploy import dtypes
 from glmix_deploy.engines.base import Engine, TensorSpec
 from glmix_deploy.engines.deadline import Watchdog, run_budget_s, timeout_error
 from glmix_deploy.errors import UserInputError, first_line
@@ -20,18 +21,14 @@ from glmix_deploy.graph.onnx_io import checked_metadata, load_model, refuse_loop
 if TYPE_CHECKING:
     import onnx
 
-_ORT_TYPES = {
-    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8", "tensor(bool)": "bool",
-}
 ERRORS_ONLY = 3  # onnxruntime log severity: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 _PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 def _spec(arg) -> TensorSpec:
     shape = tuple(d if isinstance(d, (int, str)) else None for d in arg.shape)
-    return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
+    row = dtypes.by_ort(arg.type)
+    return TensorSpec(arg.name, shape, row.name if row is not None and row.name else arg.type)
 
 
 class OnnxRuntimeEngine(Engine):

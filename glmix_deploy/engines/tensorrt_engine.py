@@ -19,23 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
+from glmix_deploy import dtypes
 from glmix_deploy.engines.base import FixedIOEngine
 from glmix_deploy.errors import MissingDependencyError, UserInputError
 from glmix_deploy.graph.onnx_io import TensorSpec, checked_metadata
 
-# TensorRT DataType member name -> TensorSpec dtype name (numpy-style, as graph.onnx_io names them) /
-# torch dtype attribute.
-TRT_DTYPES = {"FLOAT": ("float32", "float32"), "HALF": ("float16", "float16"), "BF16": ("bfloat16", "bfloat16"),
-              "INT8": ("int8", "int8"), "UINT8": ("uint8", "uint8"), "INT32": ("int32", "int32"),
-              "INT64": ("int64", "int64"), "BOOL": ("bool", "bool"), "FP8": ("float8e4m3fn", "float8_e4m3fn")}
-
 
 def dtype_names(trt_dtype_name: str) -> tuple[str, str]:
     """(TensorSpec dtype name, torch attribute) for a TensorRT DataType name; UserInputError if unknown."""
-    key = trt_dtype_name.split(".")[-1].upper()
-    if key not in TRT_DTYPES:
+    row = dtypes.by_tensorrt(trt_dtype_name)
+    if row is None or row.name is None or row.torch is None:
         raise UserInputError(f"TensorRT tensor type {trt_dtype_name} has no numpy/torch equivalent here")
-    return TRT_DTYPES[key]
+    return row.name, row.torch
 
 
 def spec_shape(dims) -> tuple[int | None, ...]:

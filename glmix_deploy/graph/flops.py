@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from glmix_deploy import dtypes
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.graph.onnx_io import dtype_of, graph_io, read_metadata
 
@@ -45,7 +46,7 @@ LINEAR_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 LOOK_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"})
 # Quantized element type (both inputs) -> compute dtype TensorRT runs the layer in.
 QUANTIZED = {"int8": "int8", "float8e4m3fn": "fp8"}
-FLOAT_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
+FLOAT_NAMES = {row.name: row.short for row in dtypes.DTYPES if row.name and row.short}  # float32 -> fp32
 DTYPE_ORDER = ("fp32", "fp16", "bf16", "int8", "fp8")  # report order; other names follow
 METADATA_KEY = "flops_by_dtype"
 # Never folded: the dtype attribution looks for them in front of the linear ops.

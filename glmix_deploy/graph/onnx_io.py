@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from glmix_deploy import dtypes
 from glmix_deploy.errors import UserInputError, first_line
 
 if TYPE_CHECKING:
@@ -23,21 +24,13 @@ if TYPE_CHECKING:
 Dim = int | str | None  # a fixed size, a symbolic name, or unknown
 Shape = tuple[int, ...]
 
-# TensorProto element types by the names this package uses for dtypes: numpy's where numpy has the
-# type, else ONNX's own name in lower case.
-ONNX_DTYPES: dict[int, str] = {
-    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
-    9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 14: "complex64", 15: "complex128",
-    16: "bfloat16", 17: "float8e4m3fn", 18: "float8e4m3fnuz", 19: "float8e5m2", 20: "float8e5m2fnuz",
-    21: "uint4", 22: "int4", 23: "float4e2m1",
-}
-_ELEM_TYPES = {name: elem for elem, name in ONNX_DTYPES.items()}
 _TWO_GIB = 2**31
 
 
 def dtype_of(elem_type: int) -> str:
     """The dtype name of a TensorProto element type ('float32', 'float8e4m3fn', ...)."""
-    return ONNX_DTYPES.get(int(elem_type), f"onnx-type-{int(elem_type)}")
+    row = dtypes.by_onnx(elem_type)
+    return row.name if row is not None and row.name else f"onnx-type-{int(elem_type)}"
 
 
 @dataclass(frozen=True)
@@ -51,7 +44,8 @@ class TensorSpec:
     @property
     def elem_type(self) -> int | None:
         """The ONNX TensorProto element type, None for a dtype ONNX does not name."""
-        return _ELEM_TYPES.get(self.dtype)
+        row = dtypes.by_name(self.dtype)
+        return row.onnx if row is not None else None
 
     @property
     def dynamic_axes(self) -> list[int]:

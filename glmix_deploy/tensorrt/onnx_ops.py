@@ -9,6 +9,8 @@ TensorRT's and ONNX's documentation spell them in the messages users read.
 
 from __future__ import annotations
 
+from glmix_deploy import dtypes
+
 DEFAULT_DOMAINS = ("", "ai.onnx")
 OPSET_MIN, OPSET_MAX = 9, 24  # "TensorRT 10.15 supports operators in the inclusive range of opset 9 to opset 24"
 TABLE_SOURCE = "onnx-tensorrt docs/operators.md (TensorRT 10.15)"
@@ -59,13 +61,8 @@ SHAPE_PASSTHROUGH_OPS = frozenset({
     "ReduceMax", "ReduceMin", "Range", "ConstantOfShape", "Expand", "Sqrt", "Pow", "Clip", "Sign",
     "Round", "Flatten", "Tile", "CumSum"})
 
-# TensorProto data types. TensorRT: FLOAT, FLOAT16, BFLOAT16, INT32, INT64, BOOL; UINT8 as network
+# TensorProto data types (names: glmix_deploy.dtypes). TensorRT: FLOAT, FLOAT16, BFLOAT16, INT32, INT64, BOOL; UINT8 as network
 # I/O only; INT8/INT4/FP8(E4M3FN)/FP4(E2M1) as quantized types; DOUBLE initializers are cast down.
-DTYPE_NAMES = {0: "UNDEFINED", 1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32",
-               7: "INT64", 8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64",
-               14: "COMPLEX64", 15: "COMPLEX128", 16: "BFLOAT16", 17: "FLOAT8E4M3FN", 18: "FLOAT8E4M3FNUZ",
-               19: "FLOAT8E5M2", 20: "FLOAT8E5M2FNUZ", 21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1",
-               24: "FLOAT8E8M0", 25: "UINT2", 26: "INT2", 27: "FLOAT6E2M3", 28: "FLOAT6E3M2"}
 SUPPORTED_DTYPES = frozenset({"FLOAT", "FLOAT16", "BFLOAT16", "INT32", "INT64", "BOOL", "UINT8", "INT8",
                               "INT4", "FLOAT8E4M3FN", "FLOAT4E2M1"})
 QUANTIZED_DTYPES = frozenset({"INT8", "INT4", "FLOAT8E4M3FN", "FLOAT4E2M1"})
@@ -83,7 +80,8 @@ TOPK_MAX_K = 3840
 
 def dtype_name(elem_type: int) -> str:
     """The TensorProto name of an element type ('FLOAT', 'FLOAT8E4M3FN', ...)."""
-    return DTYPE_NAMES.get(int(elem_type), f"type {elem_type}")
+    row = dtypes.by_onnx(elem_type)
+    return row.onnx_name if row is not None else f"type {elem_type}"
 
 
 # The GPUs TensorRT builds each quantized type for (compute capability, in words).

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from glmix_deploy import dtypes
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.exporters.triton.tensors import check_servable
 from glmix_deploy.graph.onnx_io import (
@@ -28,12 +29,6 @@ if TYPE_CHECKING:
     import onnx
 
     from glmix_deploy.data.preprocess import Preprocessing
-
-# Older sidecars (and TensorRT) spell dtypes as ONNX TensorProto / TensorRT DataType names; the
-# numpy-style name each one means. Other names are lower-cased and taken as numpy names.
-_LEGACY_DTYPE_NAMES = {"float": "float32", "half": "float16", "double": "float64", "bf16": "bfloat16",
-                       "fp32": "float32", "fp16": "float16"}
-
 
 @dataclass(frozen=True)
 class ArtifactSignature:
@@ -108,11 +103,6 @@ def read_onnx_signature(path: str | Path) -> ArtifactSignature:
 # --------------------------------------------------------------------------- TensorRT engines
 
 
-def _sidecar_dtype(value) -> str:
-    name = str(value).lower().removeprefix("datatype.")
-    return _LEGACY_DTYPE_NAMES.get(name, name)
-
-
 def _sidecar_tensors(info: dict, key: str, sidecar: Path) -> tuple[TensorSpec, ...]:
     items = info.get(key)
     if not isinstance(items, list) or not items:
@@ -133,7 +123,7 @@ def _sidecar_tensors(info: dict, key: str, sidecar: Path) -> tuple[TensorSpec, .
             raise UserInputError(
                 f"{where}: the batch axis of {name!r} is fixed at {shape[0]}; Triton batches requests, so "
                 "build the engine from an ONNX with a dynamic batch axis")
-        spec = TensorSpec(str(name), tuple(d if d > 0 else None for d in shape), _sidecar_dtype(dtype))
+        spec = TensorSpec(str(name), tuple(d if d > 0 else None for d in shape), dtypes.normalized_name(dtype))
         check_servable(spec, where)
         specs.append(spec)
     return tuple(specs)

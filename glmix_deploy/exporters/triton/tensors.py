@@ -6,16 +6,12 @@ owns the translation into config.pbtxt terms.
 
 from __future__ import annotations
 
+from glmix_deploy import dtypes
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.graph.onnx_io import TensorSpec
 
-# numpy-style dtype name (as graph.onnx_io names them) -> Triton data type.
-TRITON_TYPES = {
-    "float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "bfloat16": "TYPE_BF16",
-    "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32", "uint64": "TYPE_UINT64",
-    "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
-    "bool": "TYPE_BOOL", "string": "TYPE_STRING",
-}
+# numpy-style dtype name (as graph.onnx_io names them) -> Triton data type (glmix_deploy.dtypes' column).
+TRITON_TYPES = {row.name: row.triton for row in dtypes.DTYPES if row.name and row.triton}
 # The dtypes the generated preprocess model can produce (numpy casts to them).
 FLOAT_DTYPES = ("float32", "float16", "float64")
 
