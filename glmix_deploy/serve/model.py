@@ -11,6 +11,7 @@ item) is added. The PyTriton adapter (server.py) only forwards to these methods.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -93,8 +94,8 @@ class ServedModel:
             try:
                 batch.append(pre.normalize(pre.crop(io.BytesIO(raw))))
             except UserInputError as exc:
-                raise UserInputError(f"item {i}: not a decodable image ({len(raw)} bytes): "
-                                     f"{str(exc).split(': ', 1)[-1]}") from exc
+                reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc).split(": ", 1)[-1])
+                raise UserInputError(f"item {i}: not a decodable image ({len(raw)} bytes): {reason}") from exc
         dtype = self.engine.inputs[0].dtype
         return np.stack(batch).astype(dtype, copy=False)
 

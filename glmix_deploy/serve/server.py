@@ -26,6 +26,7 @@ from glmix_deploy.errors import MissingDependencyError, UserInputError, first_li
 from glmix_deploy.serve.environment import require_pytriton, server_environment
 from glmix_deploy.serve.model import ServedModel
 from glmix_deploy.serve.options import ServeOptions
+from glmix_deploy.serve.proxy import bad_requests_as_invalid_argument
 from glmix_deploy.serve.workspace import new_workspace_path, sweep_stale_workspaces
 
 Note = Callable[[str], None]
@@ -155,7 +156,7 @@ def start_server(instances: Sequence[ServedModel], options: ServeOptions, *, not
     workspace = new_workspace_path()
     triton = Triton(config=config, workspace=workspace)
     try:
-        with _environment(env, options.verbose):
+        with _environment(env, options.verbose), bad_requests_as_invalid_argument():
             triton.bind(model_name=options.name, infer_func=[_callable(m, False) for m in instances],
                         inputs=[_tensor(s, tensor_cls=Tensor) for s in first.inputs],
                         outputs=[_tensor(s, tensor_cls=Tensor) for s in first.outputs], config=model_config)

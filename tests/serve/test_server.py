@@ -161,10 +161,15 @@ def test_encoded_images_get_evals_preprocessing(server, direct, image_folder):
 def test_an_undecodable_image_gets_a_clean_error_and_images_keep_working(server, image_folder):
     from tritonclient.utils import InferenceServerException
 
+    garbage = np.array([[b"this is not a png"]], dtype=object)
     with pytest.raises(InferenceServerException) as caught:
-        grpc_infer(server.options.grpc_port, "glnet_ensemble", "image_bytes",
-                   np.array([[b"this is not a png"]], dtype=object))
-    assert "not a decodable image" in str(caught.value)
+        grpc_infer(server.options.grpc_port, "glnet_ensemble", "image_bytes", garbage)
+    # The client's error in one line: INVALID_ARGUMENT, no traceback, no server paths (serve/proxy.py).
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT", caught.value
+    assert caught.value.message() == "item 0: not a decodable image (17 bytes): cannot identify image file"
+    with pytest.raises(InferenceServerException) as caught:
+        http_infer(server.options.http_port, "glnet_ensemble", "image_bytes", garbage)
+    assert caught.value.status() == "400" and "Traceback" not in str(caught.value)
     png = sorted(image_folder.glob("*/*.png"))[0]
     got = grpc_infer(server.options.grpc_port, "glnet_ensemble", "image_bytes",
                      np.array([[png.read_bytes()]], dtype=object))
