@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from glmix_deploy.compare.metrics import Comparison, Tolerance, compare
+from glmix_deploy.compare.tolerances import output_tolerance
 from glmix_deploy.engines.base import Engine
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.graph.tasks import is_class_scores
@@ -98,8 +99,9 @@ def seeded_input(shape: Sequence[int], seed: int) -> np.ndarray:
 def judge_outputs(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
                   tolerance: Tolerance, *, shape: Sequence[int], input_label: str = "",
                   seconds: float = 0.0, artifact: str = "") -> list[ParityCase]:
-    """One case per reference output, each judged on its own (a features artifact: every stage map
-    against the fp32 bar). A missing output is the user's error (wrong artifact); an output of
+    """One case per reference output, each judged on its own (a features artifact: every stage map,
+    and with a cosine bar every image's map: `compare.tolerances.output_tolerance`). A missing
+    output is the user's error (wrong artifact); an output of
     another shape is a failing case, never compared."""
     cases = []
     for name, ref_value in reference.items():
@@ -114,7 +116,7 @@ def judge_outputs(reference: Mapping[str, np.ndarray], candidate: Mapping[str, n
         else:
             # Top-1/top-5 and per-row cosine only mean something for class scores (not stage maps).
             metrics = compare(ref_value, candidate[name], classes=is_class_scores(name))
-            violations = tuple(tolerance.violations(metrics))
+            violations = tuple(output_tolerance(tolerance, name).violations(metrics))
         cases.append(ParityCase(tuple(shape), name, metrics, violations, input_label, seconds))
     return cases
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from glmix_deploy.compare.metrics import Tolerance
 from glmix_deploy.errors import UserInputError
+from glmix_deploy.graph.tasks import is_class_scores
 
 # FP32 artifacts must match PyTorch to this relative error (max |Δ| / max |ref|).
 FP32_MAX_REL = 1e-4
@@ -32,6 +33,18 @@ PRECISION_TOLERANCES: dict[str, Tolerance] = {
 # that the graph runs and still follows the model; its accuracy bar is the images' (the table).
 CALIBRATED_PRECISIONS = ("int8", "fp8")
 OUT_OF_CALIBRATION_MIN_COSINE = 0.5
+
+
+def output_tolerance(tolerance: Tolerance, output: str) -> Tolerance:
+    """The bar one output is held to. Class scores: `tolerance` as it is (top-1 speaks for each
+    image). Any other output (a stage map, an embedding): each image's output on its own must meet
+    the cosine bar too (a mean over a batch of 1024x1024 maps hides the image that breaks), and
+    top-1 does not apply."""
+    if is_class_scores(output) or tolerance.min_cosine is None:
+        return tolerance
+    row = tolerance.min_row_cosine if tolerance.min_row_cosine is not None else tolerance.min_cosine
+    return Tolerance(max_rel=tolerance.max_rel, atol=tolerance.atol, min_cosine=tolerance.min_cosine,
+                     min_top1=None, min_row_cosine=row)
 
 
 def seeded_input_tolerance(tolerance: Tolerance, precision: str, calibration: str | None) -> Tolerance:

@@ -28,13 +28,15 @@ from glmix_deploy.compare.parity import (
     seeded_input,
     seeded_label,
 )
-from glmix_deploy.compare.tolerances import GUARD_MIN_TOP1, PRECISION_TOLERANCES
+from glmix_deploy.compare.tolerances import GUARD_MIN_TOP1, PRECISION_TOLERANCES, output_tolerance
 from glmix_deploy.engines.batching import padded_chunks, run_batched
 from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
 from glmix_deploy.graph.flops import flops_by_dtype
+from glmix_deploy.graph.tasks import is_class_scores
 from glmix_deploy.precision.calibration import (
     CalibrationData,
     evenly_spaced,
+    images_within_budget,
     load_calibration_images,
     synthetic_calibration,
 )
@@ -88,32 +90,58 @@ def _cpu_engine(model: "onnx.ModelProto", *, spin: bool = False) -> OnnxRuntimeE
     return OnnxRuntimeEngine(model, providers=["CPUExecutionProvider"], spin=spin, log_severity=QUIET)
 
 
-def run_cases(model: "onnx.ModelProto", cases: Sequence[GuardCase]) -> list[np.ndarray]:
-    """The graph's first output on each case, as float32."""
+Outputs = dict[str, np.ndarray]  # every output of a graph on one case, by name
+
+
+def run_cases(model: "onnx.ModelProto", cases: Sequence[GuardCase]) -> list[Outputs]:
+    """Every output of the graph (class scores, or each stage map) on each case, as float32."""
     with _cpu_engine(model) as engine:
-        output = engine.outputs[0].name
-        return [run_batched(engine, c.x, c.batch, fixed=c.fixed)[output].astype(np.float32) for c in cases]
+        names = [o.name for o in engine.outputs]
+        results = []
+        for c in cases:
+            outputs = run_batched(engine, c.x, c.batch, fixed=c.fixed)
+            results.append({name: outputs[name].astype(np.float32, copy=False) for name in names})
+        return results
+
+
+# activation_absmax asks onnxruntime for intermediates as outputs, which keeps them all alive: a
+# bounded group per run. A GLNet tensor holds at most ~8 floats per input pixel (glnet_stl's 96
+# stage-1 channels at stride 4 hold 6), so a group's size follows the input's pixel count.
+ABSMAX_BYTES_PER_RUN = 2 << 30
+ABSMAX_FLOATS_PER_PIXEL = 8
+
+
+def absmax_group_size(pixels: int) -> int:
+    """How many intermediates one run may return for inputs of `pixels` (batch x height x width)."""
+    return max(16, ABSMAX_BYTES_PER_RUN // (4 * ABSMAX_FLOATS_PER_PIXEL * max(1, pixels)))
 
 
 def activation_absmax(model: "onnx.ModelProto", cases: Sequence[GuardCase]) -> dict[str, float]:
-    """Largest |value| of every float intermediate tensor of `model` over the cases (fp32 run)."""
+    """Largest |value| of every float intermediate tensor of `model` over the cases (fp32 run).
+    At high resolutions the tensors are fetched in groups (`absmax_group_size`), one run each."""
     import onnx
     from onnx import TensorProto
 
-    probe = copy.deepcopy(model)
-    inferred = onnx.shape_inference.infer_shapes(probe)
-    names = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(vi for vi in inferred.graph.value_info
-                              if vi.type.tensor_type.elem_type == TensorProto.FLOAT and vi.name not in names)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    outputs = {o.name for o in model.graph.output}
+    tensors = [vi.name for vi in [*model.graph.output, *inferred.graph.value_info]
+               if vi.type.tensor_type.elem_type == TensorProto.FLOAT
+               and (vi in model.graph.output or vi.name not in outputs)]
     absmax: dict[str, float] = defaultdict(float)
-    # Whole outputs, chunk by chunk (not run_batched: intermediates need not be batch-first).
-    with _cpu_engine(probe) as engine:
-        input_name = engine.inputs[0].name
-        for case in cases:
-            for chunk, _ in padded_chunks(case.x, case.batch, fixed=case.fixed):
-                for name, value in engine.infer({input_name: chunk}).items():
-                    if value.size and np.issubdtype(value.dtype, np.floating):
-                        absmax[name] = max(absmax[name], float(np.nanmax(np.abs(value))))
+    size = absmax_group_size(max((c.batch * int(np.prod(c.x.shape[2:])) for c in cases), default=1))
+    probe = copy.deepcopy(model)
+    for start in range(0, len(tensors), size):
+        del probe.graph.output[:]
+        probe.graph.output.extend(onnx.helper.make_tensor_value_info(t, TensorProto.FLOAT, None)
+                                  for t in tensors[start:start + size])
+        # Whole outputs, chunk by chunk (not run_batched: intermediates need not be batch-first).
+        with _cpu_engine(probe) as engine:
+            input_name = engine.inputs[0].name
+            for case in cases:
+                for chunk, _ in padded_chunks(case.x, case.batch, fixed=case.fixed):
+                    for name, value in engine.infer({input_name: chunk}).items():
+                        if value.size and np.issubdtype(value.dtype, np.floating):
+                            absmax[name] = max(absmax[name], float(np.nanmax(np.abs(value))))
     return dict(absmax)
 
 
@@ -184,20 +212,38 @@ def guard_target(options: PrecisionOptions) -> Tolerance:
                      min_row_cosine=cosine if table.min_row_cosine is not None else None)
 
 
-def score_outputs(refs: Sequence[np.ndarray], outs: Sequence[np.ndarray], cases: Sequence[GuardCase],
+def _worst_cosine(m: Comparison) -> float:
+    """The lower of the overall and the worst per-image cosine; -1 when not finite."""
+    values = [m.cosine] + ([m.row_cosine] if m.row_cosine is not None else [])
+    return float(min(values)) if np.isfinite(values).all() else -1.0
+
+
+def score_outputs(refs: Sequence[Outputs], outs: Sequence[Outputs], cases: Sequence[GuardCase],
                   tolerance: Tolerance) -> Score:
-    metrics: list[Comparison] = [compare(r, o) for r, o in zip(refs, outs)]
-    violations = [f"{c.label}: {v}" for c, m in zip(cases, metrics) for v in tolerance.violations(m)]
-    cosines = [min(m.cosine, m.row_cosine if m.row_cosine is not None else m.cosine)
-               if np.isfinite(m.cosine) else -1.0 for m in metrics]
-    top1s = [m.top1 for m in metrics if m.top1 is not None]
-    image_top1 = next((m.top1 for c, m in zip(cases, metrics) if c.label.startswith("images")), None)
-    worst = min(cosines) if cosines else 1.0
+    """Every output of every case against its fp32 reference, each at its own bar
+    (`output_tolerance`: stage maps per image and per map, class scores with top-1)."""
+    violations: list[str] = []
+    by_output: dict[str, float] = {}
+    top1s: list[float] = []
+    image_top1 = None
+    for case, ref, out in zip(cases, refs, outs):
+        for name, ref_value in ref.items():
+            classes = is_class_scores(name)
+            m = compare(ref_value, out[name], classes=classes)
+            where = case.label if len(ref) == 1 else f"{case.label} / {name}"
+            violations += [f"{where}: {v}" for v in output_tolerance(tolerance, name).violations(m)]
+            by_output[name] = min(by_output.get(name, 1.0), _worst_cosine(m))
+            if m.top1 is not None:
+                top1s.append(m.top1)
+                if image_top1 is None and case.label.startswith("images"):
+                    image_top1 = m.top1
+    worst = min(by_output.values(), default=1.0)
     error = (1.0 - worst) + (1.0 - (image_top1 if image_top1 is not None else (min(top1s) if top1s else 1.0)))
-    return Score(not violations, float(worst), image_top1, min(top1s) if top1s else None, float(error), violations)
+    return Score(not violations, float(worst), image_top1, min(top1s) if top1s else None, float(error), violations,
+                 {k: round(v, 7) for k, v in by_output.items()})
 
 
-def scorer(refs: Sequence[np.ndarray], cases: Sequence[GuardCase],
+def scorer(refs: Sequence[Outputs], cases: Sequence[GuardCase],
            target: Tolerance) -> Callable[["onnx.ModelProto"], Score]:
     """A candidate's score on `cases` against the fp32 outputs `refs`."""
     def evaluate(candidate: "onnx.ModelProto") -> Score:
@@ -226,7 +272,9 @@ def _load_guard_images(root: Path, preprocessing: "Preprocessing", option: str) 
     from glmix_deploy.data.images import load_images, scan_images
 
     images = scan_images(root, option=option)
-    images.files = [images.files[i] for i in evenly_spaced(len(images.files), GUARD_MAX_IMAGES)]
+    side = preprocessing.img_size
+    most = images_within_budget(GUARD_MAX_IMAGES, side, side)
+    images.files = [images.files[i] for i in evenly_spaced(len(images.files), most)]
     arrays, _ = load_images(images, preprocessing)
     return arrays
 
@@ -252,8 +300,21 @@ def load_calibration(options: PrecisionOptions, preprocessing: "Preprocessing", 
         return synthetic_calibration(shape_range.opt, options.calib_size)
     calibration = load_calibration_images(options.calib, preprocessing, options.calib_size)
     say(f"calibration: {len(calibration)} of {calibration.available} image(s) from {calibration.source} "
-        f"({preprocessing.img_size}px, {options.calib_method})")
+        f"(resized to {calibration.resolution}, the export's size; {options.calib_method})")
     return calibration
+
+
+def deployment_preprocessing(config, shape_range) -> "Preprocessing":
+    """The artifact's preprocessing at its declared default (opt) input size: calibration and guard
+    images are resized to the resolution the graph is deployed at, not the checkpoint's training
+    size (a 1024x1024 features export calibrates its ranges, and has its softmaxes and norms
+    judged, on 1024x1024 images: their statistics run over maps 20x larger than at 224)."""
+    from glmix_deploy.data.preprocess import Preprocessing
+
+    height, width = shape_range.opt[2:]
+    if height != width:
+        raise ValueError(f"image preprocessing makes square inputs; the opt shape is {height}x{width}")
+    return Preprocessing.from_config(config.replace(img_size=height))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,17 +334,18 @@ def convert_precision(
     work: Path,
     say: Progress = lambda _m: None,
 ) -> PrecisionResult:
-    """The verified fp32 `model` converted to options.precision (fp16 or int8), with the guard's
-    report."""
+    """The verified fp32 `model` converted to options.precision (fp16, int8 or fp8), with the
+    guard's report. Every output is judged (each stage map of a features graph on its own); the
+    images are resized to the export's default size (`deployment_preprocessing`)."""
     import onnx
-
-    from glmix_deploy.data.preprocess import Preprocessing
 
     options.validate()
     if options.variant not in PRECISION_PASSES:
         raise ValueError(f"{options.precision} is the verified graph itself: nothing to convert")
     pass_type = PRECISION_PASSES[options.variant]
-    prep = Preprocessing.from_config(loaded.config.replace(img_size=img_size))
+    prep = deployment_preprocessing(loaded.config, shape_range)
+    if prep.img_size != img_size:
+        raise ValueError(f"image size {img_size} is not the shape range's default {shape_range.opt}")
     target = guard_target(options)
     started = time.perf_counter()
 
@@ -297,12 +359,17 @@ def convert_precision(
     seeded = len(cases) - (images is not None)
     judged = ([f"{len(images)} {images_source}"] if images is not None else []) + \
         ([f"{seeded} seeded input(s)"] if seeded else ["no random inputs (outside the calibrated ranges)"])
-    say(f"accuracy guard: top-1 >= {target.min_top1:.2%} and cosine >= {target.min_cosine}"
-        + (" (each image)" if target.min_row_cosine is not None else "") + " vs fp32 on " + " + ".join(judged))
+    outputs = spec.task_outputs
+    classes = any(is_class_scores(o) for o in outputs)
+    say("accuracy guard: " + (f"top-1 >= {target.min_top1:.2%} and " if classes else "")
+        + f"cosine >= {target.min_cosine}"
+        + (" (each image)" if not classes or target.min_row_cosine is not None else "")
+        + ("" if len(outputs) == 1 else f" for each of {', '.join(outputs)}")
+        + " vs fp32 on " + " + ".join(judged) + f" at {prep.img_size}x{prep.img_size}")
     refs = run_cases(model, cases)
     # Sensitivity ranking only needs an order: a subset of the images is enough.
     rank_cases = [c.subset(RANK_IMAGES) if c.label.startswith("images") else c for c in cases]
-    rank_refs = [r if rc is c else r[evenly_spaced(len(c.x), RANK_IMAGES)]
+    rank_refs = [r if rc is c else {k: v[evenly_spaced(len(c.x), RANK_IMAGES)] for k, v in r.items()}
                  for r, rc, c in zip(refs, rank_cases, cases)]
 
     batch, static_batch = shape_range.opt[0], shape_range.min[0] == shape_range.max[0]
@@ -326,6 +393,7 @@ def convert_precision(
                     "guard_target": {"min_top1": target.min_top1, "min_cosine": target.min_cosine,
                                      "min_image_cosine": target.min_row_cosine},
                     "guard_inputs": [c.label for c in cases], "guard_images": images_source,
+                    "guard_resolution": f"{prep.img_size}x{prep.img_size}", "outputs": outputs,
                     **step.report(result)}
     if result.excluded:  # what keeping parts out costs (onnxruntime CPU; TensorRT timings differ)
         x = probe_x
@@ -342,5 +410,6 @@ def convert_precision(
     del final.metadata_props[:]
     onnx.checker.check_model(final)
     image_case = next((c for c in cases if c.label.startswith("images")), None)
-    return PrecisionResult(final, {**step.metadata(result), "fp32_onnx_sha256": step.fp32_sha256}, report,
-                           image_case)
+    metadata = {**step.metadata(result), "fp32_onnx_sha256": step.fp32_sha256,
+                "guard_resolution": report["guard_resolution"]}
+    return PrecisionResult(final, metadata, report, image_case)

@@ -30,6 +30,9 @@ from glmix_deploy.files import write_text_atomic
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIB_SIZE = 256
+# Preprocessed images held at once (calibration, the guard's images): 256 at 224x224 take 154 MB,
+# at 1024x1024 one image takes 12.6 MB, so the default count shrinks with the resolution.
+IMAGE_BYTES_BUDGET = 1 << 30
 SYNTHETIC_SEED = 20240
 CACHE_FORMAT = 1  # bump when the cached content or its key changes meaning
 
@@ -58,9 +61,14 @@ class CalibrationData:
     def __len__(self) -> int:
         return int(self.arrays.shape[0])
 
+    @property
+    def resolution(self) -> str:
+        """'1024x1024': the height x width the images were resized to (the export's)."""
+        return "x".join(str(int(d)) for d in self.arrays.shape[-2:])
+
     def describe(self) -> dict:
         return {"source": self.source, "synthetic": self.synthetic, "images": len(self),
-                "available": self.available, "data_sha256": self.data_hash}
+                "available": self.available, "resolution": self.resolution, "data_sha256": self.data_hash}
 
 
 def evenly_spaced(n_total: int, n: int) -> list[int]:
@@ -71,12 +79,20 @@ def evenly_spaced(n_total: int, n: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n_total - 1, n).round()})
 
 
+def images_within_budget(most: int, height: int, width: int, chans: int = 3) -> int:
+    """At most `most` images, fewer where that many float32 inputs of this size would exceed
+    IMAGE_BYTES_BUDGET (never fewer than one)."""
+    return max(1, min(most, IMAGE_BYTES_BUDGET // (4 * chans * height * width)))
+
+
 def load_calibration_images(root: str | Path, preprocessing, size: int | None = None) -> CalibrationData:
-    """`size` images (default 256, all when fewer) from `root`, preprocessed for the model."""
+    """`size` images (default 256, fewer at high resolutions: `images_within_budget`; all when the
+    folder has fewer) from `root`, preprocessed for the model at preprocessing.img_size."""
     from glmix_deploy.data.images import load_images, scan_images
 
     images = scan_images(root, option="--calib")
-    wanted = DEFAULT_CALIB_SIZE if size is None else size
+    side = preprocessing.img_size
+    wanted = images_within_budget(DEFAULT_CALIB_SIZE, side, side) if size is None else size
     if wanted < 1:
         raise UserInputError(f"--calib-size must be >= 1, not {wanted}")
     available = len(images.files)

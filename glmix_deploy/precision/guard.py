@@ -30,10 +30,13 @@ class Score:
     min_top1: float | None  # lowest agreement over all cases
     error: float  # one number to rank sensitivity: (1 - worst cosine) + (1 - images top-1)
     violations: list[str] = field(default_factory=list)
+    # Worst cosine of each output (each stage map of a features graph) over every case and image.
+    outputs: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "worst_cosine": self.worst_cosine, "images_top1": self.images_top1,
-                "min_top1": self.min_top1, "error": self.error, "violations": self.violations}
+                "min_top1": self.min_top1, "error": self.error, "violations": self.violations,
+                "worst_cosine_by_output": self.outputs}
 
 
 @dataclass

@@ -168,6 +168,7 @@ class CalibratedPass(PrecisionPass):
             "calibration": "synthetic" if calibration.synthetic else "images",
             "calibration_source": calibration.source,
             "calibration_images": str(len(calibration)),
+            "calibration_resolution": calibration.resolution,  # the export's size, not the training one
             "calibration_method": self.context.options.calib_method,
             "calibration_data_sha256": calibration.data_hash,
             "calibration_cache_key": self.cache.key,

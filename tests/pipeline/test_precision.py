@@ -275,9 +275,10 @@ def test_run_cases_casts_to_fp16_inputs_and_keeps_every_row(tiny_onnx):
     half_io = convert_fp16(fp32, keep_io_types=False)
     x = np.random.default_rng(0).standard_normal((3, 3, 64, 64), dtype=np.float32)
     cases = [GuardCase("images (3)", x, 2, False)]
-    (ref,), (out,) = run_cases(fp32, cases), run_cases(half_io, cases)
+    (refs,), (outs,) = run_cases(fp32, cases), run_cases(half_io, cases)
+    ref, out = refs["logits"], outs["logits"]
     assert ref.shape == out.shape == (3, ref.shape[1]) and out.dtype == np.float32
-    score = score_outputs([ref], [out], cases, guard_target(PrecisionOptions(precision="fp16")))
+    score = score_outputs([refs], [outs], cases, guard_target(PrecisionOptions(precision="fp16")))
     assert score.worst_cosine > 0.99 and score.images_top1 is not None
 
 
@@ -286,9 +287,9 @@ def test_score_outputs_names_the_failing_case():
     ref = rng.standard_normal((8, 10)).astype(np.float32)
     cases = [GuardCase("images (8)", np.zeros((8, 3, 4, 4), np.float32), 8, False)]
     target = guard_target(PrecisionOptions(precision="fp16"))
-    same = score_outputs([ref], [ref.copy()], cases, target)
+    same = score_outputs([{"logits": ref}], [{"logits": ref.copy()}], cases, target)
     assert same.passed and same.error == pytest.approx(0.0, abs=1e-9) and same.images_top1 == 1.0
-    worse = score_outputs([ref], [-ref], cases, target)
+    worse = score_outputs([{"logits": ref}], [{"logits": -ref}], cases, target)
     assert not worse.passed and worse.error > 1 and all(v.startswith("images (8): ") for v in worse.violations)
 
 
@@ -296,7 +297,7 @@ def test_activation_absmax_sees_intermediates_and_outputs(tiny_onnx):
     model = onnx.load(str(tiny_onnx))
     x = np.random.default_rng(2).standard_normal((2, 3, 64, 64), dtype=np.float32)
     absmax = activation_absmax(model, [GuardCase("random 2x3x64x64", x, 2, True)])
-    (logits,) = run_cases(model, [GuardCase("random 2x3x64x64", x, 2, True)])
+    logits = run_cases(model, [GuardCase("random 2x3x64x64", x, 2, True)])[0]["logits"]
     assert absmax["logits"] == pytest.approx(float(np.abs(logits).max()), rel=1e-5)
     produced = {o for n in model.graph.node for o in n.output}
     assert len(set(absmax) & produced) > len(model.graph.node) // 2
