@@ -5,6 +5,10 @@ Exit codes (documented in the README):
     1  a check failed (parity, accuracy, latency gate); the artifact may exist but is not trusted
     2  bad input or usage (missing/corrupt/hostile file, wrong shapes, unknown option,
        missing optional dependency such as TensorRT or a GPU)
+
+Messages name what the caller set by its field, in backquotes: "`calib_size` must be >= 1",
+"`precision=int8` needs calibration images". The CLI's boundary shows these as its flags
+(--calib-size, --precision int8; cli.params.flags_in); no library message names a --flag.
 """
 
 from __future__ import annotations

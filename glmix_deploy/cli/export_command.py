@@ -100,13 +100,14 @@ _TRITON = "Triton (--fmt triton)"
 
 
 def given_options(ctx: typer.Context) -> list[str]:
-    """The options typed on the command line (by their first flag), in declaration order."""
+    """The options typed on the command line, by the field they set (their parameter's name), in
+    declaration order."""
     def typed(name: str | None) -> bool:
         source = ctx.get_parameter_source(name) if name else None
         # Compared by name: the ParameterSource enum lives in typer's private vendored click.
         return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
-    return [param.opts[0] for param in ctx.command.params if param.opts and typed(param.name)]
+    return [param.name for param in ctx.command.params if param.opts and param.name and typed(param.name)]
 
 
 def _tensorrt_version(fmt: Fmt, backend: TritonBackend) -> str | None:
@@ -226,7 +227,7 @@ def export(
         "--opt-shape", rich_help_panel=_TENSORRT, help="TensorRT profile optimum.")] = None,
     max_shape: Annotated[Optional[str], typer.Option(
         "--max-shape", rich_help_panel=_TENSORRT, help="TensorRT profile maximum.")] = None,
-    workspace: Annotated[float, typer.Option(
+    workspace_gib: Annotated[float, typer.Option(
         "--workspace", rich_help_panel=_TENSORRT, min=0.0625, help="TensorRT workspace limit, GiB.")] = 4.0,
     timing_cache: Annotated[Optional[Path], typer.Option(
         "--timing-cache", rich_help_panel=_TENSORRT, help="Persistent TensorRT timing cache file.")] = None,
@@ -254,51 +255,46 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX, TensorRT, OpenVINO or a Triton repository, verified against PyTorch."""
     from glmix_deploy.cli.params import (
-        check_export_options,
-        check_task_options,
         parse_fraction,
+        parse_out_indices,
         parse_preferred_batch,
         parse_profile_shapes,
     )
     from glmix_deploy.cli.trt_commands import build_result
     from glmix_deploy.exporters.onnx_export import ExportOptions
+    from glmix_deploy.option_rules import check_options, default_target
     from glmix_deploy.pipeline import targets
     from glmix_deploy.pipeline.attention import attention_form_for
     from glmix_deploy.pipeline.export import export_onnx
     from glmix_deploy.precision.options import PrecisionOptions
 
     # Every check that needs no export runs first: a bad request costs nothing and writes nothing.
+    if target is None:
+        target = Target(default_target(fmt.value, precision.value))
     given = given_options(ctx)
-    check_export_options(given, fmt=fmt.value, backend=backend.value, precision=precision.value,
-                         dynamic=dynamic.value)
-    task_options = check_task_options(given, task=task.value, fmt=fmt.value, precision=precision.value,
-                                      out_indices=out_indices)
+    check_options(given, {"fmt": fmt.value, "backend": backend.value, "precision": precision.value,
+                          "target": target.value, "task": task.value, "dynamic": dynamic.value,
+                          "attention": attention.value})
+    task_options = {"task": task.value, "out_indices": parse_out_indices(out_indices)}
     tensorrt = targets.TensorRTOptions(**parse_profile_shapes(min_shape, opt_shape, max_shape),
-                                       workspace_gib=workspace, timing_cache=timing_cache,
+                                       workspace_gib=workspace_gib, timing_cache=timing_cache,
                                        builder_level=builder_level)
     triton = None
     if fmt is Fmt.triton:
         triton = targets.triton_target(
             targets.repository_path(out), backend=backend.value, name=name, max_batch=max_batch,
-            preferred_batch=parse_preferred_batch(preferred_batch) if "--preferred-batch" in given else None,
+            preferred_batch=parse_preferred_batch(preferred_batch) if "preferred_batch" in given else None,
             queue_delay_us=queue_delay_us, instances=instances, kind=kind.value,
             with_preprocess=with_preprocess, force=force)
         max_batch = triton.max_batch
         if dynamic is Dynamic.none:
             dynamic = Dynamic.batch  # Triton batches requests: the batch axis must be dynamic
-    if fmt is Fmt.openvino and precision is Precision.fp8:
-        raise UserInputError("--fmt openvino takes --precision fp32, fp16, int8 or bf16: fp8 Q/DQ is a TensorRT form "
-                             "(GPUs of compute capability >= 8.9)")
     inference_precision = "fp32"
     if precision is Precision.bf16:  # a runtime precision: the ONNX stays fp32
         from glmix_deploy.precision.bf16 import require_bf16_cpu
 
         require_bf16_cpu()
         precision, inference_precision = Precision.fp32, "bf16"
-    if target is None:
-        target = Target.cpu if fmt is Fmt.openvino and precision is Precision.int8 else Target.gpu
-    elif target is Target.cpu and (fmt is Fmt.trt or (fmt is Fmt.triton and backend.value == "tensorrt")):
-        raise UserInputError("--target cpu is the onnxruntime/OpenVINO form of int8; TensorRT builds --target gpu")
     precision_options = None if precision is Precision.fp32 else PrecisionOptions(
         precision=precision.value, target=target.value, calib=calib, calib_size=calib_size,
         calib_method=calib_method.value,

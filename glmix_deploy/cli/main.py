@@ -84,19 +84,19 @@ def _debug_requested(argv: list[str]) -> bool:
     return State.debug or "--debug" in argv or os.environ.get("GLMIX_DEPLOY_DEBUG") == "1"
 
 
-_OPTION_OF = {"head_dim": "--head-dim", "num_slots": "--num-slots"}
-
-
-def _message(exc: Exception) -> str:
-    """The error's line, in the command line's terms where the library names a field."""
+def user_message(exc: Exception) -> str:
+    """The error's line in the command line's terms: the library names fields, the user typed flags
+    (cli.params.flags_in)."""
+    from glmix_deploy.cli.params import flags_in, option_flags
     from glmix_deploy.models.loader import RecordedValueContradiction
 
+    flags = option_flags(typer.main.get_command(app))
     if isinstance(exc, RecordedValueContradiction):
         asked = (f"{exc.config_file} sets {exc.name}={exc.used}" if exc.config_file
-                 else f"{_OPTION_OF.get(exc.name, exc.name)} {exc.used}")
+                 else f"{flags.get(exc.name, exc.name)} {exc.used}")
         return (f"{asked} contradicts {exc.checkpoint}'s training config, which records {exc.name}={exc.recorded}; "
                 f"pass --override to build the {exc.name}={exc.used} model anyway")
-    return str(exc)
+    return flags_in(str(exc), flags)
 
 
 INTERRUPTED = "interrupted; no partial output was left behind"
@@ -128,17 +128,17 @@ def run(argv: list[str] | None = None) -> int:
         from glmix_deploy.pipeline.export import ExportResult
 
         if State.json and exc.report is not None and hasattr(exc.report, "to_dict"):
-            render.print_json({"passed": False, "error": str(exc), "result": exc.report.to_dict()})
+            render.print_json({"passed": False, "error": user_message(exc), "result": exc.report.to_dict()})
         elif isinstance(exc.report, ExportResult):  # other reports were rendered case by case
             export_result(exc.report)
         if _debug_requested(argv):
             raise
-        render.error(str(exc))
+        render.error(user_message(exc))
         return EXIT_CHECK_FAILED
     except GlmixDeployError as exc:
         if _debug_requested(argv):
             raise
-        render.error(_message(exc))
+        render.error(user_message(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         render.error(INTERRUPTED)

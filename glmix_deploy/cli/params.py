@@ -1,11 +1,43 @@
-"""Every string the command line hands over is parsed here, and only here: flag names appear in
-these messages, never in the library, which takes typed values."""
+"""Every string the command line hands over is parsed here, and only here, and the one map
+between the library's field names and the command line's flags: an option is named after the
+field it sets (its parameter's name), and a library message's `field` / `field=value` is shown as
+`--flag` / `--flag value` (`flags_in`). Flag names appear in these messages, never in the library,
+which takes typed values."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 
 from glmix_deploy.errors import UserInputError
+
+_FIELD = re.compile(r"`([a-z][a-z0-9_]*)(?:=([^`]*))?`")
+
+
+def option_flags(command) -> dict[str, str]:
+    """Field -> flag of every option of a click `command` and its subcommands (the parameter's
+    name is the field it sets, e.g. workspace_gib -> --workspace)."""
+    flags: dict[str, str] = {}
+    for param in getattr(command, "params", []):
+        longs = [opt for opt in getattr(param, "opts", []) if opt.startswith("--")]
+        if longs and param.name:
+            flags.setdefault(param.name, longs[0])
+    for sub in getattr(command, "commands", {}).values():
+        for field, flag in option_flags(sub).items():
+            flags.setdefault(field, flag)
+    return flags
+
+
+def flags_in(message: str, flags: Mapping[str, str]) -> str:
+    """A library message in the command line's terms: `calib_size` -> --calib-size, `precision=int8`
+    -> --precision int8. Backquoted text that names no option stays as it is."""
+    def flag(match: re.Match) -> str:
+        field, value = match.groups()
+        if field not in flags:
+            return match.group(0)
+        return flags[field] if value is None else f"{flags[field]} {value}"
+
+    return _FIELD.sub(flag, message)
 
 
 def parse_fraction(value: float | None, option: str) -> float | None:
@@ -82,64 +114,6 @@ def parse_preferred_batch(text: str | Iterable[int] | None) -> tuple[int, ...]:
         raise UserInputError(f"--preferred-batch must be comma-separated integers like 8,16,32, not {text!r}") from None
 
 
-# `export` options that only some --fmt values use. TensorRT's are also used by triton with
-# --backend tensorrt (the engine it serves is built the same way).
-TENSORRT_OPTIONS = ("--min-shape", "--opt-shape", "--max-shape", "--workspace", "--timing-cache", "--builder-level")
-TRITON_OPTIONS = ("--backend", "--name", "--preferred-batch", "--queue-delay-us", "--instances", "--kind",
-                  "--with-preprocess")
-# `export` options and the --precision values that use them.
-PRECISION_OPTIONS: dict[str, tuple[str, ...]] = {
-    "--calib": ("fp16", "int8", "fp8"),  # fp16: the accuracy guard's images when there is no --holdout
-    "--calib-size": ("int8", "fp8"),
-    "--calib-method": ("int8", "fp8"),
-    "--calib-synthetic": ("int8", "fp8"),
-    "--calib-cache": ("int8", "fp8"),
-    "--fp16-io": ("fp16", "int8", "fp8"),
-    "--target": ("int8",),
-    "--min-top1": ("fp16", "int8", "fp8"),
-    "--holdout": ("fp16", "int8", "fp8"),
-}
-
-
-# --precision values that only some --fmt values run, and why.
-FORMAT_PRECISIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "bf16": (("openvino",), "OpenVINO's bf16 inference of the fp32 graph, on CPUs with AVX512_BF16 or AMX"),
-}
-
-
-# `export` shape-range options and the --dynamic values that use them (triton makes the batch dynamic).
-DYNAMIC_OPTIONS: dict[str, tuple[str, ...]] = {
-    "--min-size": ("all",),
-    "--max-size": ("all",),
-    "--max-batch": ("batch", "all"),
-}
-
-
-def check_export_options(given: Iterable[str], *, fmt: str, backend: str, precision: str,
-                         dynamic: str = "none") -> None:
-    """Refuse an option given explicitly to an `export` whose format, precision or --dynamic does
-    not use it, instead of ignoring it: one line naming the option and what it applies to."""
-    if precision in FORMAT_PRECISIONS and fmt not in FORMAT_PRECISIONS[precision][0]:
-        formats, why = FORMAT_PRECISIONS[precision]
-        raise UserInputError(f"--precision {precision} applies to --fmt {' or '.join(formats)} ({why}), "
-                             f"not --fmt {fmt}")
-    for option in given:
-        if option in DYNAMIC_OPTIONS and dynamic not in DYNAMIC_OPTIONS[option] and not (
-                option == "--max-batch" and fmt == "triton"):
-            wanted = " or ".join(DYNAMIC_OPTIONS[option])
-            raise UserInputError(f"{option} applies to --dynamic {wanted}, not --dynamic {dynamic}")
-        if option in TENSORRT_OPTIONS and not (fmt == "trt" or (fmt == "triton" and backend == "tensorrt")):
-            if fmt == "triton":
-                raise UserInputError(f"{option} applies to --fmt trt or --backend tensorrt, not --backend {backend}")
-            raise UserInputError(f"{option} applies to --fmt trt, not --fmt {fmt}")
-        if option in TRITON_OPTIONS and fmt != "triton":
-            raise UserInputError(f"{option} applies to --fmt triton, not --fmt {fmt}")
-        if option in PRECISION_OPTIONS and precision not in PRECISION_OPTIONS[option]:
-            *most, last = PRECISION_OPTIONS[option]
-            wanted = f"{', '.join(most)} or {last}" if most else last
-            raise UserInputError(f"{option} applies to --precision {wanted}, not --precision {precision}")
-
-
 def parse_out_indices(text: str | None) -> tuple[int, ...] | None:
     """'2,3,4' -> (2, 3, 4): distinct 1-based stages, ascending."""
     if text is None:
@@ -151,23 +125,3 @@ def parse_out_indices(text: str | None) -> tuple[int, ...] | None:
     if not values or any(v not in (1, 2, 3, 4) for v in values) or list(values) != sorted(set(values)):
         raise UserInputError(f"--out-indices must be distinct ascending stages from 1 to 4, like 2,3,4, not {text!r}")
     return values
-
-
-TASK_FORMATS = ("onnx", "trt", "triton")  # the formats --task features/embed export to
-
-
-def check_task_options(given: Iterable[str], *, task: str, fmt: str, precision: str,
-                       out_indices: str | None) -> dict:
-    """`export --task` and `--out-indices`, checked against the rest of the command; the
-    ExportOptions fields they set."""
-    if "--out-indices" in given and task != "features":
-        raise UserInputError(f"--out-indices applies to --task features, not --task {task}")
-    if task != "classify" and fmt not in TASK_FORMATS:
-        # The OpenVINO step verifies the IR against a classifier so far.
-        raise UserInputError(f"--task {task} exports --fmt {', '.join(TASK_FORMATS)} for now, not --fmt {fmt}")
-    if task != "classify" and precision != "fp32":
-        raise UserInputError(f"--task {task} exports --precision fp32 for now, not {precision}: the fp16/int8/fp8 "
-                             "passes and their accuracy guard judge a single class-score output")
-    if task != "classify" and "--cluster-logits" in given:
-        raise UserInputError(f"--cluster-logits applies to --task classify, not --task {task}")
-    return {"task": task, "out_indices": parse_out_indices(out_indices)}

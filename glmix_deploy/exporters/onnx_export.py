@@ -32,6 +32,7 @@ from glmix_deploy.models.tasks import (
     check_task,
     default_out_indices,
 )
+from glmix_deploy.option_rules import check_options, fields_set
 
 if TYPE_CHECKING:
     import onnx
@@ -81,6 +82,8 @@ class ExportOptions:
         return self.precision.precision if self.precision is not None else "fp32"
 
     def validate(self) -> None:
+        """Values checked for meaning; which fields apply to this precision, task and dynamic mode is
+        `option_rules`' (a field counts as set when it differs from its default)."""
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise UserInputError(f"opset must be between {MIN_OPSET} and {MAX_OPSET}, not {self.opset}")
         if self.exporter not in EXPORTERS:
@@ -93,17 +96,13 @@ class ExportOptions:
 
         if self.attention not in ATTENTION_FORMS:
             raise UserInputError(f"attention form must be one of {', '.join(ATTENTION_FORMS)}, not {self.attention!r}")
-        if self.attention != "decomposed" and self.precision is not None:
-            raise UserInputError(f"the {self.attention} attention form is written for fp32 graphs, not "
-                                 f"{self.precision.precision}")
         if self.task not in TASKS:
             raise UserInputError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
-        if self.task != "features" and self.out_indices is not None:
-            raise UserInputError(f"out_indices choose the stages of task 'features', not of task {self.task!r}")
         if self.out_indices is not None:
             check_out_indices(self.out_indices)
-        if self.task != "classify" and self.cluster_logits:
-            raise UserInputError(f"cluster_logits outputs go with task 'classify', not {self.task!r}")
+        check_options(fields_set(self, ExportOptions()),
+                      {"precision": self.precision_name, "task": self.task, "dynamic": self.dynamic,
+                       "attention": self.attention})
         if self.task != "classify" and self.precision is not None:
             # The precision passes and their accuracy guard judge one `logits` output (top-1).
             raise UserInputError(f"task {self.task!r} exports in fp32 for now, not {self.precision.precision}: "

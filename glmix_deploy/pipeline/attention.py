@@ -37,9 +37,6 @@ def attention_form_for(requested: str, *, fmt: str, backend: str = "onnxruntime"
     if requested != AUTO:
         if requested not in ATTENTION_FORMS:
             raise UserInputError(f"attention form must be one of auto, {', '.join(ATTENTION_FORMS)}, not {requested!r}")
-        if requested != "decomposed" and precision != "fp32":
-            raise UserInputError(f"the {requested} attention form is written for fp32 graphs, not {precision}: "
-                                 "the precision passes rewrite the decomposed form")
         return requested
     if precision != "fp32":
         return "decomposed"

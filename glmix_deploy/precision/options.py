@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glmix_deploy.errors import UserInputError
+from glmix_deploy.option_rules import check_options, fields_set
 from glmix_deploy.precision.calibration import CALIB_METHODS
 
 # fp32 is the verified graph itself; every other precision is a pass in precision.passes.
@@ -38,43 +39,29 @@ class PrecisionOptions:
         return f"{self.precision}-cpu" if self.target == "cpu" else self.precision
 
     def validate(self) -> None:
+        """Values checked for meaning; which fields apply to this precision and target is
+        `option_rules`' (a field counts as set when it differs from its default)."""
         if self.precision not in PRECISIONS:
-            raise UserInputError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+            raise UserInputError(f"`precision` must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.target not in TARGETS:
-            raise UserInputError(f"--target must be one of {', '.join(TARGETS)}, not {self.target!r}")
-        if self.target == "cpu" and self.precision != "int8":
-            raise UserInputError(f"--target cpu applies to --precision int8 (fp16 and fp8 are GPU forms), "
-                                 f"not {self.precision}")
+            raise UserInputError(f"`target` must be one of {', '.join(TARGETS)}, not {self.target!r}")
         if self.calib_method not in CALIB_METHODS:
-            raise UserInputError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not {self.calib_method!r}")
+            raise UserInputError(f"`calib_method` must be one of {', '.join(CALIB_METHODS)}, not {self.calib_method!r}")
         if self.calib_size is not None and self.calib_size < 1:
-            raise UserInputError(f"--calib-size must be >= 1, not {self.calib_size}")
+            raise UserInputError(f"`calib_size` must be >= 1, not {self.calib_size}")
         if self.min_top1 is not None and not 0 <= self.min_top1 <= 1:
-            raise UserInputError(f"--min-top1 must be a fraction between 0 and 1, not {self.min_top1:g}")
+            raise UserInputError(f"`min_top1` must be a fraction between 0 and 1, not {self.min_top1:g}")
         if self.min_cosine is not None and not -1 <= self.min_cosine <= 1:
             raise UserInputError(f"the guard's cosine target must be between -1 and 1, not {self.min_cosine:g}")
-        # The CLI refuses options its --precision does not use before building these (cli.params);
-        # the same contradictions from a library caller are refused here.
-        if self.fp16_io and (self.precision not in ("fp16", "int8", "fp8") or self.target == "cpu"):
-            raise UserInputError(f"fp16 inputs/outputs only apply to the fp16 graphs (fp16, and int8/fp8 for "
-                                 f"the GPU), not {self.precision} --target {self.target}")
-        if self.precision == "fp32":
-            given = [what for what, value in (("calibration images", self.calib),
-                                              ("synthetic calibration", self.calib_synthetic),
-                                              ("held-out images", self.holdout), ("a top-1 target", self.min_top1))
-                     if value]
-            if given:
-                raise UserInputError(f"{', '.join(given)} only apply to precision fp16, int8 or fp8")
+        check_options(fields_set(self, PrecisionOptions()), {"precision": self.precision, "target": self.target})
         if self.precision in CALIBRATED:
             if self.calib is not None and self.calib_synthetic:
-                raise UserInputError("give either --calib DIR or --calib-synthetic, not both")
+                raise UserInputError("give either `calib` DIR or `calib_synthetic`, not both")
             if self.calib is None and not self.calib_synthetic:
                 raise UserInputError(
-                    f"--precision {self.precision} needs calibration images: --calib DIR (an ImageFolder or a "
-                    "folder of images preprocessed like evaluation), or --calib-synthetic for random inputs "
+                    f"`precision={self.precision}` needs calibration images: `calib` DIR (an ImageFolder or a "
+                    "folder of images preprocessed like evaluation), or `calib_synthetic` for random inputs "
                     "(timing only: the ranges will not fit real images)")
-        elif self.calib_synthetic:
-            raise UserInputError(f"synthetic calibration only applies to precision int8 or fp8, not {self.precision}")
-        for flag, path in (("--calib", self.calib), ("--holdout", self.holdout)):
+        for field, path in (("calib", self.calib), ("holdout", self.holdout)):
             if path is not None and not Path(path).is_dir():
-                raise UserInputError(f"{flag} {path} is not a directory")
+                raise UserInputError(f"`{field}` {path} is not a directory")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from glmix_deploy.cli.main import user_message
 from glmix_deploy.cli.params import (
-    check_export_options,
+    flags_in,
+    option_flags,
     parse_batches,
     parse_fraction,
     parse_preferred_batch,
@@ -13,6 +15,7 @@ from glmix_deploy.cli.params import (
     parse_triple,
 )
 from glmix_deploy.errors import UserInputError
+from glmix_deploy.option_rules import check_options
 
 
 def test_parse_shapes():
@@ -56,33 +59,66 @@ def test_parse_preferred_batch():
         parse_preferred_batch("8,x")
 
 
+def _choices(fmt="onnx", backend="onnxruntime", precision="fp32", dynamic="none", **more):
+    return {"fmt": fmt, "backend": backend, "precision": precision, "dynamic": dynamic, "target": "gpu",
+            "task": "classify", "attention": "auto", **more}
+
+
+def _refusal(given, **choices) -> str:
+    """The line a user sees for the first option of `given` the request does not take."""
+    with pytest.raises(UserInputError) as info:
+        check_options(given, _choices(**choices))
+    return user_message(info.value)
+
+
 @pytest.mark.parametrize(("given", "fmt", "backend", "precision"), [
-    (["--workspace", "--min-shape", "--timing-cache", "--builder-level"], "trt", "onnxruntime", "fp32"),
-    (["--workspace", "--max-shape", "--backend", "--with-preprocess"], "triton", "tensorrt", "fp32"),
-    (["--backend", "--name", "--preferred-batch", "--queue-delay-us", "--instances", "--kind", "--force"],
+    (["workspace_gib", "min_shape", "timing_cache", "builder_level"], "trt", "onnxruntime", "fp32"),
+    (["workspace_gib", "max_shape", "backend", "with_preprocess"], "triton", "tensorrt", "fp32"),
+    (["backend", "name", "preferred_batch", "queue_delay_us", "instances", "kind", "force"],
      "triton", "onnxruntime", "fp32"),
-    (["--calib", "--holdout", "--min-top1", "--fp16-io"], "onnx", "onnxruntime", "fp16"),
-    (["--calib", "--calib-size", "--calib-method", "--calib-synthetic", "--calib-cache", "--min-top1"],
+    (["calib", "holdout", "min_top1", "fp16_io"], "onnx", "onnxruntime", "fp16"),
+    (["calib", "calib_size", "calib_method", "calib_synthetic", "calib_cache", "min_top1"],
      "openvino", "onnxruntime", "int8"),
-    (["--out", "--dynamic", "--opset", "--simplify"], "onnx", "onnxruntime", "fp32"),
+    (["out", "dynamic", "opset", "simplify"], "onnx", "onnxruntime", "fp32"),
 ])
 def test_export_options_of_the_chosen_format_and_precision_pass(given, fmt, backend, precision):
-    check_export_options(given, fmt=fmt, backend=backend, precision=precision)
+    check_options(given, _choices(fmt, backend, precision))
 
 
 def test_range_options_follow_dynamic():
-    check_export_options(["--max-batch"], fmt="onnx", backend="onnxruntime", precision="fp32", dynamic="batch")
-    check_export_options(["--min-size", "--max-size", "--max-batch"], fmt="onnx", backend="onnxruntime",
-                         precision="fp32", dynamic="all")
-    check_export_options(["--max-batch"], fmt="triton", backend="onnxruntime", precision="fp32", dynamic="none")
-    with pytest.raises(UserInputError, match="^--min-size applies to --dynamic all, not --dynamic batch$"):
-        check_export_options(["--min-size"], fmt="onnx", backend="onnxruntime", precision="fp32", dynamic="batch")
-    with pytest.raises(UserInputError, match="^--max-batch applies to --dynamic batch or all, not --dynamic none$"):
-        check_export_options(["--max-batch"], fmt="onnx", backend="onnxruntime", precision="fp32")
+    check_options(["max_batch"], _choices(dynamic="batch"))
+    check_options(["min_size", "max_size", "max_batch"], _choices(dynamic="all"))
+    check_options(["max_batch"], _choices(fmt="triton", dynamic="none"))
+    assert _refusal(["min_size"], dynamic="batch") == "--min-size applies to --dynamic all, not --dynamic batch"
+    assert _refusal(["max_batch"]) == "--max-batch applies to --dynamic batch or all, not --dynamic none"
 
 
 def test_the_first_misplaced_export_option_is_named():
-    with pytest.raises(UserInputError) as info:
-        check_export_options(["--dynamic", "--kind", "--workspace"], fmt="onnx", backend="onnxruntime",
-                             precision="fp32")
-    assert str(info.value) == "--kind applies to --fmt triton, not --fmt onnx"
+    assert _refusal(["dynamic", "kind", "workspace_gib"]) == "--kind applies to --fmt triton, not --fmt onnx"
+    assert _refusal(["workspace_gib"], fmt="triton") == \
+        "--workspace applies to --fmt trt or --backend tensorrt, not --backend onnxruntime"
+    assert _refusal(["calib_size"], precision="fp16") == \
+        "--calib-size applies to --precision int8 or fp8, not --precision fp16"
+
+
+def test_library_fields_are_shown_as_flags():
+    flags = {"calib_size": "--calib-size", "precision": "--precision", "workspace_gib": "--workspace"}
+    assert flags_in("`calib_size` must be >= 1 with `precision=int8 or fp8`; `workspace_gib`", flags) == \
+        "--calib-size must be >= 1 with --precision int8 or fp8; --workspace"
+    # Backquoted text that names no option is left alone.
+    assert flags_in("the file has no `forward` method; `calib size`", flags) == \
+        "the file has no `forward` method; `calib size`"
+
+
+def test_every_field_the_rules_name_is_an_export_option():
+    """A rule about a field the CLI has no option for could never be shown as a flag."""
+    import typer
+
+    from glmix_deploy.cli.main import app
+    from glmix_deploy.option_rules import RULES
+
+    export = typer.main.get_command(app).commands["export"]
+    flags = option_flags(export)
+    assert flags["workspace_gib"] == "--workspace"
+    missing = {field for rule in RULES for field in rule.fields + (rule.on,)} - set(flags)
+    assert not missing
