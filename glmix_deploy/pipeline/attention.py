@@ -1,6 +1,6 @@
 """Which pixel-attention form (graph.attention) each target gets, and the rewrite in the export.
 
-Measured on a 2-core Xeon (benchmarks/attention_memory.py, README "Attention at high resolution"):
+Measured on a 2-core Xeon (benchmarks/attention_memory.py, README "High resolution"):
 onnxruntime's com.microsoft MultiHeadAttention runs without the N x N matrix on the CPU; its
 opset-23 `Attention` and every form on OpenVINO's CPU plugin materialise it. TensorRT >= 10.14
 imports `Attention` into its fused attention layer. So, with `auto`:
@@ -9,7 +9,9 @@ imports `Attention` into its fused attention layer. So, with `auto`:
   whose Q/DQ placement (precision/qdq.py) TensorRT's fused MHA kernels accept;
 - triton --backend onnxruntime/python: ort_mha (fp32);
 - onnx, openvino: decomposed (any runtime reads it; `--attention ort_mha` for onnxruntime at
-  high resolution).
+  high resolution). OpenVINO is refused ort_mha (option_rules): its conversion of the contrib op
+  computes wrong results at some shapes (measured); onnx_attention converts correctly but saves
+  nothing there (a single attention core at N = 7056 peaks at 1.73 GB in every form).
 
 Fused forms are written for fp32 graphs only: the fp16/int8/fp8 passes know the decomposed ops.
 """

@@ -29,11 +29,20 @@ def test_auto_picks_the_form_each_target_fuses(kwargs, form) -> None:
     assert attention_form_for("auto", **kwargs) == form
 
 
-def test_an_explicit_form_is_kept_and_fused_forms_are_fp32_only() -> None:
+def test_an_explicit_form_is_kept() -> None:
+    """(Which precisions and formats take which form is option_rules', checked on the command line below.)"""
     assert attention_form_for("ort_mha", fmt="onnx") == "ort_mha"
     assert attention_form_for("decomposed", fmt="trt") == "decomposed"
-    with pytest.raises(UserInputError, match="fp32 graphs, not fp16"):
-        attention_form_for("onnx_attention", fmt="trt", precision="fp16")
+    with pytest.raises(UserInputError, match="attention form must be one of"):
+        attention_form_for("flash", fmt="trt")
+
+
+def test_openvino_is_refused_the_onnxruntime_form(tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
+    """OpenVINO converts com.microsoft.MultiHeadAttention but computes it wrongly at some shapes."""
+    rc = run(["export", "--ckpt", str(tiny_ckpt), "--fmt", "openvino", "--attention", "ort_mha",
+              "--out", str(tmp_path / "m.xml")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "OpenVINO computes it wrongly" in err and list(tmp_path.iterdir()) == []
 
 
 def test_a_fused_form_with_a_precision_is_refused_on_the_command_line(tiny_ckpt: Path, tmp_path: Path,
