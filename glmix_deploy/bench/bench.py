@@ -163,16 +163,16 @@ def run_bench(
     from glmix_deploy.models.loader import load_checkpoint
 
     if iters < 1 or warmup < 0:
-        raise UserInputError("--iters must be >= 1 and --warmup >= 0")
+        raise UserInputError("`iters` must be >= 1 and `warmup` >= 0")
     if threads is not None and threads < 1:
-        raise UserInputError("--threads must be >= 1")
+        raise UserInputError("`threads` must be >= 1")
     progress = progress or no_progress
     say = say or (lambda _m: None)
     paths = [Path(m) for m in models]
     for p in paths:
         engine_kind_for(p)
         if not p.is_file():
-            raise UserInputError(f"--model {p} does not exist")
+            raise UserInputError(f"`model` {p} does not exist")
     names = [p.name for p in paths]
     if len(set(names)) != len(names):
         names = [str(p) for p in paths]
@@ -251,7 +251,7 @@ def contention(report: BenchReport, batch: int) -> float | None:
 
 def apply_max_ratio(report: BenchReport, max_ratio: float) -> None:
     if not max_ratio > 0:
-        raise UserInputError(f"--max-ratio must be > 0, not {max_ratio:g}")
+        raise UserInputError(f"`max_ratio` must be > 0, not {max_ratio:g}")
     report.gate["max_ratio"] = max_ratio
     inconclusive = set()
     for e in report.entries:
@@ -280,20 +280,20 @@ def load_baseline(path: str | Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserInputError(f"--baseline {path} does not exist") from None
+        raise UserInputError(f"`baseline` {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"--baseline {path} is not a readable JSON report: {exc}") from exc
+        raise UserInputError(f"`baseline` {path} is not a readable JSON report: {exc}") from exc
     if isinstance(data, dict) and "result" in data and "results" not in data:
         data = data["result"]  # a failed run's --json output
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-        raise UserInputError(f"--baseline {path} is not a glmix-deploy bench report (no 'results' list)")
+        raise UserInputError(f"`baseline` {path} is not a glmix-deploy bench report (no 'results' list)")
     return data
 
 
 def apply_baseline(report: BenchReport, baseline: dict, tolerance: float, *, source: str = "") -> None:
     """Fail every artifact/batch whose p50 is more than `tolerance` slower than the baseline's."""
     if not tolerance >= 0:
-        raise UserInputError(f"--tolerance must be >= 0, not {tolerance:g}")
+        raise UserInputError(f"`tolerance` must be >= 0, not {tolerance:g}")
     report.gate.update({"baseline": source, "tolerance": tolerance})
     old: dict[tuple[str, int], float] = {}
     for r in baseline["results"]:
@@ -301,7 +301,7 @@ def apply_baseline(report: BenchReport, baseline: dict, tolerance: float, *, sou
             if r.get("stats"):
                 old[(str(r["name"]), int(r["batch"]))] = float(r["stats"]["p50_ms"])
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise UserInputError(f"--baseline {source}: malformed result entry {r!r:.80}") from None
+            raise UserInputError(f"`baseline` {source}: malformed result entry {r!r:.80}") from None
     compared = 0
     for e in report.entries:
         if e.stats is None:

@@ -86,7 +86,7 @@ class _Skipped:
         return f"; skipped {self.count} other file(s)" if self.count else ""
 
 
-def scan_images(root: str | Path, *, option: str = "--images") -> ImageSet:
+def scan_images(root: str | Path, *, option: str = "`images`") -> ImageSet:
     """Every image file under `root` (any depth), sorted; other files skipped and counted."""
     root = Path(root)
     _check_dir(root, option)
@@ -108,35 +108,35 @@ def read_class_map(path: str | Path) -> dict[str, int]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"cannot read --class-map {path}: {exc}") from exc
+        raise UserInputError(f"cannot read `class_map` {path}: {exc}") from exc
     mapping: dict[str, int]
     stripped = text.strip()
     if stripped.startswith(("{", "[")):
         try:
             data = json.loads(stripped)
         except json.JSONDecodeError as exc:
-            raise UserInputError(f"--class-map {path} is not valid JSON: {exc}") from exc
+            raise UserInputError(f"`class_map` {path} is not valid JSON: {exc}") from exc
         if isinstance(data, list):
             mapping = {str(name): i for i, name in enumerate(data)}
         elif isinstance(data, dict):
             try:
                 mapping = {str(k): int(v) for k, v in data.items()}
             except (TypeError, ValueError) as exc:
-                raise UserInputError(f"--class-map {path}: class indices must be integers") from exc
+                raise UserInputError(f"`class_map` {path}: class indices must be integers") from exc
         else:
-            raise UserInputError(f"--class-map {path} must be a JSON object or list")
+            raise UserInputError(f"`class_map` {path} must be a JSON object or list")
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()]
         mapping = {name: i for i, name in enumerate(names)}
     if not mapping:
-        raise UserInputError(f"--class-map {path} is empty")
+        raise UserInputError(f"`class_map` {path} is empty")
     if any(i < 0 for i in mapping.values()):
-        raise UserInputError(f"--class-map {path} has a negative class index")
+        raise UserInputError(f"`class_map` {path} has a negative class index")
     return mapping
 
 
 def scan_image_folder(root: str | Path, *, class_map: dict[str, int] | None = None,
-                      option: str = "--images") -> ImageSet:
+                      option: str = "`images`") -> ImageSet:
     """A labeled ImageFolder: `root/<class>/**/<image>`. Files directly in `root` and non-image
     files are skipped and counted."""
     root = Path(root)

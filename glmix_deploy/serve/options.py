@@ -38,24 +38,24 @@ class ServeOptions:
 
     def validate(self) -> ServeOptions:
         if not MODEL_NAME_RE.match(self.name or ""):
-            raise UserInputError(f"--name {self.name!r} is not a usable Triton model name "
+            raise UserInputError(f"`name` {self.name!r} is not a usable Triton model name "
                                  "(letters, digits, '_', '-', '.'; starting with a letter or digit)")
         try:
             ipaddress.ip_address(self.host)
         except ValueError as exc:
-            raise UserInputError(f"--host must be an IP address (e.g. 127.0.0.1), not {self.host!r}") from exc
-        ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port, "--metrics-port": self.metrics_port}
+            raise UserInputError(f"`host` must be an IP address (e.g. 127.0.0.1), not {self.host!r}") from exc
+        ports = {"`http_port`": self.http_port, "`grpc_port`": self.grpc_port, "`metrics_port`": self.metrics_port}
         for flag, port in ports.items():
             if not isinstance(port, int) or not 1 <= port <= 65535:
                 raise UserInputError(f"{flag} must be a port number 1-65535, not {port!r}")
         if len(set(ports.values())) != len(ports):
-            raise UserInputError("--http-port, --grpc-port and --metrics-port must differ")
-        for flag, value, low in (("--max-batch", self.max_batch, 1), ("--queue-delay-us", self.queue_delay_us, 0),
-                                 ("--instances", self.instances, 1)):
+            raise UserInputError("`http_port`, `grpc_port` and `metrics_port` must differ")
+        for flag, value, low in (("`max_batch`", self.max_batch, 1), ("`queue_delay_us`", self.queue_delay_us, 0),
+                                 ("`instances`", self.instances, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise UserInputError(f"{flag} must be an integer >= {low}, not {value!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise UserInputError(f"--threads must be >= 1, not {self.threads!r}")
+            raise UserInputError(f"`threads` must be >= 1, not {self.threads!r}")
         return self
 
     @property

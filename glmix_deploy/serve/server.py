@@ -36,8 +36,8 @@ _STUB_ENV_FINDER = "get_triton_python_backend_python_env"  # pytriton.server.tri
 
 def check_ports_free(options: ServeOptions) -> None:
     """Refuse (exit 2) a port already bound on --host, before starting anything."""
-    for flag, port in (("--http-port", options.http_port), ("--grpc-port", options.grpc_port),
-                       ("--metrics-port", options.metrics_port)):
+    for flag, port in (("`http_port`", options.http_port), ("`grpc_port`", options.grpc_port),
+                       ("`metrics_port`", options.metrics_port)):
         family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is fine
@@ -173,7 +173,7 @@ def start_server(instances: Sequence[ServedModel], options: ServeOptions, *, not
         with contextlib.suppress(Exception):
             triton.stop()
         shutil.rmtree(workspace, ignore_errors=True)
-        raise UserInputError(f"Triton did not start: {first_line(exc)} (rerun with --verbose for its log)") from exc
+        raise UserInputError(f"Triton did not start: {first_line(exc)} (rerun with `verbose` for its log)") from exc
     return RunningServer(triton, options, list(instances), time.perf_counter() - started, workspace)
 
 

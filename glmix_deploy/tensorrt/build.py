@@ -78,7 +78,7 @@ def network_creation_flags(tensorrt_version: str) -> list[str]:
 
 def workspace_bytes(workspace_gib: float) -> int:
     if not workspace_gib > 0:
-        raise UserInputError(f"--workspace must be > 0 GiB, not {workspace_gib:g}")
+        raise UserInputError(f"`workspace_gib` must be > 0 GiB, not {workspace_gib:g}")
     return int(workspace_gib * 2**30)
 
 
@@ -283,7 +283,7 @@ def build_engine(
     if not engine.parent.is_dir():
         raise UserInputError(f"output directory does not exist: {engine.parent}")
     if not 0 <= builder_level <= 5:
-        raise UserInputError(f"--builder-level must be between 0 and 5, not {builder_level}")
+        raise UserInputError(f"`builder_level` must be between 0 and 5, not {builder_level}")
     workspace_bytes(workspace_gib)
     model = load_model(onnx_path)
     profiles = derive_profiles(model, min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape)
@@ -430,7 +430,7 @@ def _build_trtexec(onnx_path: Path, engine: Path, profiles: Sequence[Profile], d
                           workspace_gib=workspace_gib, timing_cache=cache_path, builder_level=builder_level,
                           strongly_typed=trtexec_strongly_typed(version, help_text),
                           skip_inference="--skipInference" in help_text)
-    say("building with " + " ".join(cmd[:1] + [c for c in cmd[1:] if not c.startswith("--onnx")]))
+    say("building with " + " ".join(cmd[:1] + [c for c in cmd[1:] if not c.startswith("--onnx=")]))
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TRTEXEC_TIMEOUT_S)
         ok, message = parse_trtexec_output(proc.returncode, proc.stdout + "\n" + proc.stderr)

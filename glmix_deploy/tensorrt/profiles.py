@@ -82,7 +82,7 @@ def derive_profile(inp: TensorSpec, declared: tuple[Shape, Shape, Shape] | None 
         base = (static, static, static)
     else:
         base = None
-        missing = [f"--{k}-shape" for k, v in given.items() if v is None]
+        missing = [f"`{k}_shape`" for k, v in given.items() if v is None]
         if missing:
             axes = ", ".join(f"{i} ({'?' if shape[i] is None else shape[i]})" for i in inp.dynamic_axes)
             raise UserInputError(f"input {name!r} ({fmt_shape(shape)}) has dynamic axes {axes} and the ONNX "
@@ -91,17 +91,17 @@ def derive_profile(inp: TensorSpec, declared: tuple[Shape, Shape, Shape] | None 
         if s is None:
             continue
         if len(s) != rank:
-            raise UserInputError(f"--{key}-shape {fmt_shape(s)} has {len(s)} dims; input {name!r} has {rank} "
+            raise UserInputError(f"`{key}_shape` {fmt_shape(s)} has {len(s)} dims; input {name!r} has {rank} "
                                  f"({fmt_shape(shape)})")
         if min(s) < 1:
-            raise UserInputError(f"--{key}-shape {fmt_shape(s)}: every dimension must be >= 1")
+            raise UserInputError(f"`{key}_shape` {fmt_shape(s)}: every dimension must be >= 1")
         for i, d in enumerate(shape):
             if isinstance(d, int) and s[i] != d:
                 what = "the channel count" if rank == 4 and i == 1 else f"axis {i}"
-                raise UserInputError(f"--{key}-shape {fmt_shape(s)}: {what} is fixed at {d} in the ONNX "
+                raise UserInputError(f"`{key}_shape` {fmt_shape(s)}: {what} is fixed at {d} in the ONNX "
                                      f"(input {name!r} is {fmt_shape(shape)})")
         if base is not None and not all(lo <= x <= hi for lo, x, hi in zip(base[0], s, base[2])):
-            raise UserInputError(f"--{key}-shape {fmt_shape(s)} is outside the ONNX's declared range "
+            raise UserInputError(f"`{key}_shape` {fmt_shape(s)} is outside the ONNX's declared range "
                                  f"{fmt_shape(base[0])} .. {fmt_shape(base[2])}")
     lo = tuple(min_shape) if min_shape is not None else base[0]  # type: ignore[index]
     opt = tuple(opt_shape) if opt_shape is not None else base[1]  # type: ignore[index]
@@ -119,7 +119,7 @@ def derive_profiles(model: onnx.ModelProto, *, min_shape: Shape | None = None, o
     overrides = {"min_shape": min_shape, "opt_shape": opt_shape, "max_shape": max_shape}
     if len(inputs) != 1:
         if any(v is not None for v in overrides.values()):
-            raise UserInputError(f"--min-shape/--opt-shape/--max-shape apply to single-input models; this one has "
+            raise UserInputError(f"`min_shape`/`opt_shape`/`max_shape` apply to single-input models; this one has "
                                  f"{len(inputs)} inputs")
         return [derive_profile(i) for i in inputs]
     return [derive_profile(inputs[0], declared_shape_range(read_metadata(model)), **overrides)]

@@ -46,14 +46,14 @@ class PreprocessOverrides:
 
     def validate(self) -> None:
         if self.img_size is not None and self.img_size < 1:
-            raise UserInputError("--img-size must be positive")
+            raise UserInputError("`img_size` must be positive")
         if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
-            raise UserInputError(f"--crop-pct must be in (0, 1], not {self.crop_pct:g}")
-        for name, value in (("--mean", self.mean), ("--std", self.std)):
+            raise UserInputError(f"`crop_pct` must be in (0, 1], not {self.crop_pct:g}")
+        for name, value in (("`mean`", self.mean), ("`std`", self.std)):
             if value is not None and len(value) != 3:
                 raise UserInputError(f"{name} needs 3 comma-separated values")
         if self.std is not None and min(self.std) <= 0:
-            raise UserInputError("--std values must be positive")
+            raise UserInputError("`std` values must be positive")
 
     def apply(self, prep):
         changes = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -142,12 +142,12 @@ def evaluate(
     say = say or (lambda _m: None)
     overrides.validate()
     if batch < 1:
-        raise UserInputError("--batch must be >= 1")
+        raise UserInputError("`batch` must be >= 1")
     paths = [Path(m) for m in models]
     for p in paths:
         engine_kind_for(p)
         if not p.is_file():
-            raise UserInputError(f"--model {p} does not exist")
+            raise UserInputError(f"`model` {p} does not exist")
         check_classifier_artifact(p)
     mapping = read_class_map(class_map) if class_map is not None else None
     dataset = scan_image_folder(images, class_map=mapping)
@@ -159,7 +159,7 @@ def evaluate(
     too_big = sorted({name for name, idx in dataset.classes.items() if idx >= num_classes})
     if too_big:
         raise UserInputError(f"class folder(s) {', '.join(too_big[:5])} map to indices >= the model's "
-                             f"{num_classes} classes; give --class-map")
+                             f"{num_classes} classes; give `class_map`")
     labels_all = np.asarray(dataset.labels, dtype=np.int64)
     say(f"{len(dataset)} image(s) in {len(dataset.classes)} class folder(s) under {dataset.root}"
         + (f"; skipped {dataset.skipped} non-image file(s)" if dataset.skipped else ""))
@@ -192,7 +192,7 @@ def evaluate(
             static = image_size_of(engine)
             if static is not None and static != prep.img_size:
                 raise UserInputError(f"{Path(path).name} takes {static}x{static} images, not {prep.img_size} "
-                                     "(check --img-size)")
+                                     "(check `img_size`)")
             x, kept = images_for(prep)
             labels = labels_all[kept]
             size, fixed = engine_batch(engine, batch)

@@ -174,7 +174,7 @@ def _check_checkpoint(metadata: Mapping[str, str], actual: str, model: Path, ckp
     if recorded and recorded != actual and not force:
         raise UserInputError(
             f"{model} was exported from a different checkpoint (sha256 {recorded[:12]}...) than "
-            f"{ckpt} (sha256 {actual[:12]}...); pass --force to compare them anyway")
+            f"{ckpt} (sha256 {actual[:12]}...); pass `force` to compare them anyway")
     return recorded
 
 
@@ -222,9 +222,9 @@ def verify_artifact(
     started = time.perf_counter()
     ckpt, model = Path(ckpt), Path(model)
     if not model.exists():
-        raise UserInputError(f"--model {model} does not exist")
+        raise UserInputError(f"`model` {model} does not exist")
     if model.is_dir():
-        raise UserInputError(f"--model {model} is a directory, not a model file")
+        raise UserInputError(f"`model` {model} is a directory, not a model file")
     image_set = scan_images(images) if images is not None else None  # fail fast on a bad dir
     actual_sha = sha256_file(ckpt)
 
@@ -256,7 +256,7 @@ def verify_artifact(
         bad = [format_shape(s) for s in shapes if not spec.accepts(s) or s[1] != in_chans]
         if bad:
             declared = "x".join(str(d) if isinstance(d, int) else "?" for d in spec.shape)
-            raise UserInputError(f"--shapes {', '.join(bad)} not accepted by {model.name} (input "
+            raise UserInputError(f"`shapes` {', '.join(bad)} not accepted by {model.name} (input "
                                  f"{spec.name} is {declared}, {in_chans} channels)")
 
         x = None

@@ -78,7 +78,7 @@ def onnx_slot_maps(path: str | Path, model, x: np.ndarray) -> list[StageMap]:
         names = [o.name for o in engine.outputs if o.name.startswith(CLUSTER_LOGITS_PREFIX)]
         if not names:
             raise UserInputError(
-                f"{path} has no clustering-logit outputs; export it with --cluster-logits")
+                f"{path} has no clustering-logit outputs; export it with `cluster_logits`")
         outputs = engine.infer({engine.inputs[0].name: x})
     logits = {name[len(CLUSTER_LOGITS_PREFIX):]: outputs[name] for name in names}
     return _maps(logits, _stage_sizes(model, x))

@@ -76,11 +76,11 @@ def test_labels_with_the_wrong_line_count_are_ignored_with_a_note(tiny_onnx, tmp
 
 
 @pytest.mark.parametrize("options, message", [
-    (ServeOptions(host="0.0.0.0.1"), "--host must be an IP address"),
-    (ServeOptions(http_port=0), "--http-port must be a port number"),
+    (ServeOptions(host="0.0.0.0.1"), "`host` must be an IP address"),
+    (ServeOptions(http_port=0), "`http_port` must be a port number"),
     (ServeOptions(grpc_port=8000), "must differ"),
     (ServeOptions(name="bad name"), "not a usable Triton model name"),
-    (ServeOptions(max_batch=0), "--max-batch must be an integer >= 1"),
+    (ServeOptions(max_batch=0), "`max_batch` must be an integer >= 1"),
 ])
 def test_bad_options_are_refused(options, message):
     with pytest.raises(UserInputError, match=message):

@@ -133,7 +133,7 @@ def test_trtexec_shape_names_with_special_characters_are_quoted(tmp_path: Path) 
 
 
 def test_trtexec_workspace_must_be_positive(tmp_path: Path) -> None:
-    with pytest.raises(UserInputError, match="--workspace"):
+    with pytest.raises(UserInputError, match="`workspace_gib`"):
         trtexec_command("trtexec", tmp_path / "m.onnx", tmp_path / "m.engine", [], dynamic_inputs=[],
                         workspace_gib=0, timing_cache=None, builder_level=3, strongly_typed=True)
 
@@ -202,8 +202,8 @@ def test_preflight_failure_stops_the_build_first(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"max_shape": (2, 3, 8, 8)}, "axis 0 is fixed at 1"),
-    ({"builder_level": 7}, "--builder-level"),
-    ({"workspace_gib": 0}, "--workspace"),
+    ({"builder_level": 7}, "`builder_level`"),
+    ({"workspace_gib": 0}, "`workspace_gib`"),
 ])
 def test_bad_build_options_fail_before_any_work(tmp_path: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(UserInputError, match=match):

@@ -53,9 +53,9 @@ def test_explicit_shapes_override_the_declared_ends() -> None:
 
 
 def test_dynamic_input_without_declared_range_needs_all_three_shapes() -> None:
-    with pytest.raises(UserInputError, match="--min-shape, --opt-shape, --max-shape"):
+    with pytest.raises(UserInputError, match="`min_shape`, `opt_shape`, `max_shape`"):
         derive_profile(IMAGES_ALL)
-    with pytest.raises(UserInputError, match="--max-shape"):
+    with pytest.raises(UserInputError, match="`max_shape`"):
         derive_profile(IMAGES_ALL, min_shape=(1, 3, 64, 64), opt_shape=(1, 3, 64, 64))
     p = derive_profile(IMAGES_ALL, min_shape=(1, 3, 64, 64), opt_shape=(2, 3, 96, 96), max_shape=(4, 3, 128, 128))
     assert p.max == (4, 3, 128, 128)

@@ -61,7 +61,7 @@ def test_overrides_change_the_preprocessing(tiny_ckpt, tiny_onnx, image_folder, 
         assert row.preprocessing["crop_pct"] == 1.0 and row.preprocessing["mean"] == (0.5, 0.5, 0.5)
     with pytest.raises(UserInputError, match="takes 64x64 images"):
         evaluate(tiny_ckpt, image_folder, [tiny_onnx_static], overrides=PreprocessOverrides(img_size=96))
-    with pytest.raises(UserInputError, match="crop-pct"):
+    with pytest.raises(UserInputError, match="`crop_pct`"):
         evaluate(tiny_ckpt, image_folder, overrides=PreprocessOverrides(crop_pct=1.5))
 
 

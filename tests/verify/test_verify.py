@@ -79,7 +79,7 @@ def test_fp16_thresholds_judge_by_cosine(tiny_ckpt, tampered_onnx, tmp_path):
 
 
 def test_other_checkpoint_is_refused_unless_forced(other_ckpt, tiny_onnx):
-    with pytest.raises(UserInputError, match="different checkpoint.*--force"):
+    with pytest.raises(UserInputError, match="different checkpoint.*`force`"):
         verify_artifact(other_ckpt, tiny_onnx, threads=1)
     forced = verify_artifact(other_ckpt, tiny_onnx, force=True, shapes=[(1, 3, 64, 64)], threads=1)
     assert forced.forced and forced.checkpoint_matches is False
