@@ -61,13 +61,13 @@ def resolve_tolerance(precision: str, *, atol: float | None = None, rtol: float 
                       min_cos: float | None = None, min_top1: float | None = None) -> Tolerance:
     """The precision's defaults with each given override replacing its criterion."""
     base = PRECISION_TOLERANCES.get(precision, PRECISION_TOLERANCES["fp32"])
-    for value, option in ((atol, "--atol"), (rtol, "--rtol")):
+    for value, option in ((atol, "`atol`"), (rtol, "`rtol`")):
         if value is not None and not value >= 0:
             raise UserInputError(f"{option} must be >= 0, not {value:g}")
     if min_cos is not None and not -1 <= min_cos <= 1:
-        raise UserInputError(f"--min-cos must be between -1 and 1, not {min_cos:g}")
+        raise UserInputError(f"`min_cos` must be between -1 and 1, not {min_cos:g}")
     if min_top1 is not None and not 0 <= min_top1 <= 1:
-        raise UserInputError(f"--min-top1 must be a fraction between 0 and 1, not {min_top1:g}")
+        raise UserInputError(f"`min_top1` must be a fraction between 0 and 1, not {min_top1:g}")
     return Tolerance(
         max_rel=rtol if rtol is not None else base.max_rel,
         atol=atol if atol is not None else base.atol,

@@ -90,11 +90,11 @@ def load_calibration_images(root: str | Path, preprocessing, size: int | None = 
     folder has fewer) from `root`, preprocessed for the model at preprocessing.img_size."""
     from glmix_deploy.data.images import load_images, scan_images
 
-    images = scan_images(root, option="--calib")
+    images = scan_images(root, option="`calib`")
     side = preprocessing.img_size
     wanted = images_within_budget(DEFAULT_CALIB_SIZE, side, side) if size is None else size
     if wanted < 1:
-        raise UserInputError(f"--calib-size must be >= 1, not {wanted}")
+        raise UserInputError(f"`calib_size` must be >= 1, not {wanted}")
     available = len(images.files)
     chosen = evenly_spaced(available, wanted)
     images.files = [images.files[i] for i in chosen]
@@ -113,7 +113,7 @@ def synthetic_calibration(shape: Sequence[int], size: int | None = None, seed: i
     """Random N(0, 1) inputs (normalised-image-like): only for timing or plumbing, never accuracy."""
     n = min(DEFAULT_CALIB_SIZE if size is None else size, 64)
     if n < 1:
-        raise UserInputError(f"--calib-size must be >= 1, not {n}")
+        raise UserInputError(f"`calib_size` must be >= 1, not {n}")
     c, h, w = (int(d) for d in shape[-3:])
     rng = np.random.default_rng(seed)
     arrays = rng.standard_normal((n, c, h, w), dtype=np.float32)

@@ -36,7 +36,7 @@ def test_synthetic_calibration_is_reproducible_and_capped():
     assert a.synthetic and len(a) == 64 and a.arrays.shape == (64, 3, 8, 8)
     assert a.data_hash == b.data_hash and np.array_equal(a.arrays, b.arrays)
     assert synthetic_calibration((1, 3, 8, 8), 4).data_hash != a.data_hash
-    with pytest.raises(UserInputError, match="--calib-size"):
+    with pytest.raises(UserInputError, match="`calib_size`"):
         synthetic_calibration((1, 3, 8, 8), 0)
 
 
