@@ -40,14 +40,14 @@ def test_default_preferred_batch_shrinks_to_fit_but_given_sizes_are_strict(tmp_p
     assert triton_target(repo, max_batch=16).options.preferred_batch == (8, 16)
     assert triton_target(repo).options.preferred_batch == (8, 16, 32)  # default max batch 64
     assert triton_target(repo, max_batch=4).options.preferred_batch == ()
-    with pytest.raises(UserInputError, match="exceeds --max-batch 4"):
+    with pytest.raises(UserInputError, match="exceeds `max_batch` 4"):
         triton_target(repo, max_batch=4, preferred_batch=(8, 16, 32))
     assert not repo.exists(), "validation writes nothing"
 
 
 def test_an_existing_model_needs_force(tmp_path: Path) -> None:
     (tmp_path / "repo" / "glnet").mkdir(parents=True)
-    with pytest.raises(UserInputError, match="--force"):
+    with pytest.raises(UserInputError, match="`force`"):
         triton_target(tmp_path / "repo")
     assert triton_target(tmp_path / "repo", force=True).options.force
 

@@ -55,34 +55,34 @@ class TritonOptions:
 
     def validate(self) -> TritonOptions:
         if not _NAME_RE.match(self.name or ""):
-            raise UserInputError(f"--name {self.name!r} is not a usable Triton model name "
+            raise UserInputError(f"`name` {self.name!r} is not a usable Triton model name "
                                  "(letters, digits, '_', '-', '.'; starting with a letter or digit)")
         if self.backend not in BACKENDS:
-            raise UserInputError(f"--backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+            raise UserInputError(f"`backend` must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.kind not in KINDS:
-            raise UserInputError(f"--kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+            raise UserInputError(f"`kind` must be one of {', '.join(KINDS)}, not {self.kind!r}")
         if self.backend == "tensorrt" and self.kind == "cpu":
-            raise UserInputError("--backend tensorrt runs on GPUs only; use --kind gpu "
-                                 "(or --backend onnxruntime --kind cpu)")
+            raise UserInputError("`backend=tensorrt` runs on GPUs only; use `kind=gpu` "
+                                 "(or `backend=onnxruntime` `kind=cpu`)")
         if not _is_int(self.max_batch) or self.max_batch < 1:
-            raise UserInputError(f"--max-batch must be a positive integer, not {self.max_batch!r}")
+            raise UserInputError(f"`max_batch` must be a positive integer, not {self.max_batch!r}")
         not_int = [b for b in self.preferred_batch if not _is_int(b)]
         if not_int:
-            raise UserInputError(f"--preferred-batch sizes must be integers, not {not_int[0]!r}")
+            raise UserInputError(f"`preferred_batch` sizes must be integers, not {not_int[0]!r}")
         bad = [b for b in self.preferred_batch if b < 1]
         if bad:
-            raise UserInputError(f"--preferred-batch sizes must be positive, not {bad[0]}")
+            raise UserInputError(f"`preferred_batch` sizes must be positive, not {bad[0]}")
         too_big = [b for b in self.preferred_batch if b > self.max_batch]
         if too_big:
             raise UserInputError(
-                f"--preferred-batch {','.join(map(str, too_big))} exceeds --max-batch {self.max_batch}: "
-                "Triton would never form such a batch; lower the preferred sizes or raise --max-batch")
+                f"`preferred_batch` {','.join(map(str, too_big))} exceeds `max_batch` {self.max_batch}: "
+                "Triton would never form such a batch; lower the preferred sizes or raise `max_batch`")
         if len(set(self.preferred_batch)) != len(self.preferred_batch):
-            raise UserInputError(f"--preferred-batch repeats a size: {','.join(map(str, self.preferred_batch))}")
+            raise UserInputError(f"`preferred_batch` repeats a size: {','.join(map(str, self.preferred_batch))}")
         if not _is_int(self.queue_delay_us) or self.queue_delay_us < 0:
-            raise UserInputError(f"--queue-delay-us must be >= 0, not {self.queue_delay_us!r}")
+            raise UserInputError(f"`queue_delay_us` must be >= 0, not {self.queue_delay_us!r}")
         if not _is_int(self.instances) or self.instances < 1:
-            raise UserInputError(f"--instances must be >= 1, not {self.instances!r}")
+            raise UserInputError(f"`instances` must be >= 1, not {self.instances!r}")
         return self
 
     def to_dict(self) -> dict:

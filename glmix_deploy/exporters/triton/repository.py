@@ -41,7 +41,7 @@ def check_repository_target(repo: Path, options: TritonOptions) -> None:
     Cheap, so callers run it before any export work."""
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
-        raise UserInputError(f"--out {repo} exists and is not a directory (a Triton repository is a folder)")
+        raise UserInputError(f"`out` {repo} exists and is not a directory (a Triton repository is a folder)")
     if not repo.exists() and not repo.parent.is_dir():
         raise UserInputError(f"parent directory of the repository does not exist: {repo.parent}")
     if options.force:
@@ -49,7 +49,7 @@ def check_repository_target(repo: Path, options: TritonOptions) -> None:
     existing = [n for n in options.model_names if (repo / n).exists() or (repo / n).is_symlink()]
     if existing:
         raise UserInputError(f"{', '.join(str(repo / n) for n in existing)} already exist(s); "
-                             "pass --force to replace")
+                             "pass `force` to replace")
 
 
 def python_runtime(artifact: Path) -> str:
@@ -59,7 +59,7 @@ def python_runtime(artifact: Path) -> str:
         return "onnxruntime"
     if suffix == ".xml":
         return "openvino"
-    raise UserInputError(f"--backend python serves an ONNX (.onnx) or an OpenVINO IR (.xml), not {artifact}")
+    raise UserInputError(f"`backend` python serves an ONNX (.onnx) or an OpenVINO IR (.xml), not {artifact}")
 
 
 def read_labels(path: Path) -> list[str]:
@@ -102,16 +102,16 @@ def _check_consistent(signature: ArtifactSignature, options: TritonOptions, arti
     if signature.max_batch is not None and options.max_batch > signature.max_batch:
         what = "engine's optimization profiles" if options.backend == "tensorrt" else "ONNX's declared shape range"
         raise UserInputError(
-            f"--max-batch {options.max_batch} exceeds the {what} (max batch {signature.max_batch}) of {artifact}; "
-            f"lower --max-batch or re-export with --max-batch {options.max_batch}")
+            f"`max_batch` {options.max_batch} exceeds the {what} (max batch {signature.max_batch}) of {artifact}; "
+            f"lower `max_batch` or re-export with `max_batch` {options.max_batch}")
     if options.with_preprocess:
         if len(signature.inputs) != 1:
-            raise UserInputError(f"--with-preprocess needs a model with one image input, {artifact} has "
+            raise UserInputError(f"`with_preprocess` needs a model with one image input, {artifact} has "
                                  f"{len(signature.inputs)}")
         target = signature.inputs[0]
         if len(target.shape or ()) != 4 or target.dtype not in FLOAT_DTYPES:
             dims = [d if isinstance(d, int) else -1 for d in (target.shape or ())[1:]]
-            raise UserInputError(f"--with-preprocess needs a float (C, H, W) input; {target.name!r} is "
+            raise UserInputError(f"`with_preprocess` needs a float (C, H, W) input; {target.name!r} is "
                                  f"{triton_type(target)} {dims}")
 
 
@@ -215,7 +215,7 @@ def write_triton_repository(
     if options.with_preprocess:
         preprocessing = preprocessing or signature.preprocessing
         if preprocessing is None:
-            raise UserInputError(f"--with-preprocess needs the preprocessing constants, which {artifact} does not "
+            raise UserInputError(f"`with_preprocess` needs the preprocessing constants, which {artifact} does not "
                                  "carry (ONNX metadata input_size/mean/std or the sidecar's 'preprocessing')")
     label_list = list(labels) if labels is not None else []
     task = artifact_task(read_artifact_metadata(artifact))
@@ -234,7 +234,7 @@ def write_triton_repository(
             final = repo / name
             if final.exists() or final.is_symlink():
                 if not options.force:  # appeared since the check above
-                    raise UserInputError(f"{final} already exists; pass --force to replace")
+                    raise UserInputError(f"{final} already exists; pass `force` to replace")
                 os.replace(final, trash / name)
             os.replace(staged[name], final)
             placed[name] = final

@@ -9,16 +9,16 @@ from glmix_deploy.exporters.triton import TritonOptions
 
 
 @pytest.mark.parametrize("kwargs, reason", [
-    (dict(max_batch=16, preferred_batch=(8, 32)), "exceeds --max-batch 16"),
+    (dict(max_batch=16, preferred_batch=(8, 32)), "exceeds `max_batch` 16"),
     (dict(preferred_batch=(0, 8)), "positive"),
     (dict(preferred_batch=(-4,)), "positive"),
     (dict(preferred_batch=(8, 8)), "repeats"),
     (dict(preferred_batch=(8, 2.5)), "integers"),
-    (dict(max_batch=0, preferred_batch=()), "--max-batch"),
-    (dict(queue_delay_us=-1), "--queue-delay-us"),
-    (dict(instances=0), "--instances"),
-    (dict(kind="tpu"), "--kind"),
-    (dict(backend="tensorflow"), "--backend"),
+    (dict(max_batch=0, preferred_batch=()), "`max_batch`"),
+    (dict(queue_delay_us=-1), "`queue_delay_us`"),
+    (dict(instances=0), "`instances`"),
+    (dict(kind="tpu"), "`kind`"),
+    (dict(backend="tensorflow"), "`backend`"),
     (dict(backend="tensorrt", kind="cpu"), "GPUs only"),
     (dict(name="../escape"), "model name"),
     (dict(name=""), "model name"),

@@ -41,7 +41,7 @@ def test_existing_model_is_kept_without_force_and_replaced_with_it(onnx_batch: P
     (repo / "glnet" / "marker").write_text("old")
     before = (repo / "glnet" / "config.pbtxt").read_text()
 
-    with pytest.raises(UserInputError, match="already exist.*--force") as info:
+    with pytest.raises(UserInputError, match="already exist.*`force`") as info:
         write_triton_repository(onnx_batch, repo, TritonOptions(max_batch=4, preferred_batch=(4,)))
     assert info.value.exit_code == 2
     assert (repo / "glnet" / "config.pbtxt").read_text() == before and (repo / "glnet" / "marker").exists()

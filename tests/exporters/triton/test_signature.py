@@ -44,7 +44,7 @@ def test_onnx_signature_is_the_graphs_own_io(onnx_batch: Path) -> None:
 
 def test_max_batch_beyond_the_onnx_range_is_refused(onnx_batch: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    with pytest.raises(UserInputError, match=r"--max-batch 16 exceeds .*max batch 8"):
+    with pytest.raises(UserInputError, match=r"`max_batch` 16 exceeds .*max batch 8"):
         write_triton_repository(onnx_batch, repo, TritonOptions(max_batch=16, preferred_batch=(8, 16)))
     assert not (repo / "glnet").exists() and leftovers(tmp_path) == []
 
@@ -108,7 +108,7 @@ def test_older_sidecars_spelling_dtypes_the_tensorrt_way_still_serve(tmp_path: P
 def test_tensorrt_profile_smaller_than_max_batch_is_refused(tmp_path: Path) -> None:
     engine = engine_with_sidecar(tmp_path / "build", max_batch=8)
     with pytest.raises(UserInputError,
-                       match=r"--max-batch 64 exceeds the engine's optimization profiles \(max batch 8\)"):
+                       match=r"`max_batch` 64 exceeds the engine's optimization profiles \(max batch 8\)"):
         write_triton_repository(engine, tmp_path / "repo", TritonOptions(backend="tensorrt"))
     assert not (tmp_path / "repo" / "glnet").exists()
 
