@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from glmix_deploy.data.artifact_metadata import openvino_rt_info
+from glmix_deploy.data.openvino_ir import import_openvino, openvino_reason, read_ir
 from glmix_deploy.engines.base import FixedIOEngine, TensorSpec
 from glmix_deploy.engines.deadline import RunTimeout, run_budget_s, timeout_error
 from glmix_deploy.errors import UserInputError
-from glmix_deploy.exporters.openvino_export import RT_INFO_KEY, import_openvino, openvino_reason, read_ir
 from glmix_deploy.graph.onnx_io import checked_metadata
 
 # OpenVINO's looping ops (ONNX Loop and Scan become Loop and TensorIterator): refused as in ONNX files.
@@ -30,14 +31,6 @@ INFERENCE_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 def _spec(port) -> TensorSpec:
     shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
     return TensorSpec(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()).name)
-
-
-def read_metadata(model) -> dict[str, str]:
-    """The `glmix_deploy` section of an IR's rt_info as {key: value}."""
-    if not model.has_rt_info([RT_INFO_KEY]):
-        return {}
-    section = model.get_rt_info([RT_INFO_KEY])
-    return {str(k): v.astype(str) if hasattr(v, "astype") else str(v) for k, v in section.astype(dict).items()}
 
 
 class OpenVINOEngine(FixedIOEngine):
@@ -57,7 +50,7 @@ class OpenVINOEngine(FixedIOEngine):
         if looping:
             raise UserInputError(f"{self.path} contains {', '.join(looping)}: a GLNet export has no loops, and "
                                  "a loop's trip count is set by the file alone")
-        self.metadata = checked_metadata(read_metadata(model), self.path)
+        self.metadata = checked_metadata(openvino_rt_info(model), self.path)
         self.inference_precision = self.metadata.get("inference_precision", "fp32")
         hint = INFERENCE_PRECISION_HINTS.get(self.inference_precision)
         if hint is None:

@@ -1,8 +1,9 @@
 """An ONNX file converted to an OpenVINO IR (`.xml` + `.bin`), and the IR's metadata section.
 
 The IR keeps float32 weights (`compress_to_fp16=False`; OpenVINO's default would halve them and
-change results) and carries the ONNX's metadata in its rt_info under RT_INFO_KEY. Verifying the IR
-and putting it in place are the export workflow's (pipeline/openvino.py).
+change results) and carries the ONNX's metadata in its rt_info under RT_INFO_KEY (defined, and read,
+by data/artifact_metadata.py; reading an IR is data/openvino_ir.py's). Verifying the IR and putting
+it in place are the export workflow's (pipeline/openvino.py).
 """
 
 from __future__ import annotations
@@ -10,67 +11,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from glmix_deploy.errors import MissingDependencyError, UserInputError, first_line
-
-INSTALL_HINT = "OpenVINO is not installed: pip install 'glmix-deploy[openvino]' (or pip install openvino)"
-RT_INFO_KEY = "glmix_deploy"  # the rt_info section holding the artifact metadata
-
-
-def import_openvino():
-    """The openvino module, or MissingDependencyError (exit 2) with the install hint."""
-    try:
-        import openvino
-    except ImportError as exc:
-        raise MissingDependencyError(INSTALL_HINT) from exc
-    return openvino
-
-
-# How much of an .xml is read to see whether it is an IR: its root element comes first.
-_IR_PROBE_BYTES = 64 << 10
-
-
-def openvino_reason(exc: BaseException) -> str:
-    """The line of an OpenVINO error that says what went wrong: its messages open with
-    'Exception from src/.../core.cpp:84:' and 'Check ... failed at ...' lines, the reason comes last."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reasons = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
-    return (reasons or lines or [type(exc).__name__])[-1]
-
-
-def check_ir(path: Path) -> None:
-    """UserInputError unless `path` is an XML document whose root element is <net>, as every
-    OpenVINO IR's is. Checked before OpenVINO reads it: given anything else, OpenVINO tries each of
-    its frontends in turn (TensorFlow's prints parse errors on stderr) and fails with a message
-    naming its own source file. Files with a DOCTYPE are refused (an IR has none; no entities)."""
-    from xml.etree.ElementTree import ParseError, XMLPullParser
-
-    try:
-        with open(path, "rb") as file:
-            head = file.read(_IR_PROBE_BYTES)
-    except OSError as exc:
-        raise UserInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    root = None
-    if b"<!DOCTYPE" not in head and b"<!ENTITY" not in head:
-        parser = XMLPullParser(events=("start",))
-        try:
-            parser.feed(head)
-        except ParseError:
-            pass  # the events before the error are kept: a root element may still have been read
-        root = next((element.tag for _event, element in parser.read_events()), None)
-    if root != "net":
-        found = f"its root element is <{root}>, an IR's is <net>" if root else "it is not an XML document"
-        raise UserInputError(f"not an OpenVINO IR: {path} ({found})")
-
-
-def read_ir(path: Path, core=None):
-    """The ov.Model of the IR at `path` (read by `core`, default a new ov.Core), or UserInputError
-    with OpenVINO's reason in one line."""
-    ov = import_openvino()
-    check_ir(path)
-    try:
-        return (core or ov.Core()).read_model(str(path))
-    except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text
-        raise UserInputError(f"OpenVINO cannot read {path}: {openvino_reason(exc)}") from exc
+from glmix_deploy.data.artifact_metadata import RT_INFO_KEY
+from glmix_deploy.data.openvino_ir import import_openvino
+from glmix_deploy.errors import UserInputError, first_line
 
 
 def _without_local_functions(onnx_path: Path, has_functions: bool, work: Path) -> Path:

@@ -55,9 +55,10 @@ def export_openvino(
     bf16 in the IR, and the IR is verified running in bf16 against bf16's tolerance."""
     from glmix_deploy.compare.parity import check_artifact_parity
     from glmix_deploy.compare.tolerances import resolve_tolerance
+    from glmix_deploy.data.openvino_ir import import_openvino
     from glmix_deploy.engines.openvino_engine import OpenVINOEngine
     from glmix_deploy.engines.torch_engine import TorchEngine
-    from glmix_deploy.exporters.openvino_export import convert_openvino, import_openvino
+    from glmix_deploy.exporters.openvino_export import convert_openvino
     from glmix_deploy.exporters.spec import GLNetOnnxSpec
 
     say = progress or (lambda _msg: None)

@@ -184,15 +184,11 @@ class Labels:
 
 
 def labels_for(loaded: "LoadedCheckpoint") -> Labels:
-    from glmix_deploy.exporters.triton import LABELS_FILE, read_labels
+    from glmix_deploy.artifacts.labels import LABELS_FILE, class_names
 
     path = Path(loaded.path).parent / LABELS_FILE
-    if not path.is_file():
-        return Labels()
-    names = read_labels(path)
-    if len(names) != loaded.config.num_classes:
-        return Labels(note=f"ignored {path}: {len(names)} lines for {loaded.config.num_classes} classes")
-    return Labels(names, path)
+    names, note = class_names(path, loaded.config.num_classes)
+    return Labels(names, path) if names is not None else Labels(note=note)
 
 
 @dataclass
@@ -216,16 +212,16 @@ def write_triton(loaded: "LoadedCheckpoint", onnx_out: Path, target: TritonTarge
                  tensorrt: TensorRTOptions = TensorRTOptions(), progress: Progress | None = None) -> TritonExport:
     """Put the verified ONNX (or, with backend tensorrt, an engine built from it beside it) into
     the repository, with the checkpoint's class names when they are known."""
-    from glmix_deploy.data.artifact_metadata import read_artifact_metadata
-    from glmix_deploy.exporters.triton import read_onnx_signature, write_triton_repository
-    from glmix_deploy.graph.tasks import artifact_task
+    from glmix_deploy.artifacts.signature import read_onnx_signature
+    from glmix_deploy.exporters.triton import write_triton_repository
 
+    signature = read_onnx_signature(onnx_out)
     # Class names label class scores only: stage maps and embeddings get none.
-    labels = labels_for(loaded) if artifact_task(read_artifact_metadata(onnx_out)) == "classify" else Labels()
+    labels = labels_for(loaded) if signature.task == "classify" else Labels()
     if target.options.backend != "tensorrt":
         repository = write_triton_repository(onnx_out, target.repo, target.options, labels.names)
         return TritonExport(repository, onnx_out, labels)
     build = build_tensorrt(onnx_out, onnx_out.with_suffix(".engine"), tensorrt, progress=progress)
     repository = write_triton_repository(build.engine, target.repo, target.options, labels.names,
-                                         preprocessing=read_onnx_signature(onnx_out).preprocessing)
+                                         preprocessing=signature.preprocessing)
     return TritonExport(repository, onnx_out, labels, build)

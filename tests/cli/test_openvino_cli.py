@@ -23,9 +23,9 @@ def test_export_openvino_writes_a_verified_ir_with_metadata(tiny_ckpt: Path, tmp
     assert section["xml"] == str(out) and section["parity"]["passed"]
     assert [c["shape"] for c in section["parity"]["cases"]] == [c["shape"] for c in report["export"]["parity"]["cases"]]
     model = ov.Core().read_model(str(out))
-    from glmix_deploy.engines.openvino_engine import read_metadata
+    from glmix_deploy.data.artifact_metadata import openvino_rt_info
 
-    meta = read_metadata(model)
+    meta = openvino_rt_info(model)
     assert meta["precision"] == "fp32" and meta["source_onnx"] == "tiny.onnx"
     assert json.loads(meta["input_size"]) == [3, 64, 64]
     # float32 weights: OpenVINO's default save would have compressed them to fp16
@@ -77,7 +77,8 @@ def test_export_openvino_bf16_records_and_verifies_bf16(tiny_ckpt: Path, tiny_op
                                                         capsys) -> None:
     import numpy as np
 
-    from glmix_deploy.engines.openvino_engine import OpenVINOEngine, read_metadata
+    from glmix_deploy.data.artifact_metadata import openvino_rt_info
+    from glmix_deploy.engines.openvino_engine import OpenVINOEngine
 
     out = tmp_path / "tiny_bf16.xml"
     rc = run(["--json", "export", "--ckpt", str(tiny_ckpt), "--fmt", "openvino", "--precision", "bf16",
@@ -86,7 +87,7 @@ def test_export_openvino_bf16_records_and_verifies_bf16(tiny_ckpt: Path, tiny_op
     assert rc == 0 and report["openvino"]["inference_precision"] == "bf16"
     assert report["export"]["precision"] == "fp32"  # the ONNX beside it is the fp32 graph
     assert report["openvino"]["parity"]["tolerance"]["min_cosine"] == 0.9999
-    meta = read_metadata(ov.Core().read_model(str(out)))
+    meta = openvino_rt_info(ov.Core().read_model(str(out)))
     assert meta["precision"] == "bf16" and meta["inference_precision"] == "bf16"
     # It really runs in bf16: its outputs differ from the fp32 IR's by more than fp32 rounding.
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from glmix_deploy.data.artifact_metadata import RT_INFO_KEY, read_artifact_metadata
+from glmix_deploy.data.artifact_metadata import read_artifact_metadata
 from glmix_deploy.data.preprocess import Preprocessing
 from glmix_deploy.errors import UserInputError
 from tests.tiny_artifacts import set_metadata
@@ -51,13 +51,6 @@ def test_openvino_rt_info(tiny_openvino):
         assert meta[key] == onnx_meta[key]
     assert Preprocessing.from_artifact(tiny_openvino) == Preprocessing.from_artifact(
         tiny_openvino.with_suffix(".onnx"))
-
-
-def test_rt_info_key_is_the_one_the_exporter_writes():
-    pytest.importorskip("openvino", reason="openvino is not installed")
-    from glmix_deploy.exporters.openvino_export import RT_INFO_KEY as WRITTEN
-
-    assert RT_INFO_KEY == WRITTEN
 
 
 def _engine_with_sidecar(folder: Path, onnx_metadata: dict, **extra) -> Path:

@@ -13,7 +13,8 @@ from glmix_deploy.errors import UserInputError
 
 ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install 'glmix-deploy[openvino]')")
 
-from glmix_deploy.engines.openvino_engine import OpenVINOEngine, read_metadata  # noqa: E402
+from glmix_deploy.data.artifact_metadata import openvino_rt_info  # noqa: E402
+from glmix_deploy.engines.openvino_engine import OpenVINOEngine  # noqa: E402
 from glmix_deploy.exporters.openvino_export import convert_openvino  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def test_the_ir_keeps_float32_weights_and_the_onnx_metadata(tiny_onnx_static: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]  # no scratch left
     # float32 weights: OpenVINO's default save would have compressed them to fp16
     assert _weight_types(xml) - {"<Type: 'int64_t'>", "<Type: 'int32_t'>"} <= {"<Type: 'float32'>"}
-    meta = read_metadata(ov.Core().read_model(str(xml)))
+    meta = openvino_rt_info(ov.Core().read_model(str(xml)))
     assert meta["source_onnx"] == tiny_onnx_static.name and meta["precision"] == "fp32"
     assert json.loads(meta["input_size"]) == [3, 64, 64]
 

@@ -14,9 +14,9 @@ Layout written under the repository folder (``<name>`` is ``TritonOptions.name``
     <repo>/<name>_ensemble/config.pbtxt     raw bytes -> <name>_preprocess -> <name>
     <repo>/<name>_ensemble/1/               (empty: ensembles need a version folder)
 
-In pipeline order: options.py (the request, validated), signature.py (the artifact's tensors, batch
-range, preprocessing and provenance: from the ONNX graph via graph.onnx_io, or from the engine's
-sidecar via tensorrt.sidecar), tensors.py (numpy dtype -> TYPE_*, dims without the batch axis),
+In pipeline order: options.py (the request, validated), the artifact's signature (its tensors, batch
+range, preprocessing and provenance, read by glmix_deploy.artifacts: from the ONNX graph via
+graph.onnx_io, or from the engine's sidecar via tensorrt.sidecar), tensors.py (numpy dtype -> TYPE_*, dims without the batch axis),
 config.py (config.pbtxt text), preprocess.py (the generated model.py, perf_analyzer data),
 repository.py (checks, then every model folder staged beside the repository and renamed in).
 
@@ -30,12 +30,19 @@ preprocessing constants of ``with_preprocess`` are the ``preprocessing`` argumen
 ({img_size, mean, std, crop_pct, interpolation}) if present, else its ``onnx.metadata``.
 """
 
+from glmix_deploy.artifacts import (
+    LABELS_FILE,
+    ArtifactSignature,
+    read_engine_signature,
+    read_labels,
+    read_onnx_signature,
+    read_openvino_signature,
+)
 from glmix_deploy.exporters.triton.config import ensemble_config, model_config, preprocess_config
 from glmix_deploy.exporters.triton.options import (
     DEFAULT_MAX_BATCH,
     ENSEMBLE_SUFFIX,
     IMAGE_INPUT,
-    LABELS_FILE,
     PREPROCESS_SUFFIX,
     TritonOptions,
 )
@@ -44,14 +51,7 @@ from glmix_deploy.exporters.triton.python_model import python_model_source
 from glmix_deploy.exporters.triton.repository import (
     TritonRepositoryResult,
     check_repository_target,
-    read_labels,
     write_triton_repository,
-)
-from glmix_deploy.exporters.triton.signature import (
-    ArtifactSignature,
-    read_engine_signature,
-    read_onnx_signature,
-    read_openvino_signature,
 )
 from glmix_deploy.exporters.triton.tensors import TRITON_TYPES, triton_dims, triton_type
 

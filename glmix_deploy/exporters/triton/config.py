@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from glmix_deploy.artifacts.labels import LABELS_FILE
 from glmix_deploy.errors import UserInputError
-from glmix_deploy.exporters.triton.options import IMAGE_INPUT, LABELS_FILE, TritonOptions
+from glmix_deploy.exporters.triton.options import IMAGE_INPUT, TritonOptions
 from glmix_deploy.exporters.triton.tensors import triton_dims, triton_type
 from glmix_deploy.graph.onnx_io import TensorSpec
 
 if TYPE_CHECKING:
-    from glmix_deploy.exporters.triton.signature import ArtifactSignature
+    from glmix_deploy.artifacts.signature import ArtifactSignature
 
 # The ensemble's (and preprocess model's) input: one encoded image per batch item.
 IMAGE_BYTES = TensorSpec(IMAGE_INPUT, (None, 1), "string")

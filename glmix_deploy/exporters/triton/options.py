@@ -16,7 +16,6 @@ DEFAULT_MAX_BATCH = 64
 PREPROCESS_SUFFIX = "_preprocess"
 ENSEMBLE_SUFFIX = "_ensemble"
 IMAGE_INPUT = "image_bytes"  # the ensemble's (and preprocess model's) input: encoded JPEG/PNG/...
-LABELS_FILE = "labels.txt"
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a usable Triton model name
 _NAME_RE = MODEL_NAME_RE
 

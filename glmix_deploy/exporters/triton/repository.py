@@ -15,21 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from glmix_deploy.data.artifact_metadata import read_artifact_metadata
-from glmix_deploy.errors import UserInputError
-from glmix_deploy.exporters.triton.config import ensemble_config, model_config, preprocess_config
-from glmix_deploy.exporters.triton.options import LABELS_FILE, TritonOptions
-from glmix_deploy.exporters.triton.preprocess import preprocess_model_source
-from glmix_deploy.exporters.triton.python_model import python_model_source
-from glmix_deploy.exporters.triton.signature import (
+from glmix_deploy.artifacts.labels import LABELS_FILE
+from glmix_deploy.artifacts.signature import (
     ArtifactSignature,
     read_engine_signature,
     read_onnx_signature,
     read_openvino_signature,
 )
+from glmix_deploy.errors import UserInputError
+from glmix_deploy.exporters.triton.config import ensemble_config, model_config, preprocess_config
+from glmix_deploy.exporters.triton.options import TritonOptions
+from glmix_deploy.exporters.triton.preprocess import preprocess_model_source
+from glmix_deploy.exporters.triton.python_model import python_model_source
 from glmix_deploy.exporters.triton.tensors import FLOAT_DTYPES, triton_tensor_dict, triton_type
 from glmix_deploy.graph.onnx_io import TensorSpec
-from glmix_deploy.graph.tasks import artifact_task
 
 if TYPE_CHECKING:
     from glmix_deploy.data.preprocess import Preprocessing
@@ -60,17 +59,6 @@ def python_runtime(artifact: Path) -> str:
     if suffix == ".xml":
         return "openvino"
     raise UserInputError(f"`backend` python serves an ONNX (.onnx) or an OpenVINO IR (.xml), not {artifact}")
-
-
-def read_labels(path: Path) -> list[str]:
-    """One class name per line (trailing blank lines ignored)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"cannot read labels {path}: {exc}") from exc
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return [line.strip() for line in lines]
 
 
 @dataclass
@@ -218,7 +206,7 @@ def write_triton_repository(
             raise UserInputError(f"`with_preprocess` needs the preprocessing constants, which {artifact} does not "
                                  "carry (ONNX metadata input_size/mean/std or the sidecar's 'preprocessing')")
     label_list = list(labels) if labels is not None else []
-    task = artifact_task(read_artifact_metadata(artifact))
+    task = signature.task
     _check_labels(label_list, signature, task, artifact)
 
     repo.mkdir(parents=False, exist_ok=True)

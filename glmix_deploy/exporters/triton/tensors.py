@@ -7,6 +7,7 @@ owns the translation into config.pbtxt terms.
 from __future__ import annotations
 
 from glmix_deploy import dtypes
+from glmix_deploy.artifacts.signature import check_servable
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.graph.onnx_io import TensorSpec
 
@@ -14,11 +15,6 @@ from glmix_deploy.graph.onnx_io import TensorSpec
 TRITON_TYPES = {row.name: row.triton for row in dtypes.DTYPES if row.name and row.triton}
 # The dtypes the generated preprocess model can produce (numpy casts to them).
 FLOAT_DTYPES = ("float32", "float16", "float64")
-
-
-def check_servable(spec: TensorSpec, where: str) -> None:
-    if spec.dtype not in TRITON_TYPES:
-        raise UserInputError(f"{where} {spec.name!r} has dtype {spec.dtype!r}, which Triton cannot serve")
 
 
 def triton_type(spec: TensorSpec) -> str:

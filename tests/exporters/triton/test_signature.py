@@ -50,7 +50,7 @@ def test_max_batch_beyond_the_onnx_range_is_refused(onnx_batch: Path, tmp_path: 
 
 
 def test_static_batch_axis_is_refused(tiny_onnx_static: Path, tmp_path: Path) -> None:
-    with pytest.raises(UserInputError, match=r"batch axis .* is fixed at 1.*--dynamic batch"):
+    with pytest.raises(UserInputError, match=r"batch axis .* is fixed at 1.*`dynamic=batch`"):
         write_triton_repository(tiny_onnx_static, tmp_path / "repo", TritonOptions(max_batch=8, preferred_batch=(8,)))
     assert not (tmp_path / "repo" / "glnet").exists()
 
