@@ -5,6 +5,7 @@ they are dependencies all the same). docs/architecture.md explains the order."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "glmix_deploy"
@@ -12,7 +13,8 @@ MAX_LINES = 600
 
 # Lowest first. A module may import from its own layer or any layer below it.
 LAYERS = [
-    ("foundation", ["glmix_deploy", "glmix_deploy.errors", "glmix_deploy.files", "glmix_deploy.dtypes"]),
+    ("foundation", ["glmix_deploy", "glmix_deploy.errors", "glmix_deploy.files", "glmix_deploy.dtypes",
+                    "glmix_deploy.option_rules"]),
     ("data", ["glmix_deploy.data"]),
     ("models", ["glmix_deploy.models"]),
     ("graph", ["glmix_deploy.graph"]),
@@ -126,3 +128,62 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     deps = imports_of(source, "glmix_deploy.engines.x", {"glmix_deploy.cli.main"})
     assert deps == {"glmix_deploy.cli.main"}
     assert layer_of("glmix_deploy.cli.main") > layer_of("glmix_deploy.engines.x")
+
+
+# --------------------------------------------------------------------------------------------------
+# Library errors name fields, not flags: `calib_size` in backquotes, which the CLI's one error
+# boundary shows as --calib-size (cli.params.flags_in). A `glmix-deploy ...` command line quoted
+# as advice ("rebuild with `glmix-deploy export --fmt trt`") is a command to run, not an option.
+_FLAG = re.compile(r"(?<![\w`-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)(?![\w=-])")
+_COMMAND_LINE = re.compile(r"`?glmix-deploy [a-z][^`)]*`?")
+
+
+def _cli_flags() -> set[str]:
+    import typer
+
+    from glmix_deploy.cli.main import app
+    from glmix_deploy.cli.params import option_flags
+
+    return set(option_flags(typer.main.get_command(app)).values())
+
+
+def flags_named_in_errors(path: Path, flags: set[str]) -> list[str]:
+    """`line: text` of each string in a raise statement, or flag-valued constant (an option name
+    handed to a message), that names one of our command line's flags (or composes one: "--" + ...)."""
+    tree = ast.parse(path.read_text(), str(path))
+    in_raise = {id(n) for node in ast.walk(tree) if isinstance(node, ast.Raise) for n in ast.walk(node)}
+    in_list = {id(n) for node in ast.walk(tree) if isinstance(node, ast.List) for n in ast.walk(node)}
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+            continue
+        text = _COMMAND_LINE.sub("", node.value)
+        named = {f"--{m}" for m in _FLAG.findall(text)} & flags
+        message = id(node) in in_raise
+        option_name = id(node) not in in_list and text in flags  # e.g. option="--calib"
+        composed = message and re.search(r"(?<![\w-])--$", text)  # f"--{key}-shape"
+        if (named and (message or option_name)) or composed:
+            where = path.relative_to(PACKAGE.parent) if path.is_relative_to(PACKAGE) else path.name
+            found.append(f"{where}:{node.lineno}: {node.value!r}")
+    return found
+
+
+def test_no_library_error_names_a_command_line_flag():
+    flags = _cli_flags()
+    found = [hit for p in sorted(PACKAGE.rglob("*.py")) if "cli" not in p.relative_to(PACKAGE).parts
+             for hit in flags_named_in_errors(p, flags)]
+    assert not found, "library errors naming --flags (write `field`; the CLI shows the flag):\n" + "\n".join(found)
+
+
+def test_the_flag_check_sees_a_flag_in_an_error(tmp_path):
+    source = tmp_path / "x.py"
+    source.write_text('def f(n, key):\n'
+                      '    if n:\n'
+                      '        raise ValueError(f"--calib-size must be >= 1, not {n}")\n'
+                      '    raise ValueError(f"--{key}-shape is wrong")\n'
+                      'OPTION = "--holdout"\n'
+                      'COMMAND = ["trtexec", "--workspace"]  # another program\'s command line\n'
+                      'def g():\n'
+                      '    raise ValueError("`calib_size` must be >= 1; run `glmix-deploy export --fmt trt`")\n')
+    hits = flags_named_in_errors(source, {"--calib-size", "--holdout", "--workspace", "--fmt"})
+    assert sorted(h.split(":")[1] for h in hits) == ["3", "4", "5"]

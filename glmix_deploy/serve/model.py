@@ -86,7 +86,7 @@ class ServedModel:
     def decode(self, items: np.ndarray) -> np.ndarray:
         """Encoded images (an object array of bytes, one per row) -> the model's input batch."""
         if self.preprocessing is None:
-            raise UserInputError("no preprocessing constants: the artifact carries none; pass --ckpt")
+            raise UserInputError("no preprocessing constants: the artifact carries none; pass `ckpt`")
         pre = self.preprocessing
         flat = np.asarray(items, dtype=object).reshape(len(items), -1)[:, 0]
         batch = []
@@ -147,7 +147,7 @@ def _engine_facts(engine: Engine, artifact: Path, kind: str) -> tuple[int | None
     if isinstance(batch_dim, int):
         if batch_dim != 1:
             raise UserInputError(f"{artifact} has a static batch of {batch_dim}; serve needs a dynamic batch axis "
-                                 "(export with --dynamic batch) or a batch-1 artifact")
+                                 "(export with `dynamic=batch`) or a batch-1 artifact")
         return 1, preprocessing
     declared = declared_shape_range(meta) if "shape_range" in meta else None
     return (declared[2][0] if declared else None), preprocessing
@@ -161,7 +161,7 @@ def open_served_model(artifact: str | Path, *, ckpt: str | Path | None = None, t
 
     artifact = Path(artifact)
     if not artifact.exists():
-        raise UserInputError(f"--model {artifact} does not exist")
+        raise UserInputError(f"`model` {artifact} does not exist")
     kind = engine_kind_for(artifact)
     options = {"threads": threads} if threads and kind != "tensorrt" else {}
     notes: list[str] = []
@@ -209,15 +209,15 @@ def _labels(engine: Engine, artifact: Path, ckpt: str | Path | None, loaded, not
 def _check_preprocessable(served: ServedModel) -> None:
     inputs = served.engine.inputs
     if len(inputs) != 1 or len(inputs[0].shape or ()) != 4:
-        raise UserInputError(f"--with-preprocess needs one (N, C, H, W) image input; {served.artifact} has "
+        raise UserInputError(f"`with_preprocess` needs one (N, C, H, W) image input; {served.artifact} has "
                              f"{[s.to_dict()['shape'] for s in inputs]}")
     if served.preprocessing is None:
-        raise UserInputError(f"--with-preprocess needs the preprocessing constants, which {served.artifact} does "
-                             "not carry; pass the checkpoint with --ckpt")
+        raise UserInputError(f"`with_preprocess` needs the preprocessing constants, which {served.artifact} does "
+                             "not carry; pass the checkpoint with `ckpt`")
     size = served.preprocessing.img_size
     h, w = inputs[0].shape[2:]
     if any(isinstance(d, int) and d != size for d in (h, w)):
-        raise UserInputError(f"--with-preprocess makes {size}x{size} images but {served.artifact} takes {h}x{w}")
+        raise UserInputError(f"`with_preprocess` makes {size}x{size} images but {served.artifact} takes {h}x{w}")
 
 
 def reopen(served: ServedModel, *, threads: int | None = None) -> ServedModel:
