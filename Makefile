@@ -29,6 +29,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 	# it, serving tests skip.
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-warn-conflicts 'nvidia-pytriton>=0.5' \
 		|| echo "note: nvidia-pytriton not installed; the real-Triton tests will skip"
+	# ExecuTorch (the `executorch` extra; --fmt executorch and its tests): the wheel and torchao without
+	# their dependency list (coremltools, hydra, pandas, tokenizers... unused by the XNNPACK route), plus
+	# the two modules its exporter imports. torch and numpy stay as they are. Without it, its tests skip.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps executorch==1.5.1 torchao==0.18.0 \
+		&& $(BIN)/pip install --quiet --disable-pip-version-check --no-warn-conflicts ruamel.yaml tabulate \
+		|| echo "note: executorch not installed; the ExecuTorch tests will skip"
 	touch $(STAMP)
 
 install: $(STAMP)

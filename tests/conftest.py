@@ -14,6 +14,7 @@ from tests.tiny_artifacts import (  # noqa: F401  (fixtures are found by name)
     tampered_onnx,
     tiny_ckpt,
     tiny_dir,
+    tiny_executorch,
     tiny_loaded,
     tiny_onnx,
     tiny_onnx_dynamo,

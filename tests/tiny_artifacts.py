@@ -151,3 +151,13 @@ def tampered_onnx(tiny_onnx, tiny_dir) -> Path:
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("images") / "val")
+
+
+@pytest.fixture(scope="session")
+def tiny_executorch(tiny_loaded, tiny_dir) -> Path:
+    """An XNNPACK-delegated ExecuTorch program of the tiny GLNet, dynamic batch 1..4 (tiny.pte + its
+    sidecar tiny.pte.json)."""
+    pytest.importorskip("executorch", reason="executorch is not installed (pip install 'glmix-deploy[executorch]')")
+    from glmix_deploy.pipeline.executorch import ExecuTorchOptions, export_executorch
+
+    return export_executorch(tiny_loaded, tiny_dir / "tiny.pte", ExecuTorchOptions(dynamic="batch", max_batch=4)).path

@@ -33,6 +33,7 @@ class Fmt(str, Enum):
     trt = "trt"
     openvino = "openvino"
     triton = "triton"
+    executorch = "executorch"
 
 
 class TritonBackend(str, Enum):
@@ -121,6 +122,14 @@ def _tensorrt_version(fmt: Fmt, backend: TritonBackend) -> str | None:
     return str(tensorrt.__version__)
 
 
+def _loaded_for_export(ckpt, state_key, head_dim, num_slots, img_size, model_config, override):
+    loaded = load(ckpt, state_key, head_dim, num_slots, img_size, model_config, override)
+    if not State.json:
+        render.loaded_line(loaded)
+    render.assumed_warning(loaded)  # stderr, also under --json: an assumption is never silent
+    return loaded
+
+
 def _showing_preflight(build):
     """Run a step that builds an engine; a preflight refusal (CheckFailed) shows its findings first."""
     from glmix_deploy.cli.trt_commands import preflight_report
@@ -140,7 +149,8 @@ def export(
     ckpt: CkptOption,
     fmt: Annotated[Fmt, typer.Option(
         "--fmt", help="onnx; trt (TensorRT engine built from the verified ONNX); openvino (OpenVINO IR, verified); "
-                      "triton (a Triton model repository).")] = Fmt.onnx,
+                      "triton (a Triton model repository); executorch (an XNNPACK-delegated ExecuTorch .pte for "
+                      "phones and boards, verified, with a .pte.json sidecar).")] = Fmt.onnx,
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Output file, or repository folder for triton (default: <checkpoint name>.onnx/.engine "
                       "or ./model_repository).")] = None,
@@ -276,6 +286,18 @@ def export(
                           "target": target.value, "task": task.value, "dynamic": dynamic.value,
                           "attention": attention.value})
     task_options = {"task": task.value, "out_indices": parse_out_indices(out_indices)}
+    if fmt is Fmt.executorch:
+        from glmix_deploy.cli.executorch_command import export_executorch_command
+
+        calibrated = precision is Precision.int8
+        return export_executorch_command(
+            ckpt=ckpt, out=out, force=force, img_size=img_size, batch=batch, dynamic=dynamic.value,
+            max_batch=max_batch, precision=precision.value,
+            precision_options=PrecisionOptions(
+                precision="int8", target="cpu", calib=calib, calib_size=calib_size, calib_synthetic=calib_synthetic,
+                min_top1=parse_fraction(min_top1, "--min-top1"), holdout=holdout) if calibrated else None,
+            load_checkpoint=lambda: _loaded_for_export(ckpt, state_key, head_dim, num_slots, img_size,
+                                                       model_config, override))
     tensorrt = targets.TensorRTOptions(**parse_profile_shapes(min_shape, opt_shape, max_shape),
                                        workspace_gib=workspace_gib, timing_cache=timing_cache,
                                        builder_level=builder_level)
@@ -316,10 +338,7 @@ def export(
         raise UserInputError(f"{', '.join(map(str, existing))} already exist{'' if many else 's'} and --out does not "
                              f"name {'them' if many else 'it'}; pass --force to replace, or choose another --out")
 
-    loaded = load(ckpt, state_key, head_dim, num_slots, img_size, model_config, override)
-    if not State.json:
-        render.loaded_line(loaded)
-    render.assumed_warning(loaded)  # stderr, also under --json: an assumption is never silent
+    loaded = _loaded_for_export(ckpt, state_key, head_dim, num_slots, img_size, model_config, override)
     progress = None if State.json else render.step
     on_case = None if State.json else render.parity_case
     result = export_onnx(loaded, onnx_out, options, progress=progress, on_parity_case=on_case)

@@ -96,6 +96,10 @@ def verify(
     report_path = check_output_path(report, "--report")
     junit_path = check_output_path(junit, "--junit")
     parsed = parse_shapes(shapes) if shapes is not None else None
+    if localize and model.suffix.lower() == ".pte":
+        raise UserInputError("--localize bisects an ONNX graph's block boundaries; an ExecuTorch program exposes no "
+                             "intermediate tensors (its XNNPACK delegate runs as one): localize with the ONNX export "
+                             "of the same checkpoint (export --fmt onnx)")
     result = verify_artifact(
         ckpt, model, shapes=parsed, images=images, atol=atol, rtol=rtol, min_cos=min_cos,
         min_top1=parse_fraction(min_top1, "--min-top1"), localize=localize, force=force, seed=seed, threads=threads,

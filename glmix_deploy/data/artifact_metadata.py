@@ -7,6 +7,8 @@ input size, mean/std, crop, interpolation, precision, checkpoint sha256, ...):
 - `.engine` / `.plan` (TensorRT): the sidecar `<engine>.json` keeps the ONNX's metadata under
   `onnx.metadata` (schema: tensorrt/sidecar.py); a hand-written sidecar may state
   `preprocessing` ({img_size, mean, std, crop_pct, interpolation}) instead;
+- `.pte` (ExecuTorch): its sidecar `<program>.json` keeps the same entries under `metadata`
+  (schema: exporters/executorch_sidecar.py);
 - a Triton model folder (`model_repository/glnet`): the model file of its newest version folder.
 
 This sits in the data layer so that `Preprocessing.from_artifact` (data/preprocess.py) can read it:
@@ -37,10 +39,10 @@ def read_artifact_metadata(path: str | Path) -> dict[str, str]:
         return _onnx_metadata(path)
     if suffix == ".xml":
         return _openvino_metadata(path)
-    if suffix in ENGINE_SUFFIXES:
+    if suffix in ENGINE_SUFFIXES or suffix == ".pte":
         return _sidecar_metadata(path)
-    raise UserInputError(f"{path}: not an artifact with metadata (.onnx, .xml, .engine/.plan with its "
-                         "sidecar, or a Triton model folder); a checkpoint's preprocessing is in its config")
+    raise UserInputError(f"{path}: not an artifact with metadata (.onnx, .xml, .engine/.plan or .pte "
+                         "with its sidecar, or a Triton model folder); a checkpoint's preprocessing is in its config")
 
 
 def triton_model_file(folder: Path) -> Path:
@@ -85,11 +87,12 @@ def _openvino_metadata(path: Path) -> dict[str, str]:
 
 
 def _sidecar_metadata(engine: Path) -> dict[str, str]:
-    """The ONNX metadata kept in the engine's sidecar; a `preprocessing` entry, when present, wins."""
+    """The ONNX metadata kept in an engine's or program's sidecar (`onnx.metadata` for TensorRT,
+    `metadata` for ExecuTorch); a `preprocessing` entry, when present, wins."""
     sidecar = engine.with_name(engine.name + ".json")
     if not sidecar.is_file():
         raise UserInputError(f"{engine} has no sidecar {sidecar.name}: the engine itself records no "
-                             "preprocessing (`glmix-deploy export --fmt trt` writes one)")
+                             "preprocessing (`glmix-deploy export --fmt trt` or `--fmt executorch` writes one)")
     if sidecar.stat().st_size > _MAX_SIDECAR_BYTES:
         raise UserInputError(f"{sidecar} is {sidecar.stat().st_size} bytes: not an engine sidecar")
     try:
@@ -99,7 +102,7 @@ def _sidecar_metadata(engine: Path) -> dict[str, str]:
     if not isinstance(info, dict):
         raise UserInputError(f"{sidecar} is not a JSON object")
     onnx_info = info.get("onnx")
-    meta = onnx_info.get("metadata") if isinstance(onnx_info, dict) else None
+    meta = onnx_info.get("metadata") if isinstance(onnx_info, dict) else info.get("metadata")
     out = {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
     pre = info.get("preprocessing")
     if isinstance(pre, dict):

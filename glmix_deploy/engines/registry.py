@@ -17,6 +17,7 @@ ENGINE_SUFFIXES: dict[str, str] = {
     ".onnx": "onnxruntime",
     ".engine": "tensorrt", ".plan": "tensorrt",
     ".xml": "openvino",
+    ".pte": "executorch",
 }
 
 
@@ -38,6 +39,13 @@ def _open_openvino(path: Path, **options) -> Engine:
     return OpenVINOEngine(path, **options)
 
 
+def _open_executorch(path: Path, **options) -> Engine:
+    # Without executorch, import_executorch raises MissingDependencyError (exit 2) with the hint.
+    from glmix_deploy.engines.executorch_engine import ExecuTorchEngine
+
+    return ExecuTorchEngine(path, **options)
+
+
 def _open_tensorrt(path: Path, **options) -> Engine:
     # Without tensorrt and CUDA, TensorRTEngine raises MissingDependencyError (exit 2) with the hint.
     from glmix_deploy.engines.tensorrt_engine import TensorRTEngine
@@ -50,6 +58,7 @@ ENGINE_FACTORIES: dict[str, Callable[..., Engine]] = {
     "onnxruntime": _open_onnxruntime,
     "openvino": _open_openvino,
     "tensorrt": _open_tensorrt,
+    "executorch": _open_executorch,
 }
 
 

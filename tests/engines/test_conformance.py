@@ -1,7 +1,8 @@
 """One conformance suite for every engine available here (Polygraphy-style runners).
 
 torch, onnxruntime (from a file, and from a graph in memory: a ModelProto or its bytes) and
-openvino (a dev dependency) always run; tensorrt joins when its package (and a GPU) are present.
+openvino (a dev dependency) always run; executorch (an XNNPACK-delegated .pte) when its optional
+package is installed; tensorrt joins when its package (and a GPU) are present.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from glmix_deploy.engines.registry import open_engine
 from glmix_deploy.errors import UserInputError
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+HAS_EXECUTORCH = importlib.util.find_spec("executorch") is not None
 
 ENGINES = [
     "torch",
@@ -27,6 +29,8 @@ ENGINES = [
     "onnxruntime-modelproto",
     "onnxruntime-bytes",
     "openvino",
+    pytest.param("executorch", marks=pytest.mark.skipif(
+        not HAS_EXECUTORCH, reason="executorch is not installed (pip install 'glmix-deploy[executorch]')")),
     pytest.param("tensorrt", marks=[
         pytest.mark.tensorrt,
         pytest.mark.skipif(not HAS_TENSORRT, reason="tensorrt is not importable (needs the package and a GPU)"),
@@ -49,6 +53,9 @@ def opener(request, tiny_ckpt, tiny_onnx) -> Callable[[], Engine]:
         return lambda: OnnxRuntimeEngine(data, threads=1, spin=False)
     if request.param == "openvino":
         path = request.getfixturevalue("tiny_openvino")
+        return lambda: open_engine(path, threads=1)
+    if request.param == "executorch":
+        path = request.getfixturevalue("tiny_executorch")
         return lambda: open_engine(path, threads=1)
     # TensorRT: an engine built from the same ONNX by our builder (tensorrt-marked: needs the
     # package and a GPU), with a small workspace and the fastest builder level.
@@ -119,6 +126,8 @@ def test_context_manager_closes(opener):
         assert e.session is None  # the runtime session was released
     if e.kind == "openvino":
         assert e.request is None and e.compiled is None
+    if e.kind == "executorch":
+        assert e.method is None and e.program is None
     e.close()  # idempotent
 
 
