@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -14,26 +14,32 @@ def padded_chunks(x: np.ndarray, batch: int, *, fixed: bool = False) -> Iterator
     """(chunk, real rows) over the rows of `x` in chunks of `batch`. With `fixed`, the last chunk
     is padded to `batch` by repeating its last row (for engines with a static batch)."""
     for s in batches(len(x), batch):
-        chunk = x[s]
-        real = len(chunk)
-        if fixed and real < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
-        yield chunk, real
+        yield _padded(x[s], batch, fixed), s.stop - s.start
 
 
-def run_batched(engine, x: np.ndarray, batch: int, *, fixed: bool = False,
+def _padded(chunk: np.ndarray, batch: int, fixed: bool) -> np.ndarray:
+    if fixed and len(chunk) < batch:
+        return np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
+    return chunk
+
+
+def run_batched(engine, x: np.ndarray | Mapping[str, np.ndarray], batch: int, *, fixed: bool = False,
                 timer: list[float] | None = None) -> dict[str, np.ndarray]:
-    """Run `engine` over the rows of `x` in chunks of `batch`. With `fixed`, the last chunk is
-    padded (repeating its last row) to the engine's static batch and the padding dropped."""
-    name = engine.inputs[0].name
+    """Run `engine` over the rows of `x` (its first input's array, or {input name: array} with the
+    same rows) in chunks of `batch`. With `fixed`, the last chunk is padded (repeating its last row)
+    to the engine's static batch and the padding dropped."""
+    feeds = dict(x) if isinstance(x, Mapping) else {engine.inputs[0].name: x}
+    rows = len(next(iter(feeds.values())))
     parts: dict[str, list[np.ndarray]] = {}
-    for chunk, real in padded_chunks(x, batch, fixed=fixed):
+    for s in batches(rows, batch):
+        real = s.stop - s.start
+        chunk = {k: _padded(v[s], batch, fixed) for k, v in feeds.items()}
         t0 = time.perf_counter()
-        out = engine.infer({name: chunk})
+        out = engine.infer(chunk)
         if timer is not None:
             timer.append(time.perf_counter() - t0)
         for key, value in out.items():
-            parts.setdefault(key, []).append(value[:real])
+            parts.setdefault(key, []).append(np.asarray(value)[:real])
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 

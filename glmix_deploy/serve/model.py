@@ -21,6 +21,7 @@ import numpy as np
 from glmix_deploy.artifacts.labels import LABELS_FILE, class_names
 from glmix_deploy.data.preprocess import Preprocessing
 from glmix_deploy.engines.base import Engine
+from glmix_deploy.engines.batching import run_batched
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.exporters.triton.options import IMAGE_INPUT
 from glmix_deploy.graph.onnx_io import TensorSpec, declared_shape_range
@@ -62,13 +63,7 @@ class ServedModel:
     def run(self, feeds: Mapping[str, np.ndarray]) -> Arrays:
         """One batch (rows along axis 0) through the engine, in chunks it accepts."""
         rows = len(next(iter(feeds.values())))
-        step = self.engine_batch or rows or 1
-        parts: dict[str, list[np.ndarray]] = {}
-        for start in range(0, rows, step):
-            out = self.engine.infer({k: v[start:start + step] for k, v in feeds.items()})
-            for key, value in out.items():
-                parts.setdefault(key, []).append(np.asarray(value))
-        result = {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in parts.items()}
+        result = run_batched(self.engine, feeds, self.engine_batch or rows or 1)
         if self.labels:
             first = result[self.engine.outputs[0].name]
             top = first.reshape(len(first), -1).argmax(axis=1)
