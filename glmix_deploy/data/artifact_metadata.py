@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from glmix_deploy.errors import MissingDependencyError, UserInputError, first_line
+from glmix_deploy.data.openvino_ir import read_ir
+from glmix_deploy.errors import UserInputError, first_line
 
 RT_INFO_KEY = "glmix_deploy"  # the OpenVINO rt_info section holding the artifact metadata
 ENGINE_SUFFIXES = (".engine", ".plan")
@@ -75,15 +76,7 @@ def openvino_rt_info(model) -> dict[str, str]:
 
 
 def _openvino_metadata(path: Path) -> dict[str, str]:
-    try:
-        import openvino
-    except ImportError as exc:
-        raise MissingDependencyError(f"reading {path} needs OpenVINO: pip install 'glmix-deploy[openvino]'") from exc
-    try:
-        model = openvino.Core().read_model(str(path))
-    except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text
-        raise UserInputError(f"OpenVINO cannot read {path}: {first_line(exc)}") from exc
-    return openvino_rt_info(model)
+    return openvino_rt_info(read_ir(path))  # an .xml that is no IR is refused before OpenVINO reads it
 
 
 def _sidecar_metadata(engine: Path) -> dict[str, str]:

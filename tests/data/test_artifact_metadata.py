@@ -149,3 +149,10 @@ def test_sample_accuracy_needs_the_artifacts_preprocessing(tmp_path):
     assert Preprocessing.from_artifact(onnx_path) == Preprocessing(64, (0.5,) * 3, (0.5,) * 3, 1.0, "bilinear")
     assert top1(Preprocessing.from_artifact(onnx_path)) == pytest.approx(358 / 359)
     assert top1(Preprocessing(img_size=64)) < 0.9
+
+
+def test_an_xml_that_is_no_ir_is_refused_before_openvino_reads_it(tmp_path: Path):
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    (tmp_path / "page.xml").write_text("<html><body>not a model</body></html>")
+    with pytest.raises(UserInputError, match=r"not an OpenVINO IR: .*page.xml \(its root element is <html>"):
+        Preprocessing.from_artifact(tmp_path / "page.xml")
