@@ -31,7 +31,7 @@ from glmix_deploy.bench.progress import ProgressFactory, no_progress
 from glmix_deploy.errors import UserInputError
 
 if TYPE_CHECKING:
-    from glmix_deploy.models.model_config import ModelConfigFile
+    from glmix_deploy.models.loader import CheckpointSource
 
 EAGER = "pytorch-eager"
 ROUNDS = 5  # rotating blocks per batch size (fewer when --iters is smaller)
@@ -137,7 +137,7 @@ def artifacts_task(engines: Sequence, names: Sequence[str]) -> tuple[str, tuple[
 
 
 def run_bench(
-    ckpt: str | Path,
+    checkpoint: "str | Path | CheckpointSource",
     models: Sequence[str | Path] = (),
     *,
     batches: Sequence[int] = (1,),
@@ -145,11 +145,6 @@ def run_bench(
     iters: int = 50,
     warmup: int = 10,
     img_size: int | None = None,
-    state_key: str = "auto",
-    head_dim: int | None = None,
-    num_slots: int | None = None,
-    model_config: "ModelConfigFile | None" = None,
-    override: bool = False,  # values contradicting the training config (models.loader)
     seed: int = 0,
     progress: ProgressFactory | None = None,
     say: Callable[[str], None] | None = None,
@@ -160,8 +155,10 @@ def run_bench(
     from glmix_deploy.compare.parity import seeded_input
     from glmix_deploy.engines.registry import engine_kind_for, open_engine
     from glmix_deploy.engines.torch_engine import TorchEngine
-    from glmix_deploy.models.loader import load_checkpoint
+    from glmix_deploy.models.loader import CheckpointSource
 
+    source = CheckpointSource.of(checkpoint)  # loaded after the cheap checks
+    ckpt = source.path
     if iters < 1 or warmup < 0:
         raise UserInputError("`iters` must be >= 1 and `warmup` >= 0")
     if threads is not None and threads < 1:
@@ -179,8 +176,7 @@ def run_bench(
     if EAGER in names:
         raise UserInputError(f"an artifact may not be named {EAGER}")
 
-    loaded = load_checkpoint(ckpt, state_key=state_key, head_dim=head_dim, num_slots=num_slots,
-                             model_config=model_config, override=override)
+    loaded = source.load()
     threads = threads or torch.get_num_threads()
     engines = []
     try:

@@ -29,7 +29,7 @@ from glmix_deploy.bench.bench import EAGER, run_bench
 from glmix_deploy.errors import UserInputError
 
 if TYPE_CHECKING:
-    from glmix_deploy.models.model_config import ModelConfigFile
+    from glmix_deploy.models.loader import CheckpointSource
 
 MEMORY_TIMEOUT_S = 1800
 
@@ -93,7 +93,7 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def measure_peak(target: dict, size: int, threads: int) -> dict:
-    """Run `target` (an artifact {'model': path} or eager {'ckpt': ..., loader options}) once at
+    """Run `target` (an artifact {'model': path} or eager {'checkpoint': CheckpointSource.to_dict()}) once at
     1 x C x size x size in a fresh process; {'peak_rss_mib', 'peak_rise_mib'} or {'error'}."""
     request = json.dumps({"target": target, "size": size, "threads": threads})
     try:
@@ -131,13 +131,9 @@ def _child(request: dict) -> dict:
         engine = open_engine(Path(target["model"]), threads=threads)
     else:
         from glmix_deploy.engines.torch_engine import TorchEngine
-        from glmix_deploy.models.loader import load_checkpoint
-        from glmix_deploy.models.model_config import read_model_config
+        from glmix_deploy.models.loader import CheckpointSource
 
-        config_path = target.get("model_config")
-        loaded = load_checkpoint(target["ckpt"], state_key=target["state_key"], head_dim=target["head_dim"],
-                                 num_slots=target["num_slots"], override=target["override"],
-                                 model_config=read_model_config(Path(config_path)) if config_path else None)
+        loaded = CheckpointSource.from_dict(target["checkpoint"]).load()
         engine = TorchEngine(loaded.model, threads=threads)
     spec = engine.inputs[0]
     channels = spec.shape[1] if isinstance(spec.shape[1], int) else 3
@@ -153,34 +149,30 @@ def _child(request: dict) -> dict:
 
 
 def run_scaling(
-    ckpt: str | Path,
+    checkpoint: "str | Path | CheckpointSource",
     models: Sequence[str | Path] = (),
     *,
     sizes: Sequence[int],
     threads: int | None = None,
     iters: int = 10,
     warmup: int = 2,
-    state_key: str = "auto",
-    head_dim: int | None = None,
-    num_slots: int | None = None,
-    model_config: "ModelConfigFile | None" = None,
-    override: bool = False,
     memory: bool = True,
     say: Callable[[str], None] | None = None,
     **bench_options,
 ) -> ScalingReport:
     """Latency (bench, batch 1) and, with `memory`, peak memory per size; the fitted exponents."""
+    from glmix_deploy.models.loader import CheckpointSource
+
     say = say or (lambda _m: None)
     threads = threads or os.cpu_count() or 1
-    loader = {"state_key": state_key, "head_dim": head_dim, "num_slots": num_slots, "override": override,
-              "model_config": model_config}
-    eager_target = {"ckpt": str(ckpt), **loader,
-                    "model_config": str(model_config.path) if model_config is not None else None}
+    source = CheckpointSource.of(checkpoint)
+    ckpt = source.path
+    eager_target = {"checkpoint": source.to_dict()}
     report = None
     for size in sizes:
         say(f"size {size}: timing")
-        bench = run_bench(ckpt, models, batches=(1,), threads=threads, iters=iters, warmup=warmup, img_size=size,
-                          say=say, **loader, **bench_options)
+        bench = run_bench(source, models, batches=(1,), threads=threads, iters=iters, warmup=warmup, img_size=size,
+                          say=say, **bench_options)
         if report is None:
             report = ScalingReport(checkpoint=str(ckpt), machine=bench.machine, versions=bench.versions,
                                    settings={"sizes": list(sizes), "threads": threads, "iters": iters,

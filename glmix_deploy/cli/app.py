@@ -96,12 +96,19 @@ def main(
     State.json = json_output
 
 
+def checkpoint_source(ckpt: Path, state_key: StateKey, head_dim: int | None, num_slots: int | None,
+                      img_size: int | None = None, model_config: Path | None = None, override: bool = False):
+    """The checkpoint option group (--ckpt, --state-key, --head-dim, --num-slots, --model-config,
+    --override) as the one value every library entry point takes (models.loader.CheckpointSource)."""
+    from glmix_deploy.models.loader import CheckpointSource
+
+    return CheckpointSource(ckpt, state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
+                            img_size=img_size, model_config=model_config_file(model_config), override=override)
+
+
 def load(ckpt: Path, state_key: StateKey, head_dim: int | None, num_slots: int | None,
          img_size: int | None = None, model_config: Path | None = None, override: bool = False):
     """The checkpoint, with a spinner on a terminal while it loads."""
-    from glmix_deploy.models.loader import load_checkpoint
-
+    source = checkpoint_source(ckpt, state_key, head_dim, num_slots, img_size, model_config, override)
     with render.status(f"loading {ckpt}", enabled=not State.json):
-        return load_checkpoint(ckpt, state_key=state_key.value, head_dim=head_dim,
-                               num_slots=num_slots, img_size=img_size,
-                               model_config=model_config_file(model_config), override=override)
+        return source.load()

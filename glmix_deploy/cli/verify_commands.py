@@ -23,7 +23,7 @@ from glmix_deploy.cli.app import (
     StateKey,
     StateKeyOption,
     app,
-    model_config_file,
+    checkpoint_source,
 )
 from glmix_deploy.errors import CheckFailed, UserInputError
 
@@ -101,10 +101,9 @@ def verify(
                              "intermediate tensors (its XNNPACK delegate runs as one): localize with the ONNX export "
                              "of the same checkpoint (export --fmt onnx)")
     result = verify_artifact(
-        ckpt, model, shapes=parsed, images=images, atol=atol, rtol=rtol, min_cos=min_cos,
+        checkpoint_source(ckpt, state_key, head_dim, num_slots, model_config=model_config, override=override),
+        model, shapes=parsed, images=images, atol=atol, rtol=rtol, min_cos=min_cos,
         min_top1=parse_fraction(min_top1, "--min-top1"), localize=localize, force=force, seed=seed, threads=threads,
-        state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
-        model_config=model_config_file(model_config), override=override,
         on_case=None if State.json else verify_render.verify_case,
         progress=None if State.json else render.step)
     render.overridden_warning(result.overridden, f"{result.artifact} (and this comparison)")
@@ -159,11 +158,12 @@ def bench(
 
     report_path = check_output_path(report, "--report")
     plot_path = check_output_path(plot, "--plot")
+    def source():  # read where the loose options were: --model-config after the cheaper checks
+        return checkpoint_source(ckpt, state_key, head_dim, num_slots, model_config=model_config, override=override)
+
     if sizes is not None:
-        _bench_sizes(ckpt, model or [], sizes, batch=batch, img_size=img_size, max_ratio=max_ratio,
+        _bench_sizes(source(), model or [], sizes, batch=batch, img_size=img_size, max_ratio=max_ratio,
                      baseline=baseline, threads=threads, iters=iters, warmup=warmup, memory=memory,
-                     loader={"state_key": state_key.value, "head_dim": head_dim, "num_slots": num_slots,
-                             "model_config": model_config_file(model_config), "override": override},
                      report_path=report_path, plot_path=plot_path)
         return
     batches = parse_batches(batch)
@@ -172,9 +172,7 @@ def bench(
         raise UserInputError(f"--max-ratio must be > 0, not {max_ratio:g}")
     old = load_baseline(baseline) if baseline is not None else None
     result = run_bench(
-        ckpt, model or [], batches=batches, threads=threads, iters=iters, warmup=warmup, img_size=img_size,
-        state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
-        model_config=model_config_file(model_config), override=override,
+        source(), model or [], batches=batches, threads=threads, iters=iters, warmup=warmup, img_size=img_size,
         progress=verify_render.progress_factory(enabled=not State.json), say=_step)
     if max_ratio is not None:
         apply_max_ratio(result, max_ratio)
@@ -187,8 +185,8 @@ def bench(
     _finish(result, verify_render.bench_report, (("JSON report", report_path), ("plot", plot_path)))
 
 
-def _bench_sizes(ckpt, models, sizes: str, *, batch: str, img_size, max_ratio, baseline, threads, iters, warmup,
-                 memory: bool, loader: dict, report_path, plot_path) -> None:
+def _bench_sizes(source, models, sizes: str, *, batch: str, img_size, max_ratio, baseline, threads, iters, warmup,
+                 memory: bool, report_path, plot_path) -> None:
     """`bench --sizes`: the scaling over input sizes (bench/scaling.py)."""
     from glmix_deploy.bench.scaling import parse_sizes, plot, run_scaling
     from glmix_deploy.files import write_json
@@ -197,8 +195,8 @@ def _bench_sizes(ckpt, models, sizes: str, *, batch: str, img_size, max_ratio, b
                           (max_ratio is not None, "--max-ratio"), (baseline is not None, "--baseline")):
         if given:
             raise UserInputError(f"{option} does not combine with --sizes (the scaling runs batch 1 at each size)")
-    result = run_scaling(ckpt, models, sizes=parse_sizes(sizes), threads=threads, iters=iters, warmup=warmup,
-                         memory=memory, say=_step, **loader)
+    result = run_scaling(source, models, sizes=parse_sizes(sizes), threads=threads, iters=iters, warmup=warmup,
+                         memory=memory, say=_step)
     if report_path:
         write_json(report_path, result.to_dict())
     if plot_path:
@@ -235,9 +233,9 @@ def eval_command(
     report_path = check_output_path(report, "--report")
     overrides = PreprocessOverrides(img_size=img_size, crop_pct=crop_pct, mean=parse_triple(mean, "--mean"),
                                     std=parse_triple(std, "--std"))
-    result = evaluate(ckpt, images, model or [], class_map=class_map, overrides=overrides, batch=batch,
-                      threads=threads, state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
-        model_config=model_config_file(model_config), override=override,
+    result = evaluate(checkpoint_source(ckpt, state_key, head_dim, num_slots, model_config=model_config,
+                                        override=override),
+                      images, model or [], class_map=class_map, overrides=overrides, batch=batch, threads=threads,
                       progress=verify_render.progress_factory(enabled=not State.json), say=_step)
     if report_path:
         write_json(report_path, result.to_dict())

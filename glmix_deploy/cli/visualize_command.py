@@ -18,7 +18,7 @@ from glmix_deploy.cli.app import (
     StateKey,
     StateKeyOption,
     app,
-    model_config_file,
+    checkpoint_source,
 )
 
 
@@ -38,13 +38,12 @@ def visualize(
     """Colour every pixel by the GLMix slot it is clustered into, per stage, over the image."""
     from glmix_deploy.data.preprocess import Preprocessing
     from glmix_deploy.files import check_output_path
-    from glmix_deploy.models.loader import load_checkpoint
     from glmix_deploy.verify.visualize import agreement, onnx_slot_maps, torch_slot_maps
     from glmix_deploy.verify.visualize import render as render_png
 
     check_output_path(out, "--out")
-    loaded = load_checkpoint(ckpt, state_key=state_key.value, head_dim=head_dim, num_slots=num_slots,
-                             model_config=model_config_file(model_config), override=override)
+    loaded = checkpoint_source(ckpt, state_key, head_dim, num_slots, model_config=model_config,
+                               override=override).load()
     prep = Preprocessing.from_config(loaded.config)
     rgb = prep.crop(image)
     x = prep.normalize(rgb)[None]

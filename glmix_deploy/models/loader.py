@@ -71,6 +71,49 @@ class LoadedCheckpoint:
         }
 
 
+@dataclass(frozen=True)
+class CheckpointSource:
+    """A checkpoint and what its tensors cannot tell (the CLI's checkpoint option group), loaded
+    when an entry point is ready for it: after its cheap checks, with what the caller left open
+    filled from elsewhere (verify: the values the artifact recorded)."""
+
+    path: Path
+    state_key: str = "auto"
+    head_dim: int | None = None
+    num_slots: int | None = None
+    img_size: int | None = None
+    model_config: "ModelConfigFile | None" = None
+    override: bool = False
+
+    @classmethod
+    def of(cls, checkpoint: "str | os.PathLike | CheckpointSource") -> "CheckpointSource":
+        """A path means the checkpoint with nothing pinned."""
+        return checkpoint if isinstance(checkpoint, CheckpointSource) else cls(Path(checkpoint))
+
+    def load(self, *, head_dim: int | None = None, num_slots: int | None = None,
+             override: bool = False) -> LoadedCheckpoint:
+        """The model; `head_dim`/`num_slots` stand in where this source gives none, `override`
+        allows contradicting the training config where this source does not already."""
+        return load_checkpoint(self.path, state_key=self.state_key, head_dim=self.head_dim or head_dim,
+                               num_slots=self.num_slots or num_slots, img_size=self.img_size,
+                               model_config=self.model_config, override=self.override or override)
+
+    def to_dict(self) -> dict:
+        """Plain data (a child process reads it back with `from_dict`)."""
+        return {"path": str(self.path), "state_key": self.state_key, "head_dim": self.head_dim,
+                "num_slots": self.num_slots, "img_size": self.img_size, "override": self.override,
+                "model_config": str(self.model_config.path) if self.model_config is not None else None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CheckpointSource":
+        from glmix_deploy.models.model_config import read_model_config
+
+        config = data.get("model_config")
+        return cls(Path(data["path"]), state_key=data["state_key"], head_dim=data["head_dim"],
+                   num_slots=data["num_slots"], img_size=data["img_size"], override=data["override"],
+                   model_config=read_model_config(Path(config)) if config else None)
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     *,

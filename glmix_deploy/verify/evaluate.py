@@ -20,7 +20,7 @@ from glmix_deploy.errors import UserInputError
 from glmix_deploy.graph.flops import read_flop_share
 
 if TYPE_CHECKING:
-    from glmix_deploy.models.model_config import ModelConfigFile
+    from glmix_deploy.models.loader import CheckpointSource
 
 EVAL_BATCH = 8
 
@@ -115,7 +115,7 @@ def check_classifier_artifact(path: Path) -> None:
 
 
 def evaluate(
-    ckpt: str | Path,
+    checkpoint: "str | Path | CheckpointSource",
     images: str | Path,
     models: Sequence[str | Path] = (),
     *,
@@ -123,11 +123,6 @@ def evaluate(
     overrides: PreprocessOverrides = PreprocessOverrides(),
     batch: int = EVAL_BATCH,
     threads: int | None = None,
-    state_key: str = "auto",
-    head_dim: int | None = None,
-    num_slots: int | None = None,
-    model_config: "ModelConfigFile | None" = None,
-    override: bool = False,  # values contradicting the training config (models.loader)
     progress: ProgressFactory | None = None,
     say: Callable[[str], None] | None = None,
 ) -> EvalReport:
@@ -136,8 +131,10 @@ def evaluate(
     from glmix_deploy.engines.batching import engine_batch, image_size_of, run_batched
     from glmix_deploy.engines.registry import engine_kind_for, open_engine
     from glmix_deploy.engines.torch_engine import TorchEngine
-    from glmix_deploy.models.loader import load_checkpoint
+    from glmix_deploy.models.loader import CheckpointSource
 
+    source = CheckpointSource.of(checkpoint)  # loaded after the cheap checks
+    ckpt = source.path
     progress = progress or no_progress
     say = say or (lambda _m: None)
     overrides.validate()
@@ -151,8 +148,7 @@ def evaluate(
         check_classifier_artifact(p)
     mapping = read_class_map(class_map) if class_map is not None else None
     dataset = scan_image_folder(images, class_map=mapping)
-    loaded = load_checkpoint(ckpt, state_key=state_key, head_dim=head_dim, num_slots=num_slots,
-                             model_config=model_config, override=override)
+    loaded = source.load()
     num_classes = loaded.config.num_classes
     if num_classes <= 0:
         raise UserInputError(f"{ckpt} has no classifier head; eval needs class scores")

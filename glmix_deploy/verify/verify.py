@@ -26,7 +26,7 @@ from glmix_deploy.graph.flops import read_flop_share
 
 if TYPE_CHECKING:
     from glmix_deploy.models.config import GLNetConfig
-    from glmix_deploy.models.model_config import ModelConfigFile
+    from glmix_deploy.models.loader import CheckpointSource
     from glmix_deploy.verify.localize import Localization
 
 
@@ -179,7 +179,7 @@ def _check_checkpoint(metadata: Mapping[str, str], actual: str, model: Path, ckp
 
 
 def verify_artifact(
-    ckpt: str | Path,
+    checkpoint: "str | Path | CheckpointSource",
     model: str | Path,
     *,
     shapes: Sequence[Sequence[int]] | None = None,
@@ -192,16 +192,13 @@ def verify_artifact(
     force: bool = False,
     seed: int = 0,
     threads: int | None = None,
-    state_key: str = "auto",
-    head_dim: int | None = None,
-    num_slots: int | None = None,
-    model_config: "ModelConfigFile | None" = None,
-    override: bool = False,
     on_case: Callable[[ParityCase], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
-    """Compare `model` (any engine suffix) with the PyTorch model of `ckpt`. Returns the report;
-    the caller decides what a failure means (the CLI raises CheckFailed)."""
+    """Compare `model` (any engine suffix) with the PyTorch model of `checkpoint` (a path, or a
+    CheckpointSource pinning what the tensors cannot tell; what it leaves open comes from the
+    artifact's metadata). Returns the report; the caller decides what a failure means (the CLI
+    raises CheckFailed)."""
     from glmix_deploy.compare.parity import (
         check_artifact_parity,
         images_label,
@@ -215,12 +212,13 @@ def verify_artifact(
     from glmix_deploy.engines.torch_engine import TorchEngine
     from glmix_deploy.graph.tasks import artifact_out_indices, artifact_task
     from glmix_deploy.models.checkpoint_io import sha256_file
-    from glmix_deploy.models.loader import load_checkpoint
+    from glmix_deploy.models.loader import CheckpointSource
     from glmix_deploy.models.tasks import check_task
 
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
-    ckpt, model = Path(ckpt), Path(model)
+    source = CheckpointSource.of(checkpoint)
+    ckpt, model = source.path, Path(model)
     if not model.exists():
         raise UserInputError(f"`model` {model} does not exist")
     if model.is_dir():
@@ -236,10 +234,8 @@ def verify_artifact(
         exported_overrides = _metadata_overrides(metadata)
         # An export built on request from values the training config contradicts is compared with
         # the model it was built from, and the report says so.
-        loaded = load_checkpoint(ckpt, state_key=state_key,
-                                 head_dim=head_dim or (meta_cfg.head_dim if meta_cfg else None),
-                                 num_slots=num_slots or (meta_cfg.num_slots if meta_cfg else None),
-                                 model_config=model_config, override=override or bool(exported_overrides))
+        loaded = source.load(head_dim=meta_cfg.head_dim if meta_cfg else None,
+                             num_slots=meta_cfg.num_slots if meta_cfg else None, override=bool(exported_overrides))
         precision = metadata.get("precision", "fp32")
         tolerance = resolve_tolerance(precision, atol=atol, rtol=rtol, min_cos=min_cos, min_top1=min_top1)
         # The reference computes what the artifact does: the same task module on the same stages.
