@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from glmix_deploy import dtypes
 from glmix_deploy.data.artifact_metadata import ENGINE_SUFFIXES, openvino_rt_info
+from glmix_deploy.data.preprocess import Preprocessing
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.graph.onnx_io import (
     TensorSpec,
@@ -32,8 +33,6 @@ from glmix_deploy.graph.tasks import artifact_task
 if TYPE_CHECKING:
     import onnx
 
-    from glmix_deploy.data.preprocess import Preprocessing
-
 # The metadata entries an ONNX or IR's provenance comments show (config.pbtxt).
 PROVENANCE_KEYS = ("checkpoint_sha256", "release", "precision", "glmix_deploy_version")
 
@@ -47,6 +46,7 @@ class ArtifactSignature:
     provenance: dict = field(default_factory=dict)  # one config.pbtxt comment line per entry
     external_data: tuple[str, ...] = ()  # ONNX weight files beside the model, relative to its folder
     metadata: dict[str, str] = field(default_factory=dict)  # the artifact's metadata entries (checked)
+    preprocessing_notes: tuple[str, ...] = ()  # preprocessing constants the artifact lacks and their assumed values
 
     @property
     def task(self) -> str:
@@ -125,14 +125,10 @@ def read_onnx_signature(path: str | Path) -> ArtifactSignature:
         if declared is None:
             raise UserInputError(f"{path}: unreadable shape_range metadata {meta['shape_range']!r}")
         max_batch = declared[2][0]
-    preprocessing = None
-    if "input_size" in meta:
-        from glmix_deploy.data.preprocess import Preprocessing
-
-        preprocessing = Preprocessing.from_metadata(meta)
+    preprocessing, assumed = Preprocessing.recorded(meta, path)
     provenance = {k: meta[k] for k in PROVENANCE_KEYS if k in meta}
     return ArtifactSignature(tuple(inputs), tuple(outputs), max_batch, preprocessing, provenance,
-                             external_data_files(model, path), meta)
+                             external_data_files(model, path), meta, tuple(assumed))
 
 
 # --------------------------------------------------------------------------- TensorRT engines
@@ -193,23 +189,24 @@ def _profiles_max_batch(info: dict, inputs: tuple[TensorSpec, ...], sidecar: Pat
     return max_batch
 
 
-def _sidecar_preprocessing(info: dict, sidecar: Path) -> Preprocessing | None:
-    """The sidecar's own 'preprocessing' entry, else the embedded ONNX metadata's constants."""
-    from glmix_deploy.data.preprocess import Preprocessing
-
+def _sidecar_preprocessing(info: dict, sidecar: Path) -> tuple[Preprocessing | None, list[str]]:
+    """The sidecar's own 'preprocessing' entry, else the embedded ONNX metadata's constants; with
+    the defaults taken for constants neither records (Preprocessing.recorded's notes)."""
     if isinstance(info.get("preprocessing"), dict):
         p = info["preprocessing"]
         try:
-            return Preprocessing(int(p["img_size"]), tuple(float(v) for v in p["mean"]),
-                                 tuple(float(v) for v in p["std"]), float(p.get("crop_pct", 0.875)),
-                                 str(p.get("interpolation", "bicubic")))
+            pre = Preprocessing(int(p["img_size"]), tuple(float(v) for v in p["mean"]),
+                                tuple(float(v) for v in p["std"]), float(p.get("crop_pct", Preprocessing.crop_pct)),
+                                str(p.get("interpolation", Preprocessing.interpolation)))
         except (KeyError, TypeError, ValueError) as exc:
             raise UserInputError(f"{sidecar}: unreadable 'preprocessing' ({exc})") from exc
+        return pre, [f"{sidecar} does not record {key}; assumed {getattr(pre, key)}"
+                     for key in ("crop_pct", "interpolation") if key not in p]
     onnx_info = info.get("onnx")
     onnx_meta = onnx_info.get("metadata") if isinstance(onnx_info, dict) else None
     if isinstance(onnx_meta, dict) and "input_size" in onnx_meta:
-        return Preprocessing.from_metadata(checked_metadata(onnx_meta, sidecar))
-    return None
+        return Preprocessing.recorded(checked_metadata(onnx_meta, sidecar), sidecar)
+    return None, []
 
 
 def _sidecar_metadata(info: dict) -> dict[str, str]:
@@ -245,9 +242,10 @@ def read_engine_signature(engine: str | Path) -> ArtifactSignature:
     info = read_sidecar(engine)
     sidecar = sidecar_path(engine)
     inputs, outputs = _sidecar_tensors(info, "inputs", sidecar), _sidecar_tensors(info, "outputs", sidecar)
-    return ArtifactSignature(inputs, outputs, _profiles_max_batch(info, inputs, sidecar),
-                             _sidecar_preprocessing(info, sidecar), _sidecar_provenance(info),
-                             metadata=_sidecar_metadata(info))
+    preprocessing, assumed = _sidecar_preprocessing(info, sidecar)
+    return ArtifactSignature(inputs, outputs, _profiles_max_batch(info, inputs, sidecar), preprocessing,
+                             _sidecar_provenance(info), metadata=_sidecar_metadata(info),
+                             preprocessing_notes=tuple(assumed))
 
 
 # --------------------------------------------------------------------------- OpenVINO IRs (python backend)
@@ -276,11 +274,7 @@ def read_openvino_signature(xml: str | Path) -> ArtifactSignature:
             _check_batchable(s, what, xml)
     meta = checked_metadata(openvino_rt_info(model), xml)
     declared = declared_shape_range(meta) if "shape_range" in meta else None
-    preprocessing = None
-    if "input_size" in meta:
-        from glmix_deploy.data.preprocess import Preprocessing
-
-        preprocessing = Preprocessing.from_metadata(meta)
+    preprocessing, assumed = Preprocessing.recorded(meta, xml)
     provenance = {k: meta[k] for k in PROVENANCE_KEYS if k in meta}
     return ArtifactSignature(inputs, outputs, declared[2][0] if declared else None, preprocessing, provenance,
-                             metadata=meta)
+                             metadata=meta, preprocessing_notes=tuple(assumed))

@@ -42,6 +42,18 @@ class Preprocessing:
             raise UserInputError(f"artifact metadata lacks preprocessing facts ({exc})") from exc
 
     @classmethod
+    def recorded(cls, metadata: Mapping[str, str], where: object) -> "tuple[Preprocessing | None, list[str]]":
+        """The preprocessing an artifact's metadata records, for readers that fall back to a
+        checkpoint's config when it records none: (None, []) without `input_size`. A crop_pct or
+        interpolation it lacks takes timm's default, and each default taken is named in the notes
+        returned for the caller to show (an artifact our exporter wrote records both)."""
+        if "input_size" not in metadata:
+            return None, []
+        defaults = (("crop_pct", cls.crop_pct), ("interpolation", cls.interpolation))
+        notes = [f"{where} does not record {key}; assumed {value}" for key, value in defaults if key not in metadata]
+        return cls.from_metadata(metadata), notes
+
+    @classmethod
     def from_artifact(cls, path: str | Path) -> "Preprocessing":
         """The preprocessing an exported artifact was verified with, read from the artifact itself:
         an .onnx, an OpenVINO .xml, a TensorRT .engine/.plan (its sidecar) or a Triton model folder.

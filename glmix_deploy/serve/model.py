@@ -128,17 +128,21 @@ def _read_labels(path: Path, classes: int | None, notes: list[str]) -> list[str]
     return names
 
 
-def _engine_facts(engine: Engine, artifact: Path, kind: str) -> tuple[int | None, Preprocessing | None]:
-    """The largest batch one call takes and the preprocessing constants, from the artifact itself."""
+def _engine_facts(engine: Engine, artifact: Path, kind: str,
+                  notes: list[str]) -> tuple[int | None, Preprocessing | None]:
+    """The largest batch one call takes and the preprocessing constants, from the artifact itself
+    (a constant it does not record and that was assumed is added to `notes`)."""
     first = engine.inputs[0]
     batch_dim = first.shape[0] if first.shape else None
     if kind == "tensorrt":
         from glmix_deploy.artifacts.signature import read_engine_signature
 
         signature = read_engine_signature(artifact)
+        notes += signature.preprocessing_notes
         return signature.max_batch, signature.preprocessing
     meta = dict(getattr(engine, "metadata", {}) or {})
-    preprocessing = Preprocessing.from_metadata(meta) if "input_size" in meta else None
+    preprocessing, assumed = Preprocessing.recorded(meta, artifact)
+    notes += assumed
     if isinstance(batch_dim, int):
         if batch_dim != 1:
             raise UserInputError(f"{artifact} has a static batch of {batch_dim}; serve needs a dynamic batch axis "
@@ -172,7 +176,7 @@ def open_served_model(artifact: str | Path, *, ckpt: str | Path | None = None, t
     else:
         engine = open_engine(artifact, **options)
     try:
-        engine_batch, preprocessing = (None, None) if kind == "torch" else _engine_facts(engine, artifact, kind)
+        engine_batch, preprocessing = (None, None) if kind == "torch" else _engine_facts(engine, artifact, kind, notes)
         if preprocessing is None and loaded is not None:
             preprocessing = Preprocessing.from_config(loaded.config)
         task = artifact_task(dict(getattr(engine, "metadata", None) or {})) if kind != "torch" else "classify"

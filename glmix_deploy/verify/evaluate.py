@@ -181,9 +181,10 @@ def evaluate(
             if artifact is None:
                 prep = torch_prep
             else:
-                base = (Preprocessing.from_metadata(metadata) if "input_size" in metadata
-                        else Preprocessing.from_config(loaded.config))
-                prep = overrides.apply(base)
+                recorded, assumed = Preprocessing.recorded(metadata, Path(path).name)
+                for note in assumed:
+                    say(note)
+                prep = overrides.apply(recorded or Preprocessing.from_config(loaded.config))
                 fmt = f"{engine.kind} {metadata.get('precision', 'fp32')}" if engine.kind != "torch" else "pytorch"
             static = image_size_of(engine)
             if static is not None and static != prep.img_size:

@@ -257,8 +257,10 @@ def verify_artifact(
 
         x = None
         if image_set is not None:  # preprocessed first: a bad image set fails before the long runs
-            prep = (Preprocessing.from_metadata(metadata) if "input_size" in metadata
-                    else Preprocessing.from_config(meta_cfg or loaded.config))
+            recorded, assumed = Preprocessing.recorded(metadata, model.name)
+            for note in assumed:
+                say(note)
+            prep = recorded or Preprocessing.from_config(meta_cfg or loaded.config)
             static = image_size_of(candidate)
             if static is not None and static != prep.img_size:
                 raise UserInputError(f"{model.name} takes {static}x{static} images but its preprocessing "

@@ -108,3 +108,28 @@ def test_stub_environment_puts_this_pythons_libpython_first_and_numpy_below_2():
                            text=True, env={"PATH": env["PATH"]}, timeout=60)
     assert found.returncode == 0, found.stderr
     assert int(found.stdout.split(".")[0]) < 2  # what the stub's pybind11 was built for
+
+
+def test_preprocessing_an_artifact_does_not_record_is_a_note(tiny_onnx, tmp_path):
+    """An artifact lacking crop_pct/interpolation (an older export) still serves, with the defaults it
+    was given named in the notes; a complete artifact has no such note."""
+    import onnx
+
+    served = open_served_model(tiny_onnx, threads=1)
+    try:
+        assert not [n for n in served.notes if "does not record" in n]
+        complete = served.preprocessing
+    finally:
+        served.close()
+    model = onnx.load(str(tiny_onnx))
+    kept = [p for p in model.metadata_props if p.key != "crop_pct"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    served = open_served_model(tmp_path / "old.onnx", threads=1)
+    try:
+        assert served.notes == [f"{tmp_path / 'old.onnx'} does not record crop_pct; assumed 0.875"]
+        assert served.preprocessing.img_size == complete.img_size and served.preprocessing.crop_pct == 0.875
+        assert served.describe()["notes"] == served.notes
+    finally:
+        served.close()

@@ -75,3 +75,21 @@ def test_class_indices_beyond_the_head_are_refused(tiny_ckpt, tmp_path):
         evaluate(tiny_ckpt, tmp_path)
 
 
+
+
+def test_preprocessing_an_artifact_does_not_record_is_said(tiny_ckpt, tiny_onnx, image_folder, tmp_path):
+    """An older artifact without interpolation is evaluated with the default, and eval says so."""
+    import onnx
+
+    model = onnx.load(str(tiny_onnx))
+    kept = [p for p in model.metadata_props if p.key != "interpolation"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    said: list[str] = []
+    report = evaluate(tiny_ckpt, image_folder, [tmp_path / "old.onnx"], threads=1, say=said.append)
+    assert "old.onnx does not record interpolation; assumed bicubic" in said
+    assert report.entries[1].name == "old.onnx"
+    said.clear()
+    evaluate(tiny_ckpt, image_folder, [tiny_onnx], threads=1, say=said.append)
+    assert not [line for line in said if "does not record" in line]

@@ -193,3 +193,21 @@ def test_tensorrt_config_from_the_sidecar_the_engine_build_writes(onnx_batch: Pa
     with pytest.raises(UserInputError, match="max batch 8"):
         write_triton_repository(engine, tmp_path / "repo2", TritonOptions(backend="tensorrt", max_batch=16,
                                                                           preferred_batch=(16,)))
+
+
+def test_preprocessing_a_sidecar_or_onnx_does_not_fully_record_is_assumed_out_loud(tmp_path: Path,
+                                                                                   onnx_batch: Path) -> None:
+    engine = engine_with_sidecar(tmp_path / "e", preprocessing={"img_size": 96, "mean": [0.5] * 3, "std": [0.5] * 3,
+                                                                  "interpolation": "bilinear"})
+    signature = read_engine_signature(engine)
+    assert signature.preprocessing == Preprocessing(96, (0.5,) * 3, (0.5,) * 3, 0.875, "bilinear")
+    assert signature.preprocessing_notes == (f"{engine}.json does not record crop_pct; assumed 0.875",)
+    assert read_onnx_signature(onnx_batch).preprocessing_notes == ()  # our exporter records every constant
+    model = onnx.load(str(onnx_batch))
+    kept = [p for p in model.metadata_props if p.key not in ("crop_pct", "interpolation")]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    notes = read_onnx_signature(tmp_path / "old.onnx").preprocessing_notes
+    assert notes == (f"{tmp_path / 'old.onnx'} does not record crop_pct; assumed 0.875",
+                     f"{tmp_path / 'old.onnx'} does not record interpolation; assumed bicubic")
