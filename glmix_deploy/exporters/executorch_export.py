@@ -258,9 +258,10 @@ def quantize_int8(program, calibration: np.ndarray):
     return convert_pt2e(prepared)
 
 
-def _folded(model, example, dynamic_shapes):
+def _folded(model, example, dynamic_shapes, *, fold: bool = True):
     """torch.export, then constant folding: the pooling matrices (built from the input size) and
-    reshaped weights become constants."""
+    reshaped weights become constants. `fold=False` for the converted int8 module, whose constants
+    are folded already (a second constant_prop_pass reuses their names for other tensors)."""
     import torch
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
@@ -271,7 +272,7 @@ def _folded(model, example, dynamic_shapes):
         if node.op == "call_function" and node.target is torch.ops.aten._assert_tensor_metadata.default:
             program.graph.erase_node(node)
     program.graph_module.recompile()
-    return constant_prop_pass(program)
+    return constant_prop_pass(program) if fold else program
 
 
 @dataclass
@@ -311,7 +312,7 @@ def lower_program(model, example_shape: Sequence[int], *, dynamic: str = "none",
                                   _dynamic_shapes("batch", _Range(CALIBRATION_BATCH)))
                 model = quantize_int8(batched, calibration)
                 step = "torch.export of the int8 model"
-            program = _folded(model, example, dynamic_shapes)
+            program = _folded(model, example, dynamic_shapes, fold=calibration is None)
             step = "XNNPACK lowering"
             edge = to_edge_transform_and_lower(program, transform_passes=transform_passes(),
                                                partitioner=[XnnpackPartitioner()])

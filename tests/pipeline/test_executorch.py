@@ -67,8 +67,8 @@ def test_sidecar_records_the_onnx_metadata_and_the_delegation(tiny_executorch, t
     for key in ("checkpoint_sha256", "input_size", "mean", "std", "crop_pct", "interpolation", "num_classes",
                 "config", "shape_range"):
         assert meta[key] == onnx_meta[key], key
-    assert meta["format"] == "executorch" and meta["precision"] == "fp32" and meta["dynamic"] == "batch"
-    assert sidecar["inputs"] == [{"name": "images", "shape": ["batch", 3, 64, 64], "dtype": "float32"}]
+    assert meta["format"] == "executorch" and meta["precision"] == "fp32" and meta["dynamic"] == "none"
+    assert sidecar["inputs"] == [{"name": "images", "shape": [1, 3, 64, 64], "dtype": "float32"}]
     delegation = sidecar["delegation"]
     assert delegation["flop_share"] == 1.0 and delegation["total_flops"] > 0
     assert float(meta["delegated_flop_share"]) == 1.0
@@ -116,11 +116,16 @@ def test_a_program_without_its_sidecar_or_not_matching_it_is_refused(tiny_execut
 
 
 @needs_executorch
-def test_batches_beyond_the_declared_range_are_a_user_error(tiny_executorch):
+@pytest.mark.slow
+def test_dynamic_batch_program_runs_every_batch_of_its_range(tiny_loaded, tmp_path):
     from glmix_deploy.engines.registry import open_engine
+    from glmix_deploy.pipeline.executorch import ExecuTorchOptions, export_executorch
 
-    with open_engine(tiny_executorch, threads=1) as engine:
-        assert engine.infer({"images": np.zeros((4, 3, 64, 64), np.float32)})["logits"].shape == (4, 10)
+    result = export_executorch(tiny_loaded, tmp_path / "dyn.pte", ExecuTorchOptions(dynamic="batch", max_batch=4))
+    assert result.parity.passed and {c.shape[0] for c in result.parity.cases} >= {1, 4}
+    assert result.delegation.share == 1.0
+    with open_engine(result.path, threads=1) as engine:
+        assert engine.infer({"images": np.zeros((3, 3, 64, 64), np.float32)})["logits"].shape == (3, 10)
         with pytest.raises(UserInputError, match="could not run"):
             engine.infer({"images": np.zeros((5, 3, 64, 64), np.float32)})
 
