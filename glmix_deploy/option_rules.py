@@ -71,6 +71,7 @@ def _not(choice: str, *values: str) -> Callable[[Request], bool]:
     return lambda request: request.get(choice) not in values
 
 
+_ALL_BUT_EXECUTORCH = tuple(f for f in FORMATS if f != "executorch")
 _TENSORRT_BUILT = "`target=cpu` is the onnxruntime/OpenVINO form of int8; TensorRT builds `target=gpu`"
 
 # Checked option by option (in the order given), each against the rules in this order.
@@ -88,10 +89,20 @@ RULES: tuple[Rule, ...] = (
     Rule(TENSORRT_FIELDS, "fmt", ("trt", "triton"), message="{field} applies to `fmt=trt`, not `fmt={fmt}`"),
     Rule(TENSORRT_FIELDS, "backend", ("tensorrt",), when=_is("fmt", "triton"),
          message="{field} applies to `fmt=trt` or `backend=tensorrt`, not `backend={backend}`"),
-    Rule(ONNX_ROUTE_FIELDS, "fmt", tuple(f for f in FORMATS if f != "executorch"),
+    Rule(ONNX_ROUTE_FIELDS, "fmt", _ALL_BUT_EXECUTORCH,
          message="{field} does not apply to `fmt=executorch` (torch.export straight to an XNNPACK program, "
                  "no ONNX on the way)"),
     Rule(TRITON_FIELDS, "fmt", ("triton",)),
+    # ExecuTorch: XNNPACK's PT2E quantizer makes int8 only, and static shapes; XNNPACK takes no
+    # reshape of a symbolic height or width.
+    Rule(("precision",), "fmt", _ALL_BUT_EXECUTORCH, when=_not("precision", "fp32", "int8"),
+         message="`fmt=executorch` takes `precision=fp32 or int8` (XNNPACK's PT2E quantizer), not {precision}"),
+    Rule(("dynamic",), "fmt", _ALL_BUT_EXECUTORCH, when=_not("dynamic", "none", "batch"),
+         message="`fmt=executorch` takes `dynamic=none or batch`, not {dynamic}: XNNPACK cannot take reshapes of a "
+                 "symbolic height or width (export one program per size)"),
+    Rule(("dynamic",), "precision", ("fp32",),
+         when=lambda request: request.get("fmt") == "executorch" and request.get("dynamic") != "none",
+         message="`fmt=executorch` `precision=int8` takes `dynamic=none` (static shapes)"),
     # Precision options.
     Rule(("calib",), "precision", ("fp16", "int8", "fp8")),  # fp16: the guard's images when there is no holdout
     Rule(("calib_size", "calib_method", "calib_synthetic", "calib_cache"), "precision", ("int8", "fp8")),

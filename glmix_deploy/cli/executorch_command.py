@@ -1,7 +1,8 @@
 """`export --fmt executorch`: the options the ExecuTorch target takes, its run and its rendering.
 
 Called by `export` (cli/export_command.py) once the options common to every format are checked;
-the ONNX route's own options were refused there (cli.params.ONNX_ROUTE_OPTIONS).
+the ONNX route's own options, and the precisions and dynamic modes XNNPACK cannot take, were
+refused there (option_rules.RULES).
 """
 
 from __future__ import annotations
@@ -13,21 +14,13 @@ from glmix_deploy.errors import UserInputError
 
 
 def export_executorch_command(*, ckpt: Path, out: Path | None, force: bool, img_size: int | None, batch: int,
-                              dynamic: str, max_batch: int | None, precision: str, precision_options,
+                              dynamic: str, max_batch: int | None, precision_options,
                               load_checkpoint) -> None:
     """Lower, verify and place the program; `load_checkpoint()` loads the model (after every check)."""
     from glmix_deploy.cli.app import State
     from glmix_deploy.exporters.executorch_sidecar import sidecar_path
     from glmix_deploy.pipeline.executorch import ExecuTorchOptions, export_executorch, program_path
 
-    if precision not in ("fp32", "int8"):
-        raise UserInputError(f"--fmt executorch takes --precision fp32 or int8 (XNNPACK's PT2E quantizer), "
-                             f"not {precision}")
-    if dynamic not in ("none", "batch"):
-        raise UserInputError(f"--fmt executorch takes --dynamic none or batch, not {dynamic}: XNNPACK cannot take "
-                             "reshapes of a symbolic height or width (export one program per size)")
-    if precision == "int8" and dynamic != "none":
-        raise UserInputError("--fmt executorch --precision int8 takes --dynamic none (static shapes)")
     options = ExecuTorchOptions(img_size=img_size, batch=batch, dynamic=dynamic, max_batch=max_batch,
                                 precision=precision_options)
     options.validate()

@@ -292,7 +292,7 @@ def export(
         calibrated = precision is Precision.int8
         return export_executorch_command(
             ckpt=ckpt, out=out, force=force, img_size=img_size, batch=batch, dynamic=dynamic.value,
-            max_batch=max_batch, precision=precision.value,
+            max_batch=max_batch,
             precision_options=PrecisionOptions(
                 precision="int8", target="cpu", calib=calib, calib_size=calib_size, calib_synthetic=calib_synthetic,
                 min_top1=parse_fraction(min_top1, "--min-top1"), holdout=holdout) if calibrated else None,
