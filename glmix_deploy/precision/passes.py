@@ -44,6 +44,7 @@ from glmix_deploy.precision.qdq import (
     check_qdq_graph,
     eligibility,
     insert_qdq,
+    scale_floor_limits,
 )
 from glmix_deploy.precision.units import (
     Unit,
@@ -250,14 +251,8 @@ class QdqPass(CalibratedPass):
         options, calibration = context.options, context.calibration
         self.calibration = calibration
         self.eligible = eligibility(self.model, self.fmt)
-        # Nodes the guard can keep unquantized: eligible linear nodes and the fused residual Adds.
-        self.quantizable = frozenset(self.eligible.nodes) | frozenset(self.eligible.residuals)
         self.absmax = context.activation_absmax(self.model)
         self.forced = overflow_nodes(self.model, self.absmax)
-        # Island units without their linear nodes: an island keeps its nodes fp32, a quantized
-        # node stays quantized either way (its inputs are int8/fp8; only its output type changes).
-        self.islands = [Unit(u.name, tuple(n for n in u.nodes if n not in self.quantizable), "island")
-                        for u in fp16_island_candidates(self.model)]
         self.settings = {"format": self.fmt.name, "method": options.calib_method,
                          "tensors": "linear-op activations and residual Add inputs, symmetric per tensor",
                          "percentile": PERCENTILE if options.calib_method == "percentile" else None}
@@ -275,9 +270,21 @@ class QdqPass(CalibratedPass):
                         f"{self.cache.ranges_path}")
             self.amax = context.calibrate(self.model, wanted)
             self.cache.write_amax(self.amax)
-        if self.eligible.skipped:
-            context.say(f"{len(self.eligible.skipped)} linear node(s) TensorRT does not run in {self.fmt.name} "
-                        "stay fp16 (see the report)")
+        # Ranges an fp16 scale cannot serve keep their consumers fp16 (qdq.scale_floor_limits).
+        self.range_limited = scale_floor_limits(self.eligible, self.amax, self.fmt)
+        self.eligible = self.eligible.without(self.range_limited)
+        if self.range_limited:
+            context.say(f"{len(self.range_limited)} node(s) stay fp16: their calibrated input range is below what "
+                        f"an fp16 scale serves in {self.fmt.name} (see the report)")
+        # Nodes the guard can keep unquantized: eligible linear nodes and the fused residual Adds.
+        self.quantizable = frozenset(self.eligible.nodes) | frozenset(self.eligible.residuals)
+        # Island units without their linear nodes: an island keeps its nodes fp32, a quantized
+        # node stays quantized either way (its inputs are int8/fp8; only its output type changes).
+        self.islands = [Unit(u.name, tuple(n for n in u.nodes if n not in self.quantizable), "island")
+                        for u in fp16_island_candidates(self.model)]
+        if len(self.eligible.skipped) > len(self.range_limited):
+            context.say(f"{len(self.eligible.skipped) - len(self.range_limited)} linear node(s) TensorRT does not run "
+                        f"in {self.fmt.name} stay fp16 (see the report)")
 
     def phases(self) -> list[list[Unit]]:
         # Blocks rank cheaply (a few dozen builds, not hundreds); `refine` then quantizes again
@@ -311,6 +318,7 @@ class QdqPass(CalibratedPass):
             "weight_quant": f"{name} symmetric per-channel (zero point 0)",
             f"{name}_excluded": json.dumps([u.name for u in result.excluded]),
             f"{name}_excluded_nodes": json.dumps(kept_float),
+            f"{name}_range_limited_nodes": json.dumps(sorted(self.range_limited)),
             "fp32_islands": json.dumps(islands),
         }
 
@@ -319,7 +327,9 @@ class QdqPass(CalibratedPass):
         quantized = [n for n in self.eligible.nodes if n not in kept_float]
         low = {**result.to_dict(), "quantized_nodes": len(quantized), "candidate_nodes": len(self.eligible.nodes),
                "residual_adds": len([a for a in self.eligible.residuals if a not in kept_float]),
-               "not_eligible": dict(self.eligible.skipped), "fp32_islands": islands,
+               "not_eligible": {n: r for n, r in self.eligible.skipped.items() if n not in self.range_limited},
+               "range_limited": dict(self.range_limited),
+               "fp32_islands": islands,
                "qdq": check_qdq_graph(result.model, self.fmt)}
         calibration = {**self.calibration.describe(), "method": self.context.options.calib_method,
                        "cache": str(self.cache.ranges_path), "cache_reused": self.reused,

@@ -13,6 +13,12 @@ an fp16 graph, the form TensorRT 10+/11 builds strongly typed.
   Conv, so TensorRT fuses the Add into the Conv.
 * Then fp16 (`precision.fp16.convert_fp16`) everywhere but the FP32 islands, whose Q/DQ stay fp32
   with them. Opset >= 19 (fp16 scales, float8e4m3fn).
+* Ranges an fp16 scale cannot serve (`scale_floor_limits`, once calibrated): scales are fp16 normals,
+  so no smaller than 2^-14. A tensor whose range needs a smaller one is quantized with too coarse a
+  step: for int8, GLMix's clustering softmax (over H*W pixels, values ~1/(H*W)) peaks at 1.8e-5 at
+  1024x1024, where a 2^-14 step rounds every value to 0 (stage-map cosine 0.97). Its consumer stays
+  fp16 by rule (for int8 when the floor costs more than one of its 7 bits; fp8 only shifts such
+  values down its exponent range, so it keeps them unless they fall below its normals).
 
 Pure graph work: the ranges (largest |value| per activation tensor) are calibrated elsewhere.
 """
@@ -36,6 +42,7 @@ QDQ_MIN_OPSET = 19  # QuantizeLinear-19: fp16 inputs and scales, float8e4m3fn
 MIN_DIM = 16  # TensorRT's int8/fp8 tensor-core kernels want K, N, channels >= 16
 FP8_MAX_FILTER = 32  # fp8 convs with kxk above this run slower than fp16 (ModelOpt's rule)
 FP16_MIN_NORMAL = 2.0 ** -14  # scales become fp16 with the graph: no smaller, no subnormals
+FP8_MIN_NORMAL = 2.0 ** -6  # float8e4m3fn's smallest normal: below it fp8 loses its relative precision
 
 
 def fp16_scale(scale: np.ndarray) -> np.ndarray:
@@ -63,6 +70,20 @@ class QuantFormat:
     def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
         return self.quantize(np.zeros(shape, np.float32))
 
+    def floor_loss(self, amax: float) -> str | None:
+        """Why a per-tensor range of largest |value| `amax` loses its precision to the fp16 scale floor
+        (`fp16_scale`), or None when it keeps it. int8: the floored scale leaves the largest value
+        fewer than half of the 127 steps (more than one bit lost). fp8: the largest value falls
+        below fp8's smallest normal (a larger scale only moves fp8 values down its exponents)."""
+        if not amax > 0 or not math.isfinite(amax):
+            return None
+        top = amax / float(fp16_scale(np.array(amax / self.qmax, np.float32)))
+        if self.name == "int8" and top < self.qmax / 2:
+            return f"{top:.3g} of int8's 127 steps"
+        if self.name == "fp8" and top < FP8_MIN_NORMAL:
+            return f"largest value {top:.3g} in fp8, below its smallest normal"
+        return None
+
 
 INT8 = QuantFormat("int8", 3, 127.0)  # TensorProto.INT8
 FP8 = QuantFormat("fp8", 17, 448.0)  # TensorProto.FLOAT8E4M3FN
@@ -81,6 +102,16 @@ class Eligibility:
     activations: dict[str, tuple[str, ...]]  # node -> its activation inputs to quantize
     weights: dict[str, tuple[tuple[str, int], ...]]  # node -> (weight initializer, channel axis)
     residuals: dict[str, tuple[str, str]]  # Add node -> (its quantized Conv, the residual input)
+
+    def without(self, reasons: Mapping[str, str]) -> "Eligibility":
+        """The same with the nodes in `reasons` moved to `skipped` (a residual Add follows its Conv)."""
+        if not reasons:
+            return self
+        nodes = tuple(n for n in self.nodes if n not in reasons)
+        return Eligibility(nodes, {**self.skipped, **reasons},
+                           {n: t for n, t in self.activations.items() if n not in reasons},
+                           {n: w for n, w in self.weights.items() if n not in reasons},
+                           {a: (c, r) for a, (c, r) in self.residuals.items() if c in nodes and a not in reasons})
 
     def tensors(self) -> list[str]:
         """Every activation tensor a quantized graph may need a range for."""
@@ -189,6 +220,23 @@ def _residual_adds(model: "onnx.ModelProto", quantizable: set[str], weights) -> 
             continue
         adds[node.name] = (producers[node.input[fused]].name, other)
     return adds
+
+
+def scale_floor_limits(eligible: Eligibility, amax: Mapping[str, float], fmt: QuantFormat) -> dict[str, str]:
+    """Eligible nodes (and residual Adds) with an activation input whose calibrated range the fp16
+    scale floor cannot serve (`QuantFormat.floor_loss`), with the reason: they stay fp16. A rule of
+    the ranges, not the guard's choice: GLMix's clustering softmax (values near 1/(H*W) when it is
+    flat) meets it in int8 once a stage map holds more than a few hundred pixels."""
+    limits: dict[str, str] = {}
+    inputs = {**eligible.activations, **{add: (other,) for add, (_, other) in eligible.residuals.items()}}
+    for node, tensors in inputs.items():
+        for tensor in tensors:
+            loss = fmt.floor_loss(float(amax.get(tensor, 0.0)))
+            if loss:
+                limits[node] = (f"input {tensor} calibrated to |x| <= {float(amax[tensor]):.3g}: an fp16 scale "
+                                f"(>= 2^-14) leaves it {loss}")
+                break
+    return limits
 
 
 # ------------------------------------------------------------------------------------ the graph

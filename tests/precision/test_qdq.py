@@ -20,6 +20,7 @@ from glmix_deploy.precision.qdq import (
     eligibility,
     fp16_scale,
     insert_qdq,
+    scale_floor_limits,
 )
 from glmix_deploy.precision.units import constants_to_initializers
 
@@ -136,3 +137,61 @@ def test_fp8_keeps_depthwise_convs_fp16_int8_quantizes_them(fp32):
     assert all(n in eligibility(fp32, FP8).skipped for n in depthwise)
     int8 = eligibility(fp32, INT8)
     assert all(n in int8.nodes or "channels" in int8.skipped[n] for n in depthwise)
+
+
+def _softmax_matmul(pixels: int, channels: int = 16, slots: int = 16) -> onnx.ModelProto:
+    """GLMix's clustering at a high resolution, alone: softmax over `pixels` (slot logits) @ X."""
+    from onnx import helper
+
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, slots, pixels])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, pixels, channels])
+    out = helper.make_tensor_value_info("slots", TensorProto.FLOAT, [1, slots, channels])
+    graph = helper.make_graph([helper.make_node("Softmax", ["logits"], ["probs"], name="/cluster/Softmax", axis=-1),
+                               helper.make_node("MatMul", ["probs", "x"], ["slots"], name="/cluster/MatMul_1")],
+                              "clustering", [logits, x], [out])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def _run_inputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
+def test_floor_loss_int8_below_half_its_steps_fp8_below_its_normals():
+    bound = 127 * FP16_MIN_NORMAL  # the smallest int8 range an fp16 scale serves exactly
+    assert INT8.floor_loss(1.0) is None and INT8.floor_loss(bound) is None and INT8.floor_loss(bound / 1.9) is None
+    assert "of int8's 127 steps" in INT8.floor_loss(bound / 2.1)
+    assert "0.295" in INT8.floor_loss(1.8e-5)  # the sample's 1024x1024 clustering softmax: every value -> 0
+    assert FP8.floor_loss(1.8e-5) is None and FP8.floor_loss(1.0) is None
+    assert "smallest normal" in FP8.floor_loss(1e-7)
+    assert INT8.floor_loss(0.0) is None and INT8.floor_loss(float("nan")) is None
+
+
+def test_a_softmax_over_65536_pixels_zeroes_in_int8_under_the_scale_floor_and_the_rule_keeps_it_fp16():
+    """A flat softmax over a 256x256 stage map peaks near 1/65536: with an fp16 scale (>= 2^-14)
+    int8 rounds all of it to 0, so its MatMul stays fp16 by rule; fp8 keeps it (and agrees)."""
+    model = _softmax_matmul(256 * 256)
+    rng = np.random.default_rng(0)
+    feeds = {"logits": rng.normal(0, 0.1, (1, 16, 256 * 256)).astype(np.float32),
+             "x": rng.normal(0, 1, (1, 256 * 256, 16)).astype(np.float32)}
+    ref = _run_inputs(model, feeds)
+    amax = {"probs": 0.0, "x": float(np.abs(feeds["x"]).max())}
+    logits = feeds["logits"] - feeds["logits"].max(-1, keepdims=True)
+    amax["probs"] = float((np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).max())
+    assert amax["probs"] < FP16_MIN_NORMAL / 2  # below half the smallest int8 step an fp16 scale gives
+
+    eligible = eligibility(model, INT8)
+    assert eligible.nodes == ("/cluster/MatMul_1",)
+    everything, _ = insert_qdq(model, eligible, amax, INT8)
+    assert not np.any(_run_inputs(everything, feeds))  # without the rule: all zeros
+    limits = scale_floor_limits(eligible, amax, INT8)
+    assert list(limits) == ["/cluster/MatMul_1"] and "input probs" in limits["/cluster/MatMul_1"]
+    kept = eligible.without(limits)
+    assert kept.nodes == () and "fp16 scale" in kept.skipped["/cluster/MatMul_1"]
+    ruled, _ = insert_qdq(model, kept, amax, INT8)
+    np.testing.assert_allclose(_run_inputs(ruled, feeds), ref, rtol=1e-5, atol=1e-7)
+
+    fp8 = eligibility(model, FP8)
+    assert scale_floor_limits(fp8, amax, FP8) == {}
+    quantized, _ = insert_qdq(model, fp8, amax, FP8)
+    assert _cosine(ref, _run_inputs(quantized, feeds)) > 0.99
