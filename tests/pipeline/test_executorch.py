@@ -65,8 +65,9 @@ def test_sidecar_records_the_onnx_metadata_and_the_delegation(tiny_executorch, t
     onnx_meta = {p.key: p.value for p in onnx.load(str(tiny_onnx), load_external_data=False).metadata_props}
     meta = sidecar["metadata"]
     for key in ("checkpoint_sha256", "input_size", "mean", "std", "crop_pct", "interpolation", "num_classes",
-                "config", "shape_range"):
+                "config", "task" if "task" in onnx_meta else "config"):
         assert meta[key] == onnx_meta[key], key
+    assert json.loads(meta["shape_range"]) == {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [1, 3, 64, 64]}
     assert meta["format"] == "executorch" and meta["precision"] == "fp32" and meta["dynamic"] == "none"
     assert sidecar["inputs"] == [{"name": "images", "shape": [1, 3, 64, 64], "dtype": "float32"}]
     delegation = sidecar["delegation"]
@@ -90,7 +91,7 @@ def test_verify_eval_and_bench_run_it_unchanged(tiny_ckpt, tiny_executorch, imag
     assert run(["--json", "bench", "--ckpt", str(tiny_ckpt), "--model", str(tiny_executorch), "--batch", "1",
                 "--iters", "3", "--warmup", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
-    kinds = {entry["kind"] for entry in report["entries"]}
+    kinds = {entry["kind"] for entry in report["results"]}
     assert "executorch" in kinds
 
 
@@ -109,7 +110,8 @@ def test_a_program_without_its_sidecar_or_not_matching_it_is_refused(tiny_execut
     with pytest.raises(UserInputError, match="has no sidecar lone.pte.json"):
         open_engine(lone)
     swapped = tmp_path / "swapped.pte"
-    swapped.write_bytes(tiny_executorch.read_bytes()[:-16] + b"\0" * 16)
+    data = tiny_executorch.read_bytes()
+    swapped.write_bytes(data[:256] + bytes(b ^ 0xFF for b in data[256:272]) + data[272:])
     shutil.copy(str(tiny_executorch) + ".json", str(swapped) + ".json")
     with pytest.raises(UserInputError, match="sha256 differs"):
         open_engine(swapped)
