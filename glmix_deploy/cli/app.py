@@ -65,6 +65,9 @@ OverrideOption = Annotated[bool, typer.Option(
 ModelConfigOption = Annotated[Optional[Path], typer.Option(
     "--model-config", help="YAML/JSON of the official GLNet constructor's arguments (num_slots, head_dim, ...): "
                            "pins what the tensors cannot tell, checked against them.")]
+ReportOption = Annotated[Optional[Path], typer.Option("--report", help="Write the full report as JSON.")]
+ThreadsOption = Annotated[Optional[int], typer.Option(
+    "--threads", min=1, help="CPU threads for every engine (default: PyTorch's default).")]
 
 
 def model_config_file(path: Path | None):

@@ -6,9 +6,10 @@ when it was typed, even with its default value.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -26,6 +27,10 @@ from glmix_deploy.cli.app import (
     load,
 )
 from glmix_deploy.errors import CheckFailed, UserInputError
+
+if TYPE_CHECKING:
+    from glmix_deploy.models.loader import LoadedCheckpoint
+    from glmix_deploy.pipeline.export import ExportResult
 
 
 class Fmt(str, Enum):
@@ -130,9 +135,20 @@ def _loaded_for_export(ckpt, state_key, head_dim, num_slots, img_size, model_con
     return loaded
 
 
+def _check_outputs(fmt: Fmt, out: Path | None, ckpt: Path, backend: TritonBackend, force: bool) -> None:
+    """Refuse, before any work, outputs that cannot be written, and files the user did not ask to replace."""
+    from glmix_deploy.pipeline import targets
+
+    targets.check_output_locations(fmt.value, out, ckpt, backend=backend.value)
+    if not force and (existing := targets.unrequested_replacements(fmt.value, out, ckpt, backend=backend.value)):
+        many = len(existing) > 1
+        raise UserInputError(f"{', '.join(map(str, existing))} already exist{'' if many else 's'} and --out does not "
+                             f"name {'them' if many else 'it'}; pass --force to replace, or choose another --out")
+
+
 def _showing_preflight(build):
     """Run a step that builds an engine; a preflight refusal (CheckFailed) shows its findings first."""
-    from glmix_deploy.cli.trt_commands import preflight_report
+    from glmix_deploy.cli.preflight_command import preflight_report
     from glmix_deploy.tensorrt.preflight import PreflightReport
 
     try:
@@ -270,7 +286,6 @@ def export(
         parse_preferred_batch,
         parse_profile_shapes,
     )
-    from glmix_deploy.cli.trt_commands import build_result
     from glmix_deploy.exporters.onnx_export import ExportOptions
     from glmix_deploy.option_rules import check_options, default_target
     from glmix_deploy.pipeline import targets
@@ -332,42 +347,72 @@ def export(
                                                          tensorrt_version=_tensorrt_version(fmt, backend)))
     options.validate()
     onnx_out = targets.onnx_path(fmt.value, out, ckpt)
-    targets.check_output_locations(fmt.value, out, ckpt, backend=backend.value)
-    if not force and (existing := targets.unrequested_replacements(fmt.value, out, ckpt, backend=backend.value)):
-        many = len(existing) > 1
-        raise UserInputError(f"{', '.join(map(str, existing))} already exist{'' if many else 's'} and --out does not "
-                             f"name {'them' if many else 'it'}; pass --force to replace, or choose another --out")
+    _check_outputs(fmt, out, ckpt, backend, force)
 
     loaded = _loaded_for_export(ckpt, state_key, head_dim, num_slots, img_size, model_config, override)
-    progress = None if State.json else render.step
-    on_case = None if State.json else render.parity_case
-    result = export_onnx(loaded, onnx_out, options, progress=progress, on_parity_case=on_case)
-    report = {"checkpoint": loaded.summary(), "export": result.to_dict()}
+    verified = _VerifiedOnnx(loaded, export_onnx(loaded, onnx_out, options, progress=_progress(),
+                                                 on_parity_case=_on_case()), out)
+    report = {"checkpoint": loaded.summary(), "export": verified.result.to_dict()}
     if not State.json:
-        export_render.export_result(result)
-        export_render.precision_summary(result)
-
+        export_render.export_result(verified.result)
+        export_render.precision_summary(verified.result)
     if fmt is Fmt.trt:
-        engine = targets.engine_path(onnx_out, out)
-        build = _showing_preflight(lambda: targets.build_tensorrt(onnx_out, engine, tensorrt, progress=progress))
-        if not State.json:
-            build_result(build)
-        report["tensorrt"] = build.to_dict()
+        report["tensorrt"] = _to_tensorrt(verified, tensorrt)
     elif fmt is Fmt.openvino:
-        from glmix_deploy.pipeline.openvino import export_openvino
-
-        ir = export_openvino(loaded, result, targets.ir_path(result.path, out), progress=progress,
-                             inference_precision=inference_precision, on_parity_case=on_case)
-        if not State.json:
-            export_render.openvino_result(ir)
-        report["openvino"] = ir.to_dict()
+        report["openvino"] = _to_openvino(verified, inference_precision)
     elif triton is not None:
-        written = _showing_preflight(lambda: targets.write_triton(loaded, onnx_out, triton, tensorrt=tensorrt,
-                                                                  progress=progress))
-        if not State.json:
-            if written.tensorrt is not None:
-                build_result(written.tensorrt)
-            export_render.triton_result(written)
-        report["triton"] = written.to_dict()
+        report["triton"] = _to_triton(verified, triton, tensorrt)
     if State.json:
         render.print_json(report)
+
+
+# The target steps after the verified ONNX, one per format: each runs, renders and returns its report.
+
+
+@dataclass(frozen=True)
+class _VerifiedOnnx:
+    loaded: "LoadedCheckpoint"
+    result: "ExportResult"
+    out: Path | None  # the user's --out
+
+
+def _progress():
+    return None if State.json else render.step
+
+
+def _on_case():
+    return None if State.json else render.parity_case
+
+
+def _to_tensorrt(verified: _VerifiedOnnx, tensorrt) -> dict:
+    from glmix_deploy.pipeline import targets
+
+    onnx_out = verified.result.path
+    engine = targets.engine_path(onnx_out, verified.out)
+    build = _showing_preflight(lambda: targets.build_tensorrt(onnx_out, engine, tensorrt, progress=_progress()))
+    if not State.json:
+        export_render.build_result(build)
+    return build.to_dict()
+
+
+def _to_openvino(verified: _VerifiedOnnx, inference_precision: str) -> dict:
+    from glmix_deploy.pipeline import targets
+    from glmix_deploy.pipeline.openvino import export_openvino
+
+    ir = export_openvino(verified.loaded, verified.result, targets.ir_path(verified.result.path, verified.out),
+                         progress=_progress(), inference_precision=inference_precision, on_parity_case=_on_case())
+    if not State.json:
+        export_render.openvino_result(ir)
+    return ir.to_dict()
+
+
+def _to_triton(verified: _VerifiedOnnx, triton, tensorrt) -> dict:
+    from glmix_deploy.pipeline import targets
+
+    written = _showing_preflight(lambda: targets.write_triton(verified.loaded, verified.result.path, triton,
+                                                              tensorrt=tensorrt, progress=_progress()))
+    if not State.json:
+        if written.tensorrt is not None:
+            export_render.build_result(written.tensorrt)
+        export_render.triton_result(written)
+    return written.to_dict()

@@ -1,5 +1,6 @@
 """Human-readable rendering of `export`'s results: the verified ONNX (parity table, node counts),
-what the fp16/int8 conversion did, and each target (OpenVINO IR, Triton repository)."""
+what the fp16/int8/fp8 conversion did, and each target (TensorRT engine, OpenVINO IR, Triton
+repository)."""
 
 from __future__ import annotations
 
@@ -120,3 +121,27 @@ def triton_result(export) -> None:
         + (f", {result.labels} labels" if result.labels else ""))
     render.out.print(f"[green]wrote {result.repository}[/green]; serve with: "
                      f"tritonserver --model-repository {result.repository.resolve()}")
+
+
+def build_result(result) -> None:
+    """Summary of an engine build."""
+    table = Table(title=f"TensorRT engine {result.engine}", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    gpu = f"{result.gpu.name} (compute capability {result.gpu.compute_capability})" if result.gpu else "unknown"
+    table.add_row("built with", f"TensorRT {result.tensorrt_version} ({result.backend})")
+    table.add_row("GPU", gpu)
+    table.add_row("precision", f"{result.precision} (strongly typed: from the ONNX graph)")
+    for p in result.profiles:
+        table.add_row(f"profile {p.input}", " / ".join("x".join(map(str, s)) for s in (p.min, p.opt, p.max)) +
+                      "  (min / opt / max)")
+    cache = result.timing_cache
+    if cache.get("path"):
+        table.add_row("timing cache", f"{cache['path']} ({'reused' if cache.get('loaded') else 'new'}"
+                                      f"{', saved' if cache.get('saved') else ''})")
+    table.add_row("sidecar", str(result.sidecar))
+    table.add_row("build time", f"{result.seconds:.1f} s")
+    render.out.print(table)
+    for w in result.preflight.warnings:
+        render.step(f"[yellow]preflight warning: {w.line()}[/yellow]")
+    render.out.print(f"[green]wrote {result.engine}[/green]")

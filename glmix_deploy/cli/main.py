@@ -19,16 +19,8 @@ from glmix_deploy.cli.app import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    CkptOption,
-    HeadDimOption,
-    ModelConfigOption,
-    NumSlotsOption,
-    OverrideOption,
     State,
-    StateKey,
-    StateKeyOption,
     app,
-    load,
 )
 
 
@@ -51,33 +43,13 @@ def _usage_error_types() -> tuple[type[Exception], ...]:
 USAGE_ERRORS = _usage_error_types()
 
 
-@app.command()
-def inspect(
-    ckpt: CkptOption,
-    state_key: StateKeyOption = StateKey.auto,
-    head_dim: HeadDimOption = None,
-    num_slots: NumSlotsOption = None,
-    model_config: ModelConfigOption = None,
-    override: OverrideOption = False,
-) -> None:
-    """Show the GLNet configuration inferred from a checkpoint's tensors (and what was assumed)."""
-    loaded = load(ckpt, state_key, head_dim, num_slots, model_config=model_config, override=override)
-    summary = loaded.summary()
-    if State.json:
-        render.print_json(summary)
-    else:
-        render.checkpoint_summary(summary)
-        render.assumed_warning(loaded)
-
-
-# Command modules register themselves on `app` when imported.
-from glmix_deploy.cli import (  # noqa: E402,F401
-    export_command,
-    serve_command,
-    trt_commands,  # noqa: E402,F401
-    verify_commands,
-    visualize_command,
-)
+# Command modules register themselves on `app` when imported, in the order `--help` lists them.
+from glmix_deploy.cli import inspect_command  # noqa: E402,F401,I001
+from glmix_deploy.cli import export_command  # noqa: E402,F401
+from glmix_deploy.cli import serve_command  # noqa: E402,F401
+from glmix_deploy.cli import preflight_command  # noqa: E402,F401
+from glmix_deploy.cli import verify_command, bench_command, eval_command  # noqa: E402,F401
+from glmix_deploy.cli import visualize_command  # noqa: E402,F401
 
 
 def _debug_requested(argv: list[str]) -> bool:

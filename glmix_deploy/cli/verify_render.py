@@ -1,9 +1,12 @@
-"""Rendering of verify / bench / eval results (rich). Results to stdout, progress to stderr."""
+"""Rendering of verify / bench / eval results (rich), and the common ending of those checks.
+Results to stdout, progress to stderr."""
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from rich.progress import (
     BarColumn,
@@ -16,6 +19,8 @@ from rich.table import Table
 
 from glmix_deploy.bench.progress import ProgressFactory
 from glmix_deploy.cli import render
+from glmix_deploy.cli.app import State
+from glmix_deploy.errors import CheckFailed
 from glmix_deploy.graph.flops import share_line
 
 
@@ -163,3 +168,28 @@ def eval_report(report) -> None:
         table.add_row(e.name, e.format, f"{e.file_bytes / 1e6:.2f} MB", _pct(e.top1), _pct(e.top5),
                       _pct(e.agreement), _num(e.latency_ms_per_image, ".2f"), shares)
     render.out.print(table)
+
+
+def emit_json(data: dict) -> None:
+    from glmix_deploy.files import dumps
+
+    sys.stdout.write(dumps(data))
+
+
+def quiet_step(message: str) -> None:
+    if not State.json:
+        render.step(message)
+
+
+def finish_check(result, render_human, written: tuple[tuple[str, Path | None], ...]) -> None:
+    """The common ending of verify and bench: the human rendering and the files written, then the
+    gate (exit 1 through CheckFailed), then the JSON of a passing run."""
+    if not State.json:
+        render_human(result)
+        for label, path in written:
+            if path:
+                render.step(f"wrote {label} {path}")
+    if not result.passed:
+        raise CheckFailed(result.summary_line(), report=result)
+    if State.json:
+        emit_json(result.to_dict())

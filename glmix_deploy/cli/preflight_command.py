@@ -1,4 +1,5 @@
-"""`preflight` (registered on the shared app) and the rendering of TensorRT preflight/build results.
+"""`preflight` (registered on the shared app) and the rendering of its findings (also shown when an
+export's TensorRT build is refused by preflight).
 
 Thin: parse (cli/params.py), call glmix_deploy.tensorrt.preflight / tensorrt.profiles, render;
 CheckFailed (exit 1) when preflight finds anything TensorRT's ONNX parser would reject.
@@ -41,30 +42,6 @@ def preflight_report(report) -> None:
         render.step(f"quantized types {', '.join(report.quantized_types)}{gpus}")
     if report.passed:
         render.out.print(f"[green]{report.summary_line()}[/green]")
-
-
-def build_result(result) -> None:
-    """Summary of an engine build."""
-    table = Table(title=f"TensorRT engine {result.engine}", show_header=False, title_justify="left")
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    gpu = f"{result.gpu.name} (compute capability {result.gpu.compute_capability})" if result.gpu else "unknown"
-    table.add_row("built with", f"TensorRT {result.tensorrt_version} ({result.backend})")
-    table.add_row("GPU", gpu)
-    table.add_row("precision", f"{result.precision} (strongly typed: from the ONNX graph)")
-    for p in result.profiles:
-        table.add_row(f"profile {p.input}", " / ".join("x".join(map(str, s)) for s in (p.min, p.opt, p.max)) +
-                      "  (min / opt / max)")
-    cache = result.timing_cache
-    if cache.get("path"):
-        table.add_row("timing cache", f"{cache['path']} ({'reused' if cache.get('loaded') else 'new'}"
-                                      f"{', saved' if cache.get('saved') else ''})")
-    table.add_row("sidecar", str(result.sidecar))
-    table.add_row("build time", f"{result.seconds:.1f} s")
-    render.out.print(table)
-    for w in result.preflight.warnings:
-        render.step(f"[yellow]preflight warning: {w.line()}[/yellow]")
-    render.out.print(f"[green]wrote {result.engine}[/green]")
 
 
 @app.command()
