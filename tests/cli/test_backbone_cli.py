@@ -83,7 +83,7 @@ def test_out_indices_pick_the_stages(detector: Path, tmp_path: Path, capsys) -> 
     (["--out-indices", "2,4"], "--out-indices applies to --task features"),
     (["--task", "features", "--out-indices", "3,1"], "--out-indices must be distinct ascending stages"),
     (["--task", "features", "--precision", "fp16", "--min-top1", "90"], "--min-top1 applies to --task classify"),
-    (["--task", "embed", "--fmt", "openvino"], "--task embed exports --fmt onnx for now"),
+    (["--task", "embed", "--fmt", "openvino"], "--task embed exports --fmt onnx, trt, triton for now, not --fmt openvino"),
     (["--task", "features", "--cluster-logits"], "--cluster-logits applies to --task classify"),
 ])
 def test_task_options_that_do_not_apply_are_refused(detector: Path, tmp_path: Path, capsys, args, message) -> None:
