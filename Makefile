@@ -14,7 +14,7 @@ TORCH  := torch==2.13.0
 TRT_BINDINGS := .cache/trt-bindings
 TRT_BINDINGS_VERSIONS := 10.13.3.9 11.4.0.106
 
-.PHONY: install demo test test-fast test-all-releases bench clean trt-bindings
+.PHONY: install demo test test-fast test-all-releases lint bench clean trt-bindings
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,9 +64,13 @@ test: $(STAMP) trt-bindings
 test-all-releases: $(STAMP) trt-bindings
 	GLMIX_ALL_RELEASES=1 $(BIN)/python -m pytest -q -ra --durations=15
 
-# Skips the full-size release-variant exports (minutes on 2 cores).
+# The inner loop: no full-size exports (slow), no real Triton servers (serving), no CLI runs in a
+# fresh Python process (cli).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -ra -m "not slow"
+	$(BIN)/python -m pytest -q -ra -m "not slow and not serving and not cli" --durations=10
+
+lint: $(STAMP)
+	$(BIN)/ruff check glmix_deploy tests benchmarks samples
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/export_speed.py

@@ -17,6 +17,8 @@ from glmix_deploy.cli.main import run
 from glmix_deploy.tensorrt.compat import tensorrt_available, trtexec_path
 from tests.factory import TINY, random_glnet, save_training_checkpoint
 
+pytestmark = pytest.mark.cli  # each test runs the CLI in a fresh Python process
+
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The installed entry point in a fresh interpreter, as a shell would run it."""

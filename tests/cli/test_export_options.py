@@ -68,6 +68,7 @@ def test_an_option_of_another_format_or_precision_exits_2(args: list[str], line:
     assert list(tmp_path.iterdir()) == [], "nothing may be written"
 
 
+@pytest.mark.cli
 def test_the_refusal_is_one_line_from_the_installed_entry_point(tmp_path: Path, tiny_ckpt: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "glmix_deploy.cli.main", "export", "--ckpt",
                            str(tiny_ckpt), "--workspace", "4"],

@@ -143,6 +143,7 @@ sys.stdin.read()  # alive (holding the lock) until the test closes stdin
 """
 
 
+@pytest.mark.cli
 def test_next_export_sweeps_what_a_killed_one_left(tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
     target = tmp_path / "m.onnx"
     dead = subprocess.run([sys.executable, "-c", _STAGE_AND_DIE, str(target), "die"],
@@ -185,6 +186,7 @@ def test_reports_get_the_mode_of_any_written_file(tiny_ckpt: Path, tiny_onnx: Pa
         os.umask(previous)
 
 
+@pytest.mark.cli
 def test_a_missing_checkpoint_is_reported_before_torch_is_imported(tmp_path: Path) -> None:
     probe = textwrap.dedent("""
         import sys
@@ -220,6 +222,7 @@ sys.exit(run(["wait-here"]))
 """
 
 
+@pytest.mark.cli
 def test_ctrl_c_says_interrupted_and_exits_130() -> None:
     proc = subprocess.Popen([sys.executable, "-c", _WAITING_COMMAND], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -18,6 +18,8 @@ import pytest
 
 from tests.serve.helpers import LOOPBACK, assert_fp32_equal, free_ports, grpc_infer, needs_pytriton
 
+pytestmark = [pytest.mark.serving, pytest.mark.cli]  # starts a real tritonserver
+
 CLI = [sys.executable, "-m", "glmix_deploy.cli.main"]
 
 

@@ -16,6 +16,8 @@ from glmix_deploy.tensorrt.compat import import_tensorrt, trtexec_path
 from tests.factory import TINY, random_glnet, save_training_checkpoint
 from tests.tensorrt.samples import fvi, make_model
 
+pytestmark = pytest.mark.cli  # each test runs the CLI in a fresh Python process
+
 HAS_BUILDER = import_tensorrt() is not None or trtexec_path() is not None
 
 

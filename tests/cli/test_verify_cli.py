@@ -98,6 +98,7 @@ def test_verify_user_errors_exit_2(capsys, tiny_ckpt, tiny_onnx_static, extra, m
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
 
 
+@pytest.mark.cli
 def test_user_error_is_one_line_without_traceback_in_a_real_process(tmp_path, tiny_onnx):
     proc = subprocess.run(
         [sys.executable, "-m", "glmix_deploy.cli.main", "verify", "--ckpt", str(tmp_path / "missing.pth"),

@@ -134,6 +134,7 @@ _AMPLIFYING_REASON = {
 }
 
 
+@pytest.mark.cli
 def test_amplifying_files_end_quickly_through_the_cli(tmp_path: Path) -> None:
     """`glmix-deploy inspect` on files of <= 3 MB that used to take 33-55 s and 2-2.5 GB, or
     allocate 2 GB, or build 10,000 blocks: each is one clean error line, in seconds."""

@@ -21,6 +21,8 @@ from tests.serve.helpers import (
     needs_pytriton,
 )
 
+pytestmark = pytest.mark.serving  # starts a real tritonserver
+
 MAX_BATCH = 4
 
 

@@ -13,6 +13,8 @@ from glmix_deploy.exporters.triton import TritonOptions, write_triton_repository
 from tests.exporters.triton.checks import engine_with_sidecar
 from tests.serve.helpers import assert_fp32_equal, free_ports, grpc_infer, http_infer, needs_pytriton
 
+pytestmark = pytest.mark.serving  # starts a real tritonserver
+
 LABELS = [f"digit{i}" for i in range(10)]
 
 
