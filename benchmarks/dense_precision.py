@@ -109,7 +109,8 @@ def export(loaded, out: Path, precision: str, *, images: Path | None, calib_imag
             "peak_rss_mib": result.peak_rss_mib, "guard_resolution": report.get("guard_resolution"),
             "fp32_islands": guard.get("fp32_islands", guard.get("excluded")),
             "forced_fp32_nodes": len(guard.get("forced_fp32_nodes", [])),
-            "excluded": guard.get("excluded"), "flop_share": (result.flop_share or {}).get("shares"),
+            "excluded": guard.get("excluded"), "range_limited": sorted(guard.get("range_limited") or {}),
+            "flop_share": (result.flop_share or {}).get("shares"),
             "guard_final": (guard.get("final") or {}).get("worst_cosine_by_output"),
             "calibration": report.get("calibration")}
 
@@ -162,14 +163,16 @@ def release_rows(args, work: Path, say) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | input | precision | stage1 | stage2 | stage3 | stage4 | bar met |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | input | precision | stage1 | stage2 | stage3 | stage4 | bar met | FLOPs by dtype |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         bar = PRECISION_TOLERANCES[r["precision"]].min_cosine
         cells = [f"{s['cosine']:.5f} / {s['worst_image_cosine']:.5f}" for s in r["stages"].values()]
         met = all(s["cosine"] >= bar and s["worst_image_cosine"] >= bar for s in r["stages"].values())
+        shares = r["export"].get("flop_share") or {}
+        flops = ", ".join(f"{k} {v:.1%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]))
         lines.append(f"| {r['model']} | {r['size']}, {r['images']} image(s) | {r['precision']} | "
-                     + " | ".join(cells) + f" | {'yes' if met else 'NO'} (>= {bar}) |")
+                     + " | ".join(cells) + f" | {'yes' if met else 'NO'} (>= {bar}) | {flops} |")
     return "\n".join(lines)
 
 
