@@ -78,7 +78,8 @@ def cpu_fp32_rewrites(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", dict
 
 
 def cpu_int8_variant(fp32_path: str | Path, out_path: str | Path, *, cache_path: Path, reader=None,
-                     method: str = "minmax", exclude: Iterable[str] = (), reduce_range: bool = True) -> "onnx.ModelProto":
+                     method: str = "minmax", exclude: Iterable[str] = (),
+                     reduce_range: bool = True) -> "onnx.ModelProto":
     """CPU-only INT8: QOperator graph (QLinearConv / QLinearMatMul), u8 activations (asymmetric),
     s8 per-channel weights, weights-only MatMuls. On AVX2 without VNNI onnxruntime's u8s8 kernels
     use VPMADDUBSW, whose 16-bit saturation `reduce_range` (7-bit weights) avoids."""

@@ -98,7 +98,8 @@ def node_counts(path: Path) -> dict:
 
     nodes = onnx.load(str(path), load_external_data=False).graph.node
     ops = [n.op_type for n in nodes]
-    return {"nodes": len(ops), "Transpose": ops.count("Transpose"), "Gather": ops.count("Gather") + ops.count("GatherND")}
+    return {"nodes": len(ops), "Transpose": ops.count("Transpose"),
+            "Gather": ops.count("Gather") + ops.count("GatherND")}
 
 
 def main() -> None:
@@ -108,7 +109,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--block", type=int, default=6, help="timed runs per route and round at batch 1 (fewer at larger batches)")
+    parser.add_argument("--block", type=int, default=6,
+                        help="timed runs per route and round at batch 1 (fewer at larger batches)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (minutes to compile)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -118,13 +120,13 @@ def main() -> None:
     import torch
     from _timing import time_in_blocks
 
+    from glmix_deploy.bench.machine import cpu_model
+    from glmix_deploy.compare.parity import seeded_input
     from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine
     from glmix_deploy.engines.openvino_engine import OpenVINOEngine
     from glmix_deploy.exporters.onnx_export import ExportOptions
-    from glmix_deploy.pipeline.export import export_onnx
     from glmix_deploy.models.loader import load_checkpoint
-    from glmix_deploy.bench.machine import cpu_model
-    from glmix_deploy.compare.parity import seeded_input
+    from glmix_deploy.pipeline.export import export_onnx
     from tests.factory import random_glnet, save_training_checkpoint
 
     try:
@@ -172,7 +174,7 @@ def main() -> None:
             x = seeded_input((batch, 3, args.img_size, args.img_size), batch)
             xt = torch.from_numpy(x)
 
-            def eager(m=reference):
+            def eager(m=reference, xt=xt):
                 with torch.inference_mode():
                     return m(xt).numpy()
 
@@ -183,7 +185,8 @@ def main() -> None:
                 runners[f"{label} + onnxruntime"] = engine_runner(
                     OnnxRuntimeEngine(files[batch], threads=args.threads, providers=["CPUExecutionProvider"]), x)
                 if openvino:  # OpenVINO reads the ONNX file directly
-                    runners[f"{label} + OpenVINO"] = engine_runner(OpenVINOEngine(files[batch], threads=args.threads), x)
+                    runners[f"{label} + OpenVINO"] = engine_runner(
+                        OpenVINOEngine(files[batch], threads=args.threads), x)
 
             ref = eager()
             errors = {}
@@ -205,7 +208,8 @@ def main() -> None:
                                   "rel_err": float(f"{errors[name]:.2e}")} for name, t in times.items()}}
     ours_rows = [b["routes"]["ours + onnxruntime"] for b in report["batches"].values()]
     report["target"] = {"max_ratio": TARGET_RATIO, "max_rel_err": MAX_REL_ERR,
-                        "met": all(r["ratio_to_eager"] <= TARGET_RATIO and r["rel_err"] <= MAX_REL_ERR for r in ours_rows)}
+                        "met": all(r["ratio_to_eager"] <= TARGET_RATIO and r["rel_err"] <= MAX_REL_ERR
+                                   for r in ours_rows)}
     _print_table(report)
     text = json.dumps(report, indent=2)
     if args.json:
@@ -215,7 +219,8 @@ def main() -> None:
 
 def _print_table(report: dict) -> None:
     lines = [f"{report['variant']} at {report['img_size']}, {report['threads']} threads, {report['machine']['cpu']}",
-             f"{'route':28s} " + " ".join(f"{'b' + str(b) + ' p50 ms':>12s} {'x eager':>8s}" for b in report["batches"])]
+             f"{'route':28s} "
+             + " ".join(f"{'b' + str(b) + ' p50 ms':>12s} {'x eager':>8s}" for b in report["batches"])]
     names = next(iter(report["batches"].values()))["routes"]
     for name in names:
         cells = [f"{b['routes'][name]['p50_ms']:12.1f} {b['routes'][name]['ratio_to_eager']:8.2f}"

@@ -38,8 +38,8 @@ def main() -> None:
 
     import onnx
     import torch
-
     from _timing import median_ms, time_in_blocks
+
     from glmix_deploy.bench.machine import cpu_model
     from glmix_deploy.compare.parity import seeded_input
     from glmix_deploy.engines.onnxruntime_engine import OnnxRuntimeEngine

@@ -282,7 +282,7 @@ def main() -> None:
               f"| {r['min_cos']:.4f} | {r['images_cos_below_0.99']} | {r['nodes']} | {r['q']}/{r['dq']} "
               f"| {r['act_matmuls_low']}/{r['act_matmuls']} | {res} | {r['metadata_props']} "
               f"| {pf} | {r['check']} | {r['size_mb']:.2f} | {r['seconds']} |")
-    for label, why in failures.items():
+    for label in failures:
         if not any(r["artifact"] == label for r in rows):  # failed without an artifact to measure
             print(f"| {label} | " + " | ".join(["n/a"] * (len(head) - 1)) + " |")
     for label, why in failures.items():

@@ -2,7 +2,8 @@
 
 A random-weight glnet_4g (tests.factory.random_glnet, saved the way training saves it) is exported
 to the verified fp32 ONNX and to the CPU form of the INT8 artifact (`--precision int8 --target
-cpu`: Q/DQ over fp32; synthetic calibration, which is fine for timing), and the CPU-only INT8 variant is built from the same fp32 graph; OpenVINO runs
+cpu`: Q/DQ over fp32; synthetic calibration, which is fine for timing), and the CPU-only INT8 variant
+is built from the same fp32 graph; OpenVINO runs
 the Q/DQ artifact as well, when installed. Then, at batch 1
 with the same thread count everywhere, PyTorch eager fp32 (the model with the official code's
 library ops, `set_reference(True)`) and each onnxruntime model are timed in rotating blocks
@@ -146,7 +147,8 @@ def main() -> None:
                          "quietest_round_ratio": round(float(np.median(samples[quiet])) / quiet_eager, 3),
                          **accuracy.get(name, {})}
     # The target is about onnxruntime; OpenVINO's row is for comparison.
-    best = min((n for n in results if n.startswith("onnxruntime int8")), key=lambda n: results[n]["quietest_round_ratio"])
+    best = min((n for n in results if n.startswith("onnxruntime int8")),
+               key=lambda n: results[n]["quietest_round_ratio"])
     # The benchmark's own threads keep the load average near the thread count, so load says
     # little; a wide spread of eager latencies is what shows other jobs interfering.
     cores = os.cpu_count() or 1

@@ -145,7 +145,8 @@ def main() -> None:
                 key = f"{runtime}: {name}"
                 try:
                     if runtime == "onnxruntime":
-                        engine = OnnxRuntimeEngine(entry["path"], threads=args.threads, providers=["CPUExecutionProvider"])
+                        engine = OnnxRuntimeEngine(entry["path"], threads=args.threads,
+                                                   providers=["CPUExecutionProvider"])
                     else:
                         from glmix_deploy.engines.openvino_engine import OpenVINOEngine
 

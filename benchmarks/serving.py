@@ -154,7 +154,8 @@ def main() -> int:
                         point = measure(grpc, images, expected, level, args.seconds)
                         rows.append({"artifact": name, "batching": batching, "concurrency": level, **point})
                         print(f"  {name:8} batching={'on ' if batching else 'off'} c={level:<3} "
-                              f"{point['req_s']:7.1f} req/s  p50 {point['p50_ms']:6.1f} ms  p99 {point['p99_ms']:6.1f} ms"
+                              f"{point['req_s']:7.1f} req/s  p50 {point['p50_ms']:6.1f} ms  "
+                              f"p99 {point['p99_ms']:6.1f} ms"
                               f"  ({point['requests']} checked, {point['wrong']} wrong, {point['errors']} errors)",
                               flush=True)
 

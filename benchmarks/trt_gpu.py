@@ -169,7 +169,10 @@ def main() -> None:
                 for b in batches:
                     record(name, "tensorrt", precision, b, skipped=f"batch outside the ONNX's range {lo_b}..{hi_b}")
                 continue
-            shape = lambda b: (b, c, h, w)
+
+            def shape(b, c=c, h=h, w=w):
+                return (b, c, h, w)
+
             opt_b = max(usable) if len(usable) < 3 else sorted(usable)[len(usable) // 2]
             t0 = time.perf_counter()
             built = build_engine(onnx_path, Path(tmp) / f"{onnx_path.stem}.engine", min_shape=shape(min(usable)),

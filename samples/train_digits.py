@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from glmix_deploy.data.preprocess import Preprocessing
 from glmix_deploy.models.config import GLNetConfig
 from glmix_deploy.models.glnet import create_model
-from glmix_deploy.data.preprocess import Preprocessing
 
 SAMPLES = Path(__file__).resolve().parent
 DIGITS = SAMPLES / "digits"

@@ -5,11 +5,11 @@ with --no-deps (the Makefile does the same, so `make install` prints no pip ERRO
 from __future__ import annotations
 
 import re
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from glmix_deploy.serve.environment import INSTALL_HINT
 

@@ -263,7 +263,8 @@ def export(
     # Triton (--fmt triton)
     backend: Annotated[TritonBackend, typer.Option(
         "--backend", rich_help_panel=_TRITON,
-        help="Triton backend serving the model (python: a model.py running the ONNX with onnxruntime).")] = TritonBackend.onnxruntime,
+        help="Triton backend serving the model (python: a model.py running the ONNX "
+             "with onnxruntime).")] = TritonBackend.onnxruntime,
     name: Annotated[str, typer.Option("--name", rich_help_panel=_TRITON, help="Triton model name.")] = "glnet",
     preferred_batch: Annotated[str, typer.Option(
         "--preferred-batch", rich_help_panel=_TRITON,

@@ -48,7 +48,8 @@ def preflight_report(report) -> None:
 def preflight(
     model: Annotated[Path, typer.Argument(help="ONNX model to check.")],
     min_shape: Annotated[ShapeOption, typer.Option(
-        "--min-shape", help="Profile minimum the build would use, e.g. 1x3x160x160 (default: the ONNX's range).")] = None,
+        "--min-shape",
+        help="Profile minimum the build would use, e.g. 1x3x160x160 (default: the ONNX's range).")] = None,
     opt_shape: Annotated[ShapeOption, typer.Option("--opt-shape", help="Profile optimum.")] = None,
     max_shape: Annotated[ShapeOption, typer.Option("--max-shape", help="Profile maximum.")] = None,
 ) -> None:

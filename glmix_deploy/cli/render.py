@@ -67,7 +67,8 @@ def assumed_warning(loaded) -> None:
     options = "".join(_PIN_OPTIONS.get(name, "--" + name.replace("_", "-")) + ", "
                       for name in loaded.assumed if name not in _CONFIG_FILE_ONLY)
     print(f"warning: assumed {values} (official defaults: no tensor or training config records them; a model "
-          f"trained otherwise gives other outputs): pin them with {options.removesuffix(', ') + ' or ' if options else ''}"
+          "trained otherwise gives other outputs): pin them with "
+          f"{options.removesuffix(', ') + ' or ' if options else ''}"
           "--model-config FILE",
           file=sys.stderr)
 
@@ -89,7 +90,8 @@ def checkpoint_summary(summary: dict) -> None:
         value = cfg[key]
         text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
         if key in summary.get("assumed", ()):
-            text += f"  [yellow](assumed: official default; pin with {_PIN_OPTIONS.get(key, '--model-config')})[/yellow]"
+            text += (f"  [yellow](assumed: official default; pin with "
+                     f"{_PIN_OPTIONS.get(key, '--model-config')})[/yellow]")
         table.add_row(key, text)
     for key, value in backbone_rows(summary):
         table.add_row(key, value)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from glmix_deploy.errors import UserInputError
 from glmix_deploy.data.preprocess import IMAGE_SUFFIXES, Preprocessing
+from glmix_deploy.errors import UserInputError
 
 
 @dataclass

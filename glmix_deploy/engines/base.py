@@ -51,7 +51,7 @@ class Engine(abc.ABC):
         return self._infer({k: np.ascontiguousarray(v, dtype=expected[k].dtype)
                             for k, v in feeds.items()})
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a hook: engines with nothing to release keep it)
         """Release runtime resources; idempotent."""
 
     def __enter__(self) -> "Engine":

@@ -140,7 +140,8 @@ def _replacement(match: PixelAttention, form: str, heads: int | None, tag: str) 
              helper.make_tensor(split, TensorProto.INT64, [4], [0, 0, heads, -1])]
     nodes = []
     for x, x_name in ((match.q, "q"), (match.k, "k"), (match.v, "v")):
-        nodes += [helper.make_node("Transpose", [x], [name(f"{x_name}_bnhd")], perm=[0, 3, 1, 2], name=name(f"T_{x_name}")),
+        nodes += [helper.make_node("Transpose", [x], [name(f"{x_name}_bnhd")], perm=[0, 3, 1, 2],
+                                   name=name(f"T_{x_name}")),
                   helper.make_node("Reshape", [name(f"{x_name}_bnhd"), flat], [name(f"{x_name}_bnc")],
                                    name=name(f"R_{x_name}"))]
     nodes += [helper.make_node("MultiHeadAttention", [name("q_bnc"), name("k_bnc"), name("v_bnc")], [name("o_bnc")],

@@ -120,7 +120,8 @@ def extract_functions(model: "onnx.ModelProto", scopes: list[FunctionScope], dom
                     continue
                 if x in constants:
                     body_constants.append(constants[x])
-                elif x in initializers and numpy_helper.to_array(initializers[x]).size <= _INLINE_CONSTANT_MAX_ELEMENTS \
+                elif x in initializers \
+                        and numpy_helper.to_array(initializers[x]).size <= _INLINE_CONSTANT_MAX_ELEMENTS \
                         and not x.startswith(("stages.", "downsample_layers.")):  # weights stay inputs
                     body_constants.append(helper.make_node("Constant", [], [x], value=initializers[x]))
                 else:

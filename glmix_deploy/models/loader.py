@@ -13,8 +13,8 @@ from glmix_deploy.models.tasks import available_tasks
 
 if TYPE_CHECKING:
     from glmix_deploy.models.checkpoint_io import StateDictSource
-    from glmix_deploy.models.model_config import ModelConfigFile
     from glmix_deploy.models.glnet import GLNet
+    from glmix_deploy.models.model_config import ModelConfigFile
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ A small YAML or JSON mapping. Its keys are the arguments of the official `GLNet(
 `dual_patch_norm`, `mlp_dw`, `layerscale`, `in_chans`, `num_classes`, `norm_layer`), optionally
 `model: glnet_4g` to start from a release's constructor values, and the preprocessing keys
 (`img_size`, `mean`, `std`, `crop_pct`, `interpolation`), and `out_norm_eps`: the eps of a backbone
-checkpoint's per-stage output norms (`extra_norms.{i}` / `norm{i}`), which no tensor records. Training-only arguments (`drop_path_rate`,
+checkpoint's per-stage output norms (`extra_norms.{i}` / `norm{i}`), which no tensor records.
+Training-only arguments (`drop_path_rate`,
 `use_checkpoint_stages`, ...) are accepted and ignored. The tensors still decide whatever they can:
 a value here that contradicts them is refused, all contradictions in one message.
 """

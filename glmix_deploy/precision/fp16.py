@@ -47,7 +47,8 @@ def _convert_node_attrs(node, float_t: int, half_t: int) -> None:
             attr.t.CopyFrom(_tensor_to_fp16(attr.t, attr.t.name))
 
 
-def convert_fp16(model: "onnx.ModelProto", keep_fp32: Iterable[str] = (), *, keep_io_types: bool = True) -> "onnx.ModelProto":
+def convert_fp16(model: "onnx.ModelProto", keep_fp32: Iterable[str] = (), *,
+                 keep_io_types: bool = True) -> "onnx.ModelProto":
     """float16 copy of `model` with the nodes named in `keep_fp32` left float32 (Casts at the
     borders). Graph inputs/outputs stay float32 when `keep_io_types`."""
     import onnx

@@ -104,7 +104,7 @@ class PrecisionPass(abc.ABC):
         """Finer parts of a kept-out unit the guard tries converting again (none by default)."""
         return [unit]
 
-    def finish(self, result: GuardResult) -> None:
+    def finish(self, result: GuardResult) -> None:  # noqa: B027 (a hook most passes leave empty)
         """After the search (e.g. record what a new calibration cache entry was made from)."""
 
     @abc.abstractmethod

@@ -36,7 +36,7 @@ def require_pytriton():
     """The pytriton package, or MissingDependencyError (exit 2) with the install hint."""
     try:
         import pytriton
-        from pytriton.triton import Triton
+        from pytriton.triton import Triton  # noqa: F401 (the server module must import too)
     except ImportError as exc:
         raise MissingDependencyError(
             f"serving needs PyTriton (the nvidia-pytriton wheel ships the Triton server): {INSTALL_HINT} "

@@ -20,14 +20,14 @@ MARKER = "PyTritonBadParameterError: "
 
 _RAISE = """                if triton_responses_or_error is not None and isinstance(triton_responses_or_error, Exception):
                     raise triton_responses_or_error
-"""
+"""  # noqa: E501 (PyTriton's proxy text, matched verbatim)
 _ANSWER = """                if triton_responses_or_error is not None and isinstance(triton_responses_or_error, Exception):
                     bad_request = _glmix_bad_request(triton_responses_or_error)
                     if bad_request is not None:
                         return [pb_utils.InferenceResponse(output_tensors=[], error=bad_request)  # pytype: disable=module-attr
                                 for _ in triton_requests]
                     raise triton_responses_or_error
-"""
+"""  # noqa: E501 (text patched into PyTriton's proxy)
 _HELPER = f'''
 
 def _glmix_bad_request(error):

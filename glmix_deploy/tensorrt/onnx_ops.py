@@ -61,7 +61,8 @@ SHAPE_PASSTHROUGH_OPS = frozenset({
     "ReduceMax", "ReduceMin", "Range", "ConstantOfShape", "Expand", "Sqrt", "Pow", "Clip", "Sign",
     "Round", "Flatten", "Tile", "CumSum"})
 
-# TensorProto data types (names: glmix_deploy.dtypes). TensorRT: FLOAT, FLOAT16, BFLOAT16, INT32, INT64, BOOL; UINT8 as network
+# TensorProto data types (names: glmix_deploy.dtypes). TensorRT: FLOAT, FLOAT16, BFLOAT16, INT32, INT64, BOOL;
+# UINT8 as network
 # I/O only; INT8/INT4/FP8(E4M3FN)/FP4(E2M1) as quantized types; DOUBLE initializers are cast down.
 SUPPORTED_DTYPES = frozenset({"FLOAT", "FLOAT16", "BFLOAT16", "INT32", "INT64", "BOOL", "UINT8", "INT8",
                               "INT4", "FLOAT8E4M3FN", "FLOAT4E2M1"})

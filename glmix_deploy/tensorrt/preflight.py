@@ -47,6 +47,7 @@ from glmix_deploy.tensorrt.onnx_ops import (
     OPSET_MAX,
     OPSET_MIN,
     QUANTIZED_DTYPES,
+    QUANTIZED_TYPE_GPUS,
     REDUCE_OPS,
     RESIZE_COORDINATE_MODES,
     RESIZE_MODES,
@@ -58,7 +59,6 @@ from glmix_deploy.tensorrt.onnx_ops import (
     TOPK_MAX_K,
     UNSUPPORTED_OPS,
     dtype_name,
-    QUANTIZED_TYPE_GPUS,
     quantized_types,
 )
 

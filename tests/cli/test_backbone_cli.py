@@ -76,14 +76,16 @@ def test_out_indices_pick_the_stages(detector: Path, tmp_path: Path, capsys) -> 
     assert export["verified_shapes"] == [{"shape": [1, 3, 64, 64], "checks": ["smallest size", "default"]}]
     assert export["peak_rss_mib"]["export"] > 0 and export["peak_rss_mib"]["verify"] > 0
     graph = onnx.load(str(out)).graph
-    assert [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in graph.output] == [[1, 64, 8, 8], [1, 128, 2, 2]]
+    assert [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in graph.output] == [
+        [1, 64, 8, 8], [1, 128, 2, 2]]
 
 
 @pytest.mark.parametrize("args, message", [
     (["--out-indices", "2,4"], "--out-indices applies to --task features"),
     (["--task", "features", "--out-indices", "3,1"], "--out-indices must be distinct ascending stages"),
     (["--task", "features", "--precision", "fp16", "--min-top1", "90"], "--min-top1 applies to --task classify"),
-    (["--task", "embed", "--fmt", "openvino"], "--task embed exports --fmt onnx, trt, triton for now, not --fmt openvino"),
+    (["--task", "embed", "--fmt", "openvino"],
+     "--task embed exports --fmt onnx, trt, triton for now, not --fmt openvino"),
     (["--task", "features", "--cluster-logits"], "--cluster-logits applies to --task classify"),
 ])
 def test_task_options_that_do_not_apply_are_refused(detector: Path, tmp_path: Path, capsys, args, message) -> None:

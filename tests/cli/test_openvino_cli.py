@@ -45,7 +45,8 @@ def test_verify_and_bench_take_the_ir(tiny_ckpt: Path, tiny_openvino: Path, tmp_
     assert {(tiny_openvino.name, 1), (tiny_openvino.name, 2)} <= names
 
 
-def test_eval_counts_the_weights_beside_the_ir(tiny_ckpt: Path, tiny_openvino: Path, image_folder: Path, capsys) -> None:
+def test_eval_counts_the_weights_beside_the_ir(tiny_ckpt: Path, tiny_openvino: Path, image_folder: Path,
+                                               capsys) -> None:
     rc = run(["--json", "eval", "--ckpt", str(tiny_ckpt), "--images", str(image_folder), "--model", str(tiny_openvino)])
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["results"]}
     assert rc == 0

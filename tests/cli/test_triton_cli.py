@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from glmix_deploy.cli.main import run
-from glmix_deploy.tensorrt.compat import tensorrt_available, trtexec_path
 from glmix_deploy.data.preprocess import Preprocessing
+from glmix_deploy.tensorrt.compat import tensorrt_available, trtexec_path
 from tests.exporters.triton.checks import (
     assert_config_matches_onnx,
     check_ensemble,

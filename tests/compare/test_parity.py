@@ -53,7 +53,8 @@ def test_faithful_export_passes_every_case_with_labels_and_times(reference, tiny
     assert data["tolerance"] == {"max_rel": 1e-4, "atol": None, "min_cosine": None, "min_top1": None,
                                  "min_row_cosine": None}
     assert data["cases"][0]["input"] == "random 1x3x64x64" and data["cases"][0]["shape"] == [1, 3, 64, 64]
-    assert {"max_abs", "max_rel", "mean_abs", "cosine", "top1", "top5", "seconds", "violations"} <= set(data["cases"][0])
+    assert {"max_abs", "max_rel", "mean_abs", "cosine", "top1", "top5", "seconds",
+            "violations"} <= set(data["cases"][0])
 
 
 def test_every_failing_case_is_reported_at_once(reference, tampered_onnx):
@@ -99,7 +100,8 @@ def test_a_case_built_from_its_shape_alone_is_named_by_it():
     metrics = Comparison(0.0, 0.0, 0.0, 1.0, 1.0, 1.0)
     case = ParityCase((1, 3, 64, 64), "logits", metrics, ())
     assert case.name == "1x3x64x64 / logits" and case.input == "" and case.seconds == 0.0 and case.passed
-    report = ParityReport("a.onnx", FP32, [case, ParityCase((2, 3, 64, 64), "logits", metrics, ("max_rel 1 > 0.0001",))])
+    report = ParityReport("a.onnx", FP32,
+                          [case, ParityCase((2, 3, 64, 64), "logits", metrics, ("max_rel 1 > 0.0001",))])
     assert report.summary_line() == "parity failed in 1 of 2 case(s): 2x3x64x64 / logits: max_rel 1 > 0.0001"
     assert not ParityReport("a.onnx", FP32).passed  # nothing compared is no pass
 

@@ -61,4 +61,5 @@ def test_random_inputs_of_an_image_calibrated_graph_are_only_a_sanity_check():
     assert loose.min_row_cosine is None and loose.max_rel is None
     assert seeded_input_tolerance(int8, "int8", "synthetic") == int8  # calibrated on random inputs: full bar
     assert seeded_input_tolerance(PRECISION_TOLERANCES["fp16"], "fp16", None) == PRECISION_TOLERANCES["fp16"]
-    assert seeded_input_tolerance(PRECISION_TOLERANCES["fp8"], "fp8", "images").min_cosine == OUT_OF_CALIBRATION_MIN_COSINE
+    assert (seeded_input_tolerance(PRECISION_TOLERANCES["fp8"], "fp8", "images").min_cosine
+            == OUT_OF_CALIBRATION_MIN_COSINE)

@@ -150,7 +150,8 @@ def test_swin_convention_norm_i_with_eps_1e5_on_some_stages(tmp_path: Path) -> N
     config = TINY_BACKBONE.replace(out_norm="layernorm", out_norm_stages=(1, 2, 3), out_norm_eps=None)
     model = random_backbone(config, seed=4)
     weights = model.state_dict()
-    assert {k for k in weights if k.startswith("norm")} == {f"norm{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")}
+    assert {k for k in weights if k.startswith("norm")} == {f"norm{i}.{p}" for i in (1, 2, 3)
+                                                            for p in ("weight", "bias")}
     path = save_openmmlab_checkpoint(tmp_path / "swin_style.pth", model, neck_and_heads=False)
     loaded = load_checkpoint(path)
     assert loaded.output_norms() == {"convention": "layernorm", "stages": [2, 3, 4], "eps": 1e-5, "eps_assumed": True}

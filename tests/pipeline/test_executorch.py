@@ -163,10 +163,10 @@ def test_sample_exports_fp32_and_int8_within_the_bars(tmp_path, capsys):
 def test_release_layouts_export_at_a_small_size(name, tmp_path):
     """Every release layout, random weights, at 64x64 (the graph is the same at 224; lowering cost
     grows with node count, not pixels): fp32 within 1e-4, every linear-op FLOP in XNNPACK."""
+    from glmix_deploy.models.config import RELEASE_STATE_KEYS
     from glmix_deploy.models.loader import load_checkpoint
     from glmix_deploy.pipeline.executorch import ExecuTorchOptions, export_executorch
     from tests.factory import random_glnet, save_training_checkpoint
-    from glmix_deploy.models.config import RELEASE_STATE_KEYS
 
     state_key = RELEASE_STATE_KEYS.get(name, "model")
     path = save_training_checkpoint(tmp_path / f"{name}.pth", random_glnet(name), tmp_path,

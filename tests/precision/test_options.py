@@ -36,9 +36,11 @@ def test_min_top1_is_a_fraction_percentages_are_the_clis_business():
     (PrecisionOptions(precision="fp16", min_cosine=1.5), "cosine target"),
     (PrecisionOptions(precision="int8", fp16_io=True, calib_synthetic=True, target="cpu"),
      "fp16 inputs/outputs only apply to the fp16 graphs .* not int8 `target=cpu`"),
-    (PrecisionOptions(precision="fp32", holdout=Path(".")), "`holdout` applies to `precision=fp16, int8 or fp8`, not `precision=fp32`"),
+    (PrecisionOptions(precision="fp32", holdout=Path(".")),
+     "`holdout` applies to `precision=fp16, int8 or fp8`, not `precision=fp32`"),
     (PrecisionOptions(precision="fp8"), "`precision=fp8` needs calibration images"),
-    (PrecisionOptions(precision="fp8", calib_synthetic=True, target="cpu"), "`target` applies to `precision=int8`, not `precision=fp8`"),
+    (PrecisionOptions(precision="fp8", calib_synthetic=True, target="cpu"),
+     "`target` applies to `precision=int8`, not `precision=fp8`"),
     (PrecisionOptions(precision="int8", calib_synthetic=True, target="tpu"), "`target` must be one of gpu, cpu"),
 ])
 def test_invalid_options_say_what_is_wrong(options, message):

@@ -10,6 +10,7 @@ as a C string, so a defined name ends in a NUL in the module's bytes: either as 
 or as the tail of a longer one, where the linker merged it (`Builder` inside `IBuilder`).
 """
 from __future__ import annotations
+
 import ast
 from pathlib import Path
 

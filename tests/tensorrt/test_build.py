@@ -143,7 +143,8 @@ def test_trtexec_output_parsing() -> None:
                                       "&&&& PASSED TensorRT.trtexec [TensorRT v101200] # trtexec ...\n")
     assert ok and msg == "trtexec passed"
     failing = ("[01/02/2025-10:11:12] [I] Start parsing network model.\n"
-               "[01/02/2025-10:11:12] [E] [TRT] ModelImporter.cpp:949: While parsing node number 3 [FancyOp -> \"y\"]:\n"
+               "[01/02/2025-10:11:12] [E] [TRT] ModelImporter.cpp:949: "
+               "While parsing node number 3 [FancyOp -> \"y\"]:\n"
                "[01/02/2025-10:11:12] [E] [TRT] ModelImporter.cpp:953: --- Begin node ---\n"
                "[01/02/2025-10:11:12] [E] [TRT] In node 3 with name: fancy_1 and operator: FancyOp "
                "(checkFallbackPluginImporter): INVALID_NODE: creator && \"Plugin not found\"\n"
@@ -186,7 +187,8 @@ def test_build_without_tensorrt_keeps_the_onnx_and_says_how_to_install(tmp_path:
     before = onnx_path.read_bytes()
     with pytest.raises(MissingDependencyError) as info:
         build_engine(onnx_path)
-    assert "TensorRT" in str(info.value) and "glmix-deploy[trt]" in str(info.value) and str(onnx_path) in str(info.value)
+    assert "TensorRT" in str(info.value) and "glmix-deploy[trt]" in str(info.value) \
+        and str(onnx_path) in str(info.value)
     assert onnx_path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["relu.onnx"]
 

@@ -16,7 +16,8 @@ Layout written under the repository folder (``<name>`` is ``TritonOptions.name``
 
 In pipeline order: options.py (the request, validated), the artifact's signature (its tensors, batch
 range, preprocessing and provenance, read by glmix_deploy.artifacts: from the ONNX graph via
-graph.onnx_io, or from the engine's sidecar via tensorrt.sidecar), tensors.py (numpy dtype -> TYPE_*, dims without the batch axis),
+graph.onnx_io, or from the engine's sidecar via tensorrt.sidecar), tensors.py (numpy dtype -> TYPE_*,
+dims without the batch axis),
 config.py (config.pbtxt text), preprocess.py (the generated model.py, perf_analyzer data),
 repository.py (checks, then every model folder staged beside the repository and renamed in).
 

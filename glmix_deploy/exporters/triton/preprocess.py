@@ -113,7 +113,7 @@ class TritonPythonModel:
 
     def finalize(self):
         pass
-'''
+'''  # noqa: E501 (text of the generated model.py, kept verbatim)
 
 
 def preprocess_model_source(preprocessing: Preprocessing, *, output_name: str,

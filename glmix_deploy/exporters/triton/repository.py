@@ -187,7 +187,8 @@ def write_triton_repository(
 
     `artifact` is an ONNX file (backend onnxruntime), a TensorRT engine with its sidecar
     `<engine>.json` beside it (backend tensorrt), or an ONNX or OpenVINO IR (backend python: a
-    generated model.py runs it with onnxruntime or OpenVINO inside Triton). `labels` are class names, one per model output
+    generated model.py runs it with onnxruntime or OpenVINO inside Triton). `labels` are class names,
+    one per model output
     class. `preprocessing` overrides what the artifact's metadata/sidecar says.
     """
     options.validate()

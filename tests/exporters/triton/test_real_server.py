@@ -25,9 +25,11 @@ def repository(onnx_batch, tiny_openvino, tmp_path_factory):
                                                             preferred_batch=(4, 8)), LABELS)
     write_triton_repository(tiny_openvino, repo, TritonOptions(name="glnet_ov", backend="python", max_batch=4,
                                                                preferred_batch=()))
-    write_triton_repository(onnx_batch, repo, TritonOptions(name="glnet_ort", kind="cpu", max_batch=8, preferred_batch=(8,)))
+    write_triton_repository(onnx_batch, repo, TritonOptions(name="glnet_ort", kind="cpu", max_batch=8,
+                                                            preferred_batch=(8,)))
     engine = engine_with_sidecar(tmp_path_factory.mktemp("engine"), max_batch=8)
-    write_triton_repository(engine, repo, TritonOptions(name="glnet_trt", backend="tensorrt", max_batch=8, preferred_batch=(8,)))
+    write_triton_repository(engine, repo, TritonOptions(name="glnet_trt", backend="tensorrt", max_batch=8,
+                                                        preferred_batch=(8,)))
     return repo
 
 
