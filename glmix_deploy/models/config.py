@@ -1,4 +1,5 @@
 """GLNetConfig: every architectural fact needed to rebuild a GLNet, plus the release table.
+(models/model_config.py is something else: the user's own architecture file, read into these fields.)
 
 The fields mirror the constructor of the official `GLNet` (rayleizhu/GLMix, models/glnet.py), but
 only those that change the state-dict layout or the eval-mode numerics; training-only knobs

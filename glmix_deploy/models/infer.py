@@ -1,4 +1,5 @@
-"""Infer a GLNetConfig from state-dict tensors, and build the model from them strictly.
+"""Architecture inference: a GLNetConfig read off state-dict tensors, and the model built from them
+strictly (running a model is engines/).
 
 Users train their own configurations, so nothing here looks a name up in a table: every fact the
 tensors carry comes from the tensors. Two facts they cannot carry (head_dim, and the slot count of

@@ -1,4 +1,4 @@
-"""The precision step of the export: the verified fp32 graph converted to fp16 or int8, with the
+"""The precision step of the export: the verified fp32 graph converted to fp16, int8 or fp8, with the
 accuracy guard's measurements.
 
 The graph work and the search live in `precision/` (the pass for each precision, `run_guard`);
@@ -336,10 +336,10 @@ def convert_precision(
 ) -> PrecisionResult:
     """The verified fp32 `model` converted to options.precision (fp16, int8 or fp8), with the
     guard's report. Every output is judged (each stage map of a features graph on its own); the
-    images are resized to the export's default size (`deployment_preprocessing`)."""
+    images are resized to the export's default size (`deployment_preprocessing`). `options` were
+    validated where the export was asked for (ExportOptions.validate)."""
     import onnx
 
-    options.validate()
     if options.variant not in PRECISION_PASSES:
         raise ValueError(f"{options.precision} is the verified graph itself: nothing to convert")
     pass_type = PRECISION_PASSES[options.variant]

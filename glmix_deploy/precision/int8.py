@@ -1,7 +1,9 @@
-"""INT8 as Q/DQ: onnxruntime's static post-training quantization, set up for TensorRT's explicit
-quantization. Per-channel symmetric int8 weights, per-tensor symmetric int8 activations (zero
-point 0), only Conv / MatMul with constant weights / Gemm, outputs and biases left in float
-(TensorRT fuses them itself). `check_qdq` confirms those facts on the result."""
+"""INT8 for the CPU (precision int8, target cpu: the `int8-cpu` pass in precision/passes.py):
+onnxruntime's static post-training quantization as Q/DQ over the fp32 graph, the form onnxruntime
+and OpenVINO run fastest on a CPU. The GPU's int8 (TensorRT's strongly typed Q/DQ over fp16) is
+precision/qdq.py. Per-channel symmetric int8 weights, per-tensor symmetric int8 activations (zero
+point 0, the explicit-quantization convention TensorRT shares), only Conv / MatMul with constant
+weights / Gemm, outputs and biases left in float. `check_qdq` confirms those facts on the result."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""A look inside GLMix's soft clusters: which slot every pixel is assigned to, per stage.
+"""A look inside GLMix's soft clusters: which slot every pixel is assigned to, per stage. Not a
+check (nothing here passes or fails); it sits beside verify for the artifact-vs-PyTorch
+agreement of the maps it can report.
 
 The assignment is the argmax over slots of the clustering logits (B, slots, H*W) of a GLMix block.
 From PyTorch it comes from the model itself; from an ONNX exported with `--cluster-logits` it
