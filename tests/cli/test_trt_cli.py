@@ -129,7 +129,9 @@ def test_export_trt_runs_preflight_then_exits_2_without_tensorrt(tiny: dict[str,
     last = proc.stderr.strip().splitlines()[-1]
     assert "TensorRT" in last and "glmix-deploy[trt]" in last and str(tmp_path / "m.onnx") in last
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
-    proc = cli("--json", "export", "--ckpt", str(tiny["ckpt"]), "--fmt", "trt", "--out", str(tmp_path / "m.engine"))
+    # Again with --json: the ONNX it left is replaced only because --force says so.
+    proc = cli("--json", "export", "--ckpt", str(tiny["ckpt"]), "--fmt", "trt", "--out", str(tmp_path / "m.engine"),
+               "--force")
     assert proc.returncode == 2 and proc.stdout == "" and "glmix-deploy[trt]" in proc.stderr
 
 
