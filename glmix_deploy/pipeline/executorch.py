@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from glmix_deploy.precision.options import PrecisionOptions
 
 Progress = Callable[[str], None]
-DYNAMIC_MODES = ("none", "batch")  # XNNPACK takes no reshape of a symbolic height or width
-PRECISIONS = ("fp32", "int8")
 # Metadata of the ONNX export that has no meaning for a program that never was ONNX.
 _ONNX_ONLY = ("opset", "onnx_version", "cluster_op", "cluster_logits")
 
@@ -50,16 +48,13 @@ class ExecuTorchOptions:
         return self.precision.precision if self.precision is not None else "fp32"
 
     def validate(self) -> None:
-        if self.dynamic not in DYNAMIC_MODES:
-            raise UserInputError(f"the ExecuTorch target takes dynamic none or batch, not {self.dynamic!r}: XNNPACK "
-                                 "cannot take reshapes of a symbolic height or width (export one program per size)")
-        if self.precision_name not in PRECISIONS:
-            raise UserInputError(f"the ExecuTorch target takes precision fp32 or int8 (XNNPACK's PT2E quantizer), "
-                                 f"not {self.precision_name}")
+        """The precisions and dynamic modes XNNPACK takes are option_rules' (the rows on fmt=executorch)."""
+        from glmix_deploy.option_rules import check_options
+
+        check_options(("dynamic", "precision"), {"fmt": "executorch", "precision": self.precision_name,
+                                                 "dynamic": self.dynamic})
         if self.precision is not None:
             self.precision.validate()
-            if self.dynamic != "none":
-                raise UserInputError("an int8 ExecuTorch program has static shapes: give dynamic none")
 
 
 @dataclass
