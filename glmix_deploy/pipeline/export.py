@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from glmix_deploy.bench.memory import PeakRss
 from glmix_deploy.errors import CheckFailed, ExportError, UserInputError
 from glmix_deploy.exporters.dynamo_export import MIN_DYNAMIC_SIZE
 from glmix_deploy.exporters.onnx_export import ExportOptions, metadata, simplify, trace
@@ -30,7 +31,6 @@ from glmix_deploy.exporters.spec import (
     ShapeRange,
 )
 from glmix_deploy.files import check_output_dir, make_staging_dir, remove_staging_dir
-from glmix_deploy.bench.memory import PeakRss
 from glmix_deploy.graph.flops import flops_by_dtype
 from glmix_deploy.graph.onnx_io import (
     count_nodes,
@@ -38,6 +38,7 @@ from glmix_deploy.graph.onnx_io import (
     save_model,
     write_metadata,
 )
+from glmix_deploy.pipeline.attention import attention_metadata
 
 if TYPE_CHECKING:
     import numpy as np
@@ -213,7 +214,7 @@ def place(written: list[Path], folder: Path) -> None:
 def export_onnx(
     loaded: "LoadedCheckpoint",
     out: str | os.PathLike,
-    options: ExportOptions = ExportOptions(),
+    options: ExportOptions | None = None,
     *,
     progress: Progress | None = None,
     on_parity_case: Callable[["ParityCase"], None] | None = None,
@@ -225,6 +226,7 @@ def export_onnx(
     """
     import onnx
 
+    options = options or ExportOptions()
     options.validate()
     say = progress or _quiet
     out = check_target(Path(out))
@@ -254,6 +256,13 @@ def export_onnx(
                 say("simplifying with onnxsim")
                 model, simplified, note = simplify_checked(model, shape_range, options.seed)
 
+        if options.attention != "decomposed":
+            from glmix_deploy.pipeline.attention import apply_attention_form
+
+            with _timed(seconds, rss, "attention"):
+                say(f"writing the pixel attention as {options.attention}")
+                model = apply_attention_form(model, options.attention, model=loaded.model, config=loaded.config)
+
         converted = None
         if precision != "fp32":
             # Only fp16/int8 exports need the precision search (and its numpy-heavy imports).
@@ -272,7 +281,8 @@ def export_onnx(
         flop_share = flops_by_dtype(model, (1, loaded.config.in_chans, img_size, img_size))
         say(f"FLOPs by compute dtype: {flop_share.summary()}")
         write_metadata(model, metadata(loaded, options, img_size, shape_range, precision, spec)
-                       | (converted.metadata if converted is not None else {}) | flop_share.to_metadata())
+                       | (converted.metadata if converted is not None else {}) | flop_share.to_metadata()
+                       | attention_metadata(model, options.attention))
         staged = work / out.name
         written = save_model(model, staged)
         onnx.checker.check_model(str(staged))
