@@ -18,7 +18,8 @@ HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
 
 def test_every_suffix_names_a_kind_with_a_factory():
-    assert set(ENGINE_SUFFIXES.values()) == set(ENGINE_FACTORIES) == {"torch", "onnxruntime", "openvino", "tensorrt"}
+    kinds = {"torch", "onnxruntime", "openvino", "tensorrt", "executorch"}
+    assert set(ENGINE_SUFFIXES.values()) == set(ENGINE_FACTORIES) == kinds
     assert all(suffix.startswith(".") and suffix == suffix.lower() for suffix in ENGINE_SUFFIXES)
 
 

@@ -186,13 +186,13 @@ def test_mmpretrain_linear_head_becomes_the_classifier(tmp_path: Path) -> None:
         assert torch.equal(loaded.model(x), model(x))
 
 
-def test_classify_needs_a_head_and_non_fp32_features_are_refused(detector) -> None:
+def test_classify_needs_a_head_and_features_take_low_precision(detector) -> None:
     loaded = load_checkpoint(detector[0])
     with pytest.raises(UserInputError, match="its tasks: features, embed"):
         ExportOptions(task="classify").spec(loaded.config)
     from glmix_deploy.precision.options import PrecisionOptions
 
-    with pytest.raises(UserInputError, match="fp32 for now"):
-        ExportOptions(task="features", precision=PrecisionOptions(precision="fp16")).validate()
+    # The precision passes judge every stage map (tests/pipeline/test_dense_precision.py).
+    ExportOptions(task="features", precision=PrecisionOptions(precision="fp16")).validate()
     with pytest.raises(UserInputError, match="out_indices"):
         ExportOptions(task="features", out_indices=(3, 2)).validate()
