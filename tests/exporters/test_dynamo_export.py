@@ -35,11 +35,14 @@ def test_nodes_are_named_by_module_scope_and_functions_fold(tiny_onnx_dynamo):
     assert not any(n.metadata_props for n in model.graph.node)  # no stack traces or local paths
 
 
-def test_pipeline_result_reports_parity_at_four_shapes(tiny_loaded, tmp_path: Path):
+def test_pipeline_result_reports_parity_at_every_corner(tiny_loaded, tmp_path: Path):
     result = export_onnx(tiny_loaded, tmp_path / "d.onnx", ExportOptions(exporter="dynamo", dynamic="all", max_batch=4,
                                                                          img_size=96))
     shapes = {c.shape for c in result.parity.cases}
-    assert len(shapes) == 4 and any(s[2] != s[3] for s in shapes)
+    # smallest, default, max batch at the smallest size, max size at batch 1, and a non-square size
+    assert len(shapes) == 5 and any(s[2] != s[3] for s in shapes)
+    biggest = max(shapes, key=lambda s: s[2] * s[3])
+    assert biggest[0] == 1 and max(s[0] for s in shapes) == 4
     assert result.parity.passed and max(c.metrics.max_rel for c in result.parity.cases) < 1e-4
 
 
