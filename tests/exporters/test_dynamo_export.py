@@ -1,4 +1,4 @@
-"""--exporter dynamo: torch.export of the export form, verified at four shapes, TorchScript-style
+"""--exporter dynamo: torch.export of the export form, verified at every corner of its range, TorchScript-style
 node names so local functions and --localize keep working."""
 
 from __future__ import annotations
