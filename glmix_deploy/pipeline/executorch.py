@@ -38,7 +38,7 @@ _ONNX_ONLY = ("opset", "onnx_version", "cluster_op", "cluster_logits")
 class ExecuTorchOptions:
     img_size: int | None = None  # None: the checkpoint's configured size
     batch: int = 1
-    dynamic: str = "none"  # or "batch" (fp32 only)
+    dynamic: str = "none"  # static only (option_rules: a dynamic-batch program failed to run here)
     max_batch: int | None = None
     seed: int = 0
     precision: "PrecisionOptions | None" = None  # int8 only; None: fp32
