@@ -375,18 +375,22 @@ def figure(report: BenchReport):
     return fig
 
 
-def plot(report: BenchReport, path: str | Path) -> Path:
-    """PNG of `figure(report)`, written atomically."""
+def write_png(fig, path: str | Path) -> Path:
+    """A matplotlib figure as a PNG at `path`, written atomically; the figure is closed."""
     import io
 
     import matplotlib.pyplot as plt
 
     from glmix_deploy.files import write_bytes_atomic
 
-    fig = figure(report)
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, dpi=110, format="png")
     finally:
         plt.close(fig)
     return write_bytes_atomic(Path(path), buffer.getvalue())
+
+
+def plot(report: BenchReport, path: str | Path) -> Path:
+    """PNG of `figure(report)`, written atomically."""
+    return write_png(figure(report), path)

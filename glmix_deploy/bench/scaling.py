@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from glmix_deploy.bench.bench import EAGER, run_bench
+from glmix_deploy.bench.bench import EAGER, run_bench, write_png
 from glmix_deploy.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -242,19 +242,7 @@ def figure(report: ScalingReport):
 
 def plot(report: ScalingReport, path: str | Path) -> Path:
     """PNG of `figure(report)`, written atomically."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from glmix_deploy.files import write_bytes_atomic
-
-    fig = figure(report)
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, dpi=110, format="png")
-    finally:
-        plt.close(fig)
-    return write_bytes_atomic(Path(path), buffer.getvalue())
+    return write_png(figure(report), path)
 
 
 if __name__ == "__main__":
