@@ -200,3 +200,28 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Like write_text_atomic, creating the parent directory first."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return write_text_atomic(path, data)
+
+
+MAX_SIDECAR_BYTES = 16 << 20  # a sidecar is a few KB of JSON
+
+
+def read_sidecar_json(path: Path, *, format_name: str, version: int, required: tuple[str, ...], what: str) -> dict:
+    """A glmix-deploy JSON sidecar (`format` == format_name), bounded in size, with every required key
+    and a `format_version` (when present) this version can read; UserInputError (exit 2) otherwise."""
+    from glmix_deploy.errors import UserInputError
+
+    if path.stat().st_size > MAX_SIDECAR_BYTES:
+        raise UserInputError(f"{path} is {path.stat().st_size} bytes: not a sidecar")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserInputError(f"{path} is not a readable JSON sidecar: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != format_name:
+        raise UserInputError(f"{path} is not a glmix-deploy {what} sidecar")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise UserInputError(f"{path} lacks {', '.join(missing)}")
+    found = data.get("format_version", 0)
+    if not isinstance(found, int) or found > version:
+        raise UserInputError(f"{path} was written by a newer glmix-deploy (format {found})")
+    return data

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from glmix_deploy.data.openvino_ir import read_ir
 from glmix_deploy.errors import UserInputError, first_line
+from glmix_deploy.files import MAX_SIDECAR_BYTES
 
 RT_INFO_KEY = "glmix_deploy"  # the OpenVINO rt_info section holding the artifact metadata
 ENGINE_SUFFIXES = (".engine", ".plan")
-_MAX_SIDECAR_BYTES = 16 << 20  # a sidecar is a few KB of JSON; anything this large is not one
 
 
 def read_artifact_metadata(path: str | Path) -> dict[str, str]:
@@ -86,7 +86,7 @@ def _sidecar_metadata(engine: Path) -> dict[str, str]:
     if not sidecar.is_file():
         raise UserInputError(f"{engine} has no sidecar {sidecar.name}: the engine itself records no "
                              "preprocessing (`glmix-deploy export --fmt trt` or `--fmt executorch` writes one)")
-    if sidecar.stat().st_size > _MAX_SIDECAR_BYTES:
+    if sidecar.stat().st_size > MAX_SIDECAR_BYTES:
         raise UserInputError(f"{sidecar} is {sidecar.stat().st_size} bytes: not an engine sidecar")
     try:
         info = json.loads(sidecar.read_text(encoding="utf-8"))

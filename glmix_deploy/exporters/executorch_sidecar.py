@@ -16,13 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from glmix_deploy.errors import UserInputError
-from glmix_deploy.files import write_bytes_atomic
+from glmix_deploy.files import read_sidecar_json, write_bytes_atomic
 from glmix_deploy.graph.onnx_io import TensorSpec
 
 SIDECAR_FORMAT = "glmix-deploy.executorch-program"
 SIDECAR_VERSION = 1
 _REQUIRED_KEYS = ("metadata", "inputs", "outputs", "delegation")
-_MAX_SIDECAR_BYTES = 16 << 20  # a sidecar is a few KB of JSON
 
 
 def sidecar_path(program: str | Path) -> Path:
@@ -66,19 +65,8 @@ def read_sidecar(program: str | Path) -> dict:
     if not path.is_file():
         raise UserInputError(f"{program} has no sidecar {path.name}: it records the program's inputs, outputs and "
                              "preprocessing; re-export with `glmix-deploy export --fmt executorch`")
-    if path.stat().st_size > _MAX_SIDECAR_BYTES:
-        raise UserInputError(f"{path} is {path.stat().st_size} bytes: not a sidecar")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"{path} is not a readable JSON sidecar: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        raise UserInputError(f"{path} is not a glmix-deploy ExecuTorch program sidecar")
-    missing = [k for k in _REQUIRED_KEYS if k not in data]
-    if missing:
-        raise UserInputError(f"{path} lacks {', '.join(missing)}")
-    if not isinstance(data.get("format_version"), int) or data["format_version"] > SIDECAR_VERSION:
-        raise UserInputError(f"{path} was written by a newer glmix-deploy (format {data.get('format_version')})")
+    data = read_sidecar_json(path, format_name=SIDECAR_FORMAT, version=SIDECAR_VERSION,
+                             required=("format_version", *_REQUIRED_KEYS), what="ExecuTorch program")
     if not isinstance(data["metadata"], dict) or not all(isinstance(v, str) for v in data["metadata"].values()):
         raise UserInputError(f"{path}: `metadata` must map names to strings")
     return data

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glmix_deploy.errors import UserInputError
-from glmix_deploy.files import write_bytes_atomic
+from glmix_deploy.files import read_sidecar_json, write_bytes_atomic
 from glmix_deploy.graph.onnx_io import TensorSpec, read_metadata
 from glmix_deploy.tensorrt.compat import GpuInfo
 
@@ -101,18 +101,8 @@ def read_sidecar(engine: str | Path) -> dict:
     if not path.is_file():
         raise UserInputError(f"{engine} has no sidecar {path.name}: it records the TensorRT version and GPU the "
                              "engine was built for; rebuild with `glmix-deploy export --fmt trt`")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"{path} is not a readable JSON sidecar: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        raise UserInputError(f"{path} is not a glmix-deploy TensorRT engine sidecar")
-    missing = [k for k in _REQUIRED_SIDECAR_KEYS if k not in data]
-    if missing:
-        raise UserInputError(f"{path} lacks {', '.join(missing)}")
-    if int(data.get("format_version", 0)) > SIDECAR_VERSION:
-        raise UserInputError(f"{path} was written by a newer glmix-deploy (format {data['format_version']})")
-    return data
+    return read_sidecar_json(path, format_name=SIDECAR_FORMAT, version=SIDECAR_VERSION,
+                             required=_REQUIRED_SIDECAR_KEYS, what="TensorRT engine")
 
 
 def write_sidecar(engine: Path, content: dict) -> Path:
