@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from glmix_deploy.graph.onnx_io import save_model
 from glmix_deploy.precision.calibration import (
-    ArrayReader,
     CalibrationCache,
     CalibrationData,
     cache_key,
@@ -32,6 +33,50 @@ if TYPE_CHECKING:
     import onnx
 
 CPU_VARIANT = "cpu-qoperator-u8s8-reduce-range"
+
+
+class ArrayReader:
+    """onnxruntime CalibrationDataReader over preprocessed arrays, `batch` rows at a time
+    (the model's static batch: a short last chunk repeats its last row). This variant lets
+    onnxruntime calibrate itself: its u8 activations need asymmetric (min, max) ranges, which the
+    package's calibration (symmetric largest |value|, engines/measure.py) does not measure."""
+
+    def __init__(self, arrays: np.ndarray, input_name: str, batch: int = 1, fixed: bool = True):
+        self.arrays, self.input_name, self.batch, self.fixed = arrays, input_name, batch, fixed
+        self._iter: Iterator[dict] | None = None
+        self._range = (0, len(self))
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """onnxruntime's strided calibration: only items [start, end) on the next pass."""
+        self._range = (start_index, end_index)
+        self._iter = None
+
+    def stride(self, most: int = 8) -> int | None:
+        """Items per calibration pass: the largest divisor of len(self) up to `most` (ranges are
+        merged across passes, so memory stays bounded on big models); None for a single pass."""
+        n = len(self)
+        if n <= most:
+            return None
+        return max(d for d in range(1, most + 1) if n % d == 0)
+
+    def _chunks(self) -> Iterator[dict]:
+        lo, hi = self._range
+        for start in range(lo * self.batch, min(hi * self.batch, len(self.arrays)), self.batch):
+            chunk = self.arrays[start:start + self.batch]
+            if self.fixed and len(chunk) < self.batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk), axis=0)])
+            yield {self.input_name: np.ascontiguousarray(chunk, dtype=np.float32)}
+
+    def get_next(self) -> dict | None:
+        if self._iter is None:
+            self._iter = self._chunks()
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = None
+
+    def __len__(self) -> int:
+        return -(-len(self.arrays) // self.batch)
 
 
 def drop_broadcast_expands(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", int]:

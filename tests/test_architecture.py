@@ -14,7 +14,7 @@ MAX_LINES = 600
 # Lowest first. A module may import from its own layer or any layer below it.
 LAYERS = [
     ("foundation", ["glmix_deploy", "glmix_deploy.errors", "glmix_deploy.files", "glmix_deploy.dtypes",
-                    "glmix_deploy.option_rules"]),
+                    "glmix_deploy.option_rules", "glmix_deploy.progress"]),
     ("data", ["glmix_deploy.data"]),
     ("models", ["glmix_deploy.models"]),
     ("graph", ["glmix_deploy.graph"]),

@@ -14,8 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,15 @@ def time_engine(engine, x: np.ndarray, *, warmup: int, iters: int,
         samples.append(time.perf_counter() - t0)
         advance()
     return LatencyStats.from_samples(samples, len(x))
+
+
+def onnx_cpu_latency_ms(model: "onnx.ModelProto", x: np.ndarray, *, runs: int) -> float:
+    """Median onnxruntime CPU latency of an in-memory graph over `runs` runs, one warm-up first
+    (spinning threads, as a deployed session would)."""
+    from glmix_deploy.engines.measure import cpu_engine
+
+    with cpu_engine(model, spin=True) as engine:
+        return time_engine(engine, x, warmup=1, iters=runs).p50_ms
 
 
 def block_sizes(iters: int, rounds: int) -> list[int]:

@@ -30,7 +30,7 @@ def export_executorch_command(*, ckpt: Path, out: Path | None, force: bool, img_
                              "--force to replace, or choose another --out")
 
     loaded = load_checkpoint()
-    progress = None if State.json else render.step
+    progress = None if State.json else render.progress
     on_case = None if State.json else render.parity_case
     result = export_executorch(loaded, target, options, progress=progress, on_parity_case=on_case)
     if State.json:

@@ -378,7 +378,7 @@ class _VerifiedOnnx:
 
 
 def _progress():
-    return None if State.json else render.step
+    return None if State.json else render.progress
 
 
 def _on_case():

@@ -9,6 +9,8 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from glmix_deploy.progress import WARNING
+
 # Logs and pipes get a wide fixed width so tables are never truncated; terminals use their own.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
@@ -20,7 +22,18 @@ def error(message: str) -> None:
 
 
 def step(message: str) -> None:
+    """One of the CLI's own progress lines (rich markup)."""
     err.print(f"[cyan]•[/cyan] {message}")
+
+
+def progress(message: str) -> None:
+    """A library's progress line: plain text (brackets in paths or shapes are not markup)."""
+    from rich.markup import escape
+
+    if message.startswith(WARNING):
+        err.print(f"[bold yellow]• {escape(message)}[/bold yellow]")
+    else:
+        err.print(f"[cyan]•[/cyan] {escape(message)}")
 
 
 @contextlib.contextmanager

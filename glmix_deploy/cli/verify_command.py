@@ -78,7 +78,7 @@ def verify(
         model, shapes=parsed, images=images, atol=atol, rtol=rtol, min_cos=min_cos,
         min_top1=parse_fraction(min_top1, "--min-top1"), localize=localize, force=force, seed=seed, threads=threads,
         on_case=None if State.json else verify_render.verify_case,
-        progress=None if State.json else render.step)
+        progress=None if State.json else render.progress)
     render.overridden_warning(result.overridden, f"{result.artifact} (and this comparison)")
     if report_path:
         write_json(report_path, result.to_dict())

@@ -178,7 +178,7 @@ def emit_json(data: dict) -> None:
 
 def quiet_step(message: str) -> None:
     if not State.json:
-        render.step(message)
+        render.progress(message)
 
 
 def finish_check(result, render_human, written: tuple[tuple[str, Path | None], ...]) -> None:

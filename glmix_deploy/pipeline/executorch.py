@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glmix_deploy.errors import CheckFailed, UserInputError
+from glmix_deploy.progress import Progress
 
 if TYPE_CHECKING:
     from glmix_deploy.compare.parity import ParityCase, ParityReport
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from glmix_deploy.models.loader import LoadedCheckpoint
     from glmix_deploy.precision.options import PrecisionOptions
 
-Progress = Callable[[str], None]
 # Metadata of the ONNX export that has no meaning for a program that never was ONNX.
 _ONNX_ONLY = ("opset", "onnx_version", "cluster_op", "cluster_logits")
 

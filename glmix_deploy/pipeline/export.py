@@ -39,6 +39,7 @@ from glmix_deploy.graph.onnx_io import (
     write_metadata,
 )
 from glmix_deploy.pipeline.attention import attention_metadata
+from glmix_deploy.progress import Progress, quiet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from glmix_deploy.compare.parity import ParityCase, ParityReport
     from glmix_deploy.models.loader import LoadedCheckpoint
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -93,10 +93,6 @@ class ExportResult:
             "verified_shapes": self.verified_shapes,
             "peak_rss_mib": self.peak_rss_mib,
         }
-
-
-def _quiet(_message: str) -> None:
-    pass
 
 
 @contextlib.contextmanager
@@ -186,7 +182,7 @@ def fold_functions(model: "onnx.ModelProto", spec: GLNetOnnxSpec, loaded: "Loade
 
 
 def verify_onnx(loaded: "LoadedCheckpoint", path: Path, shapes: list, options: ExportOptions, *,
-                artifact: str, image_x=None, say: Progress = _quiet,
+                artifact: str, image_x=None, say: Progress = quiet,
                 on_parity_case: Callable[["ParityCase"], None] | None = None) -> "ParityReport":
     """Parity of the ONNX at `path` against PyTorch at `shapes` (seeded inputs) and, for fp16/int8,
     on the images the precision guard judged; the tolerance is the precision's from the table."""
@@ -228,7 +224,7 @@ def export_onnx(
 
     options = options or ExportOptions()
     options.validate()
-    say = progress or _quiet
+    say = progress or quiet
     out = check_target(Path(out))
     spec = options.spec(loaded.config)  # the task's outputs; refuses classify without a head
     img_size = options.img_size or loaded.config.img_size

@@ -7,17 +7,17 @@ Everything takes typed values; the command line parses its strings before callin
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from glmix_deploy.progress import Progress
 
 if TYPE_CHECKING:
     from glmix_deploy.exporters.triton import TritonOptions, TritonRepositoryResult
     from glmix_deploy.models.loader import LoadedCheckpoint
     from glmix_deploy.tensorrt.build import BuildResult
 
-Progress = Callable[[str], None]
 Shape = tuple[int, ...]
 DEFAULT_REPOSITORY = "model_repository"
 

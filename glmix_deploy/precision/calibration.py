@@ -2,8 +2,8 @@
 
 Calibration images are read from a folder (an ImageFolder or any tree of images) with the same
 preprocessing as evaluation (`Preprocessing.from_config` of the loaded checkpoint), or drawn at
-random with `--calib-synthetic`. The tensor ranges onnxruntime computes from them are cached in a
-file whose name is a hash of everything they depend on:
+random with `--calib-synthetic`. The tensor ranges measured on them (engines/measure.py, for every
+calibrated pass) are cached in a file whose name is a hash of everything they depend on:
 
 * the model: sha256 of the verified fp32 ONNX (before metadata);
 * the data: the sorted relative file names and a hash of their contents, plus the preprocessing
@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +29,13 @@ from glmix_deploy.errors import UserInputError
 from glmix_deploy.files import write_text_atomic
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+PERCENTILE = 99.999  # the `percentile` method's percentile of |value|
 DEFAULT_CALIB_SIZE = 256
 # Preprocessed images held at once (calibration, the guard's images): 256 at 224x224 take 154 MB,
 # at 1024x1024 one image takes 12.6 MB, so the default count shrinks with the resolution.
 IMAGE_BYTES_BUDGET = 1 << 30
 SYNTHETIC_SEED = 20240
-CACHE_FORMAT = 1  # bump when the cached content or its key changes meaning
+CACHE_FORMAT = 2  # bump when the cached content or its key changes meaning (2: every pass caches amax)
 
 
 def default_cache_dir() -> Path:
@@ -137,7 +138,7 @@ def cache_key(model_sha256: str, data_hash: str, settings: dict) -> str:
 
 @dataclass
 class CalibrationCache:
-    """One cache entry: `<dir>/<key>.json` (onnxruntime's tensor ranges) and `<key>.meta.json`."""
+    """One cache entry: `<dir>/<key>.json` (the largest |value| per tensor) and `<key>.meta.json`."""
 
     directory: Path
     key: str
@@ -162,7 +163,7 @@ class CalibrationCache:
             raise UserInputError(f"calibration cache {self.directory} is not writable")
 
     def read_amax(self) -> dict[str, float] | None:
-        """The cached largest |value| per tensor (the Q/DQ passes' format), None when the entry is
+        """The cached largest |value| per tensor, None when the entry is
         absent or unreadable (then it is computed again and rewritten)."""
         try:
             data = json.loads(self.ranges_path.read_text())
@@ -175,45 +176,3 @@ class CalibrationCache:
 
     def write_meta(self, meta: dict) -> None:
         write_text_atomic(self.meta_path, json.dumps(meta, indent=2, sort_keys=True))
-
-
-class ArrayReader:
-    """onnxruntime CalibrationDataReader over preprocessed arrays, `batch` rows at a time
-    (the model's static batch: a short last chunk repeats its last row)."""
-
-    def __init__(self, arrays: np.ndarray, input_name: str, batch: int = 1, fixed: bool = True):
-        self.arrays, self.input_name, self.batch, self.fixed = arrays, input_name, batch, fixed
-        self._iter: Iterator[dict] | None = None
-        self._range = (0, len(self))
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        """onnxruntime's strided calibration: only items [start, end) on the next pass."""
-        self._range = (start_index, end_index)
-        self._iter = None
-
-    def stride(self, most: int = 8) -> int | None:
-        """Items per calibration pass: the largest divisor of len(self) up to `most` (ranges are
-        merged across passes, so memory stays bounded on big models); None for a single pass."""
-        n = len(self)
-        if n <= most:
-            return None
-        return max(d for d in range(1, most + 1) if n % d == 0)
-
-    def _chunks(self) -> Iterator[dict]:
-        lo, hi = self._range
-        for start in range(lo * self.batch, min(hi * self.batch, len(self.arrays)), self.batch):
-            chunk = self.arrays[start:start + self.batch]
-            if self.fixed and len(chunk) < self.batch:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk), axis=0)])
-            yield {self.input_name: np.ascontiguousarray(chunk, dtype=np.float32)}
-
-    def get_next(self) -> dict | None:
-        if self._iter is None:
-            self._iter = self._chunks()
-        return next(self._iter, None)
-
-    def rewind(self) -> None:
-        self._iter = None
-
-    def __len__(self) -> int:
-        return -(-len(self.arrays) // self.batch)

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from glmix_deploy.precision.units import Unit
+from glmix_deploy.progress import Progress
 
 if TYPE_CHECKING:
     import onnx
 
-Progress = Callable[[str], None]
 
 
 @dataclass

@@ -1,27 +1,29 @@
 """INT8 for the CPU (precision int8, target cpu: the `int8-cpu` pass in precision/passes.py):
 onnxruntime's static post-training quantization as Q/DQ over the fp32 graph, the form onnxruntime
 and OpenVINO run fastest on a CPU. The GPU's int8 (TensorRT's strongly typed Q/DQ over fp16) is
-precision/qdq.py. Per-channel symmetric int8 weights, per-tensor symmetric int8 activations (zero
-point 0, the explicit-quantization convention TensorRT shares), only Conv / MatMul with constant
-weights / Gemm, outputs and biases left in float. `check_qdq` confirms those facts on the result."""
+precision/qdq.py. The ranges are measured by the caller (engines/measure.py, the one home of
+calibration) and handed in as the largest |value| per tensor. Per-channel symmetric int8 weights,
+per-tensor symmetric int8 activations (zero point 0, the explicit-quantization convention TensorRT
+shares), only Conv / MatMul with constant weights / Gemm, outputs and biases left in float.
+`check_qdq` confirms those facts on the result."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from glmix_deploy.errors import MissingDependencyError
+from glmix_deploy.precision.calibration import PERCENTILE
 
 if TYPE_CHECKING:
     import onnx
 
 INT8_OP_TYPES = ("Conv", "MatMul", "Gemm")  # what TensorRT's explicit quantization takes as Q/DQ
-PERCENTILE = 99.999
 
 
 @contextlib.contextmanager
@@ -47,13 +49,33 @@ def int8_settings(method: str) -> dict:
     """Everything but model and data that the cached ranges (and the artifact) depend on."""
     return {"method": method, "op_types": list(INT8_OP_TYPES), "matmul": "constant B only",
             "activation": "int8-symmetric-per-tensor", "weight": "int8-symmetric-per-channel",
-            "calib_symmetric": True, "percentile": PERCENTILE if method == "percentile" else None}
+            "calib_symmetric": True, "percentile": PERCENTILE if method == "percentile" else None,
+            "ranges": "largest |value| per tensor"}
 
 
-def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, reader, cache_path: Path, method: str,
+def int8_calibration_tensors(model: "onnx.ModelProto") -> list[str]:
+    """The tensors onnxruntime's quantizer looks up ranges for: every non-constant input and output
+    of the Conv / MatMul / Gemm nodes (its `select_tensors_to_calibrate`), in graph order."""
+    constants = {i.name for i in model.graph.initializer}
+    tensors = [t for n in model.graph.node if n.op_type in INT8_OP_TYPES
+               for t in [*n.input, *n.output] if t and t not in constants]
+    return list(dict.fromkeys(tensors))
+
+
+def write_ranges(amax: Mapping[str, float], method: str, path: Path) -> Path:
+    """`amax` as onnxruntime's calibration cache (symmetric ranges), for `quantize_static` to read
+    instead of calibrating itself."""
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+
+    data = {t: TensorData(lowest=np.array(-a, np.float32), highest=np.array(a, np.float32)) for t, a in amax.items()}
+    save_tensors_data(TensorsData(calibration_method(method), data), path)
+    return path
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, amax: Mapping[str, float], method: str,
                   nodes: Iterable[str]) -> "onnx.ModelProto":
-    """TensorRT-style Q/DQ model quantizing `nodes` (see the module docstring). Ranges come from
-    `cache_path` when it exists; else they are computed from `reader` and written there."""
+    """TensorRT-style Q/DQ model quantizing `nodes` (see the module docstring) with the calibrated
+    largest |value| of each tensor in `amax` (`int8_calibration_tensors`; measured elsewhere)."""
     import inspect
 
     import onnx
@@ -67,20 +89,15 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, reader, cache_
         "WeightSymmetric": True,
         "QuantizeBias": False,  # TensorRT takes float biases and fuses them
         "OpTypesToExcludeOutputQuantization": list(INT8_OP_TYPES),  # Q/DQ on inputs only
-        "CalibTensorRangeSymmetric": True,
     }
-    stride = reader.stride() if reader is not None and method == "minmax" else None
-    if stride:
-        extra["CalibStridedMinMax"] = stride  # bounded memory: ranges merged pass by pass
-    if method == "percentile":
-        extra["CalibPercentile"] = PERCENTILE
+    ranges = write_ranges(amax, method, Path(out_path).with_name(Path(out_path).stem + ".ranges.json"))
     with quiet_quantizer():
         quantize_static(
-            str(fp32_path), str(out_path), None if Path(cache_path).is_file() else reader,
+            str(fp32_path), str(out_path), None,
             quant_format=QuantFormat.QDQ, op_types_to_quantize=list(INT8_OP_TYPES), per_channel=True,
             reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             nodes_to_quantize=sorted(set(nodes)) or ["<none>"], calibrate_method=calibration_method(method),
-            extra_options=extra, calibration_cache_path=str(cache_path))
+            extra_options=extra, calibration_cache_path=str(ranges))
     return onnx.load(str(out_path))
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from glmix_deploy.graph.onnx_io import save_model
 from glmix_deploy.precision.calibration import (
-    ArrayReader,
+    PERCENTILE,
     CalibrationCache,
     CalibrationData,
     cache_key,
@@ -31,8 +31,8 @@ from glmix_deploy.precision.fp16 import FP16_SAFE_MAX, convert_fp16, overflow_no
 from glmix_deploy.precision.guard import GuardResult, Progress
 from glmix_deploy.precision.int8 import (
     INT8_OP_TYPES,
-    PERCENTILE,
     check_qdq,
+    int8_calibration_tensors,
     int8_settings,
     quantize_int8,
 )
@@ -69,10 +69,10 @@ class PassContext:
     static_batch: bool  # the graph takes only that batch
     calibration: CalibrationData | None  # given to passes with `calibrated`
     # Largest |value| of every float tensor of an fp32 graph over the guard's inputs: a
-    # measurement, so the pipeline supplies it (this layer runs nothing).
+    # measurement (engines/measure.py), handed in by the pipeline; this layer runs no graph.
     activation_absmax: Callable[["onnx.ModelProto"], dict[str, float]]
     # Calibrated largest |value| of the named tensors of an fp32 graph over the calibration data
-    # with a method of calibration.CALIB_METHODS (also measured by the pipeline).
+    # with a method of calibration.CALIB_METHODS (measured there too, for every calibrated pass).
     calibrate: Callable[["onnx.ModelProto", list[str]], dict[str, float]] | None = None
     say: Progress = lambda _m: None
 
@@ -149,11 +149,32 @@ class Fp16Pass(PrecisionPass):
 
 
 class CalibratedPass(PrecisionPass):
-    """A pass with calibrated ranges: its subclasses set `calibration`, `cache`, `settings` and
-    `reused` (whether the cache entry existed)."""
+    """A pass with calibrated ranges: its subclasses set `calibration` and take their ranges from
+    `_cached_ranges` (which sets `cache`, `settings` and `reused`: whether the entry existed)."""
 
     calibrated = True
     converted = "quantized"
+
+    def _cached_ranges(self, settings: dict, wanted: list[str]) -> dict[str, float]:
+        """The calibrated largest |value| of `wanted` (tensors of self.model): from the cache entry
+        for (model, data, settings) when it holds them all, else measured and cached. Sets
+        `settings`, `cache` and `reused`."""
+        context = self.context
+        options = context.options
+        self.settings = settings
+        cache_dir = Path(options.calib_cache) if options.calib_cache is not None else default_cache_dir()
+        self.cache = CalibrationCache(cache_dir, cache_key(self.fp32_sha256, self.calibration.data_hash, settings))
+        self.cache.prepare()
+        cached = self.cache.read_amax()
+        self.reused = cached is not None and set(wanted) <= set(cached)
+        if self.reused:
+            context.say(f"reusing cached calibration {self.cache.ranges_path}")
+            return cached
+        context.say(f"calibrating {len(wanted)} tensors ({options.calib_method}); caching the ranges in "
+                    f"{self.cache.ranges_path}")
+        amax = context.calibrate(self.model, wanted)
+        self.cache.write_amax(amax)
+        return amax
 
     def finish(self, result: GuardResult) -> None:
         if not self.reused:
@@ -184,23 +205,15 @@ class Int8CpuPass(CalibratedPass):
     ranges calibrated once (and cached); the guard keeps whole blocks in float."""
 
     def __init__(self, model: "onnx.ModelProto", context: PassContext):
-        if context.calibration is None:
+        if context.calibration is None or context.calibrate is None:
             raise ValueError("the int8 pass needs calibration data")
         # Same numbers; weights the quantizer recognises as weights.
         super().__init__(constants_to_initializers(model), context)
-        options, calibration = context.options, context.calibration
-        self.calibration = calibration
+        self.calibration = context.calibration
         self.fp32_path = context.work / "fp32.onnx"  # onnxruntime's quantizer reads a file
         save_model(self.model, self.fp32_path)
-        self.settings = int8_settings(options.calib_method)
-        cache_dir = Path(options.calib_cache) if options.calib_cache is not None else default_cache_dir()
-        self.cache = CalibrationCache(cache_dir, cache_key(self.fp32_sha256, calibration.data_hash, self.settings))
-        self.cache.prepare()
-        self.reused = self.cache.exists()
-        context.say(("reusing cached calibration " if self.reused else "calibrating; caching the ranges in ")
-                    + str(self.cache.ranges_path))
-        self.reader = ArrayReader(calibration.arrays, self.model.graph.input[0].name, batch=context.batch,
-                                  fixed=context.static_batch)
+        self.amax = self._cached_ranges(int8_settings(context.options.calib_method),
+                                        int8_calibration_tensors(self.model))
         self.quantizable = int8_candidates(self.model)
         self._builds = itertools.count()
 
@@ -209,8 +222,7 @@ class Int8CpuPass(CalibratedPass):
 
     def build(self, excluded: set[str]) -> "onnx.ModelProto":
         out = self.context.work / f"int8_{next(self._builds)}.onnx"
-        return quantize_int8(self.fp32_path, out, reader=self.reader, cache_path=self.cache.ranges_path,
-                             method=self.context.options.calib_method,
+        return quantize_int8(self.fp32_path, out, amax=self.amax, method=self.context.options.calib_method,
                              nodes=[n for n in self.quantizable if n not in excluded])
 
     def metadata(self, result: GuardResult) -> dict[str, str]:
@@ -253,23 +265,10 @@ class QdqPass(CalibratedPass):
         self.eligible = eligibility(self.model, self.fmt)
         self.absmax = context.activation_absmax(self.model)
         self.forced = overflow_nodes(self.model, self.absmax)
-        self.settings = {"format": self.fmt.name, "method": options.calib_method,
-                         "tensors": "linear-op activations and residual Add inputs, symmetric per tensor",
-                         "percentile": PERCENTILE if options.calib_method == "percentile" else None}
-        cache_dir = Path(options.calib_cache) if options.calib_cache is not None else default_cache_dir()
-        self.cache = CalibrationCache(cache_dir, cache_key(self.fp32_sha256, calibration.data_hash, self.settings))
-        self.cache.prepare()
-        wanted = self.eligible.tensors()
-        cached = self.cache.read_amax()
-        self.reused = cached is not None and set(wanted) <= set(cached)
-        if self.reused:
-            context.say(f"reusing cached calibration {self.cache.ranges_path}")
-            self.amax = cached
-        else:
-            context.say(f"calibrating {len(wanted)} tensors ({options.calib_method}); caching the ranges in "
-                        f"{self.cache.ranges_path}")
-            self.amax = context.calibrate(self.model, wanted)
-            self.cache.write_amax(self.amax)
+        settings = {"format": self.fmt.name, "method": options.calib_method,
+                    "tensors": "linear-op activations and residual Add inputs, symmetric per tensor",
+                    "percentile": PERCENTILE if options.calib_method == "percentile" else None}
+        self.amax = self._cached_ranges(settings, self.eligible.tensors())
         # Ranges an fp16 scale cannot serve keep their consumers fp16 (qdq.scale_floor_limits).
         self.range_limited = scale_floor_limits(self.eligible, self.amax, self.fmt)
         self.eligible = self.eligible.without(self.range_limited)

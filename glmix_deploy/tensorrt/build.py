@@ -23,13 +23,14 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from glmix_deploy.errors import CheckFailed, MissingDependencyError, UserInputError
 from glmix_deploy.files import write_bytes_atomic
 from glmix_deploy.graph.onnx_io import Shape, graph_io, load_model, read_metadata
+from glmix_deploy.progress import Progress
 from glmix_deploy.tensorrt.compat import (
     INSTALL_HINT,
     GpuInfo,
@@ -49,7 +50,6 @@ from glmix_deploy.tensorrt.sidecar import (
 
 MIN_TENSORRT_MAJOR = 10
 TRTEXEC_TIMEOUT_S = 3 * 3600
-Progress = Callable[[str], None]
 
 
 # --------------------------------------------------------------------------------------------

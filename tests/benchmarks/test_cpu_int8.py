@@ -14,7 +14,7 @@ from glmix_deploy.precision.calibration import synthetic_calibration
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from _cpu_int8 import CPU_VARIANT, build_cpu_int8, drop_broadcast_expands
+from _cpu_int8 import CPU_VARIANT, ArrayReader, build_cpu_int8, drop_broadcast_expands
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -75,3 +75,15 @@ def test_our_export_keeps_gelu_fusable(tiny_onnx, tmp_path):
     ort.InferenceSession(str(tiny_onnx), options, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(str(optimized)).graph.node]
     assert ops.count("Gelu") == 6 and "Erf" not in ops
+
+
+def test_array_reader_pads_a_static_batch_and_strides():
+    arrays = np.arange(5 * 3, dtype=np.float32).reshape(5, 3, 1, 1)
+    reader = ArrayReader(arrays, "images", batch=2, fixed=True)
+    chunks = [reader.get_next()["images"] for _ in range(len(reader))]
+    assert reader.get_next() is None and [c.shape[0] for c in chunks] == [2, 2, 2]
+    assert np.array_equal(chunks[-1][1], arrays[-1])  # the short last chunk repeats its last row
+    reader.rewind()
+    assert np.array_equal(reader.get_next()["images"], arrays[:2])
+    assert ArrayReader(np.zeros((24, 3, 1, 1), np.float32), "images").stride() == 8
+    assert ArrayReader(np.zeros((6, 3, 1, 1), np.float32), "images").stride() is None

@@ -17,13 +17,15 @@ import onnx
 import pytest
 
 from glmix_deploy.cli.main import run
+from glmix_deploy.compare.guard_score import guard_target, score_outputs
 from glmix_deploy.compare.parity import judge_outputs
 from glmix_deploy.compare.tolerances import PRECISION_TOLERANCES, output_tolerance
+from glmix_deploy.engines.measure import InputCase
 from glmix_deploy.exporters.onnx_export import ExportOptions
 from glmix_deploy.exporters.spec import ShapeRange
 from glmix_deploy.models.loader import load_checkpoint
 from glmix_deploy.pipeline.export import export_onnx
-from glmix_deploy.pipeline.precision import GuardCase, deployment_preprocessing, guard_target, score_outputs
+from glmix_deploy.pipeline.precision import deployment_preprocessing
 from glmix_deploy.precision.calibration import images_within_budget
 from glmix_deploy.precision.options import PrecisionOptions
 
@@ -65,7 +67,7 @@ def test_stage_maps_meet_the_cosine_bar_image_by_image_class_scores_by_top1():
 
 def test_guard_scores_every_stage_map_and_names_the_image_that_breaks():
     refs, outs = _one_image_broken(_stage_maps(), "stage3", image=5)
-    cases = [GuardCase("images (8)", np.zeros((8, 3, 80, 96), np.float32), 8, False)]
+    cases = [InputCase("images (8)", np.zeros((8, 3, 80, 96), np.float32), 8, False)]
     target = guard_target(PrecisionOptions(precision="fp16"))
     score = score_outputs([refs], [outs], cases, target)
     assert not score.passed and score.images_top1 is None and score.min_top1 is None

@@ -7,7 +7,6 @@ import pytest
 
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.precision.calibration import (
-    ArrayReader,
     cache_key,
     default_cache_dir,
     evenly_spaced,
@@ -43,15 +42,3 @@ def test_synthetic_calibration_is_reproducible_and_capped():
 def test_evenly_spaced_spreads_over_every_index():
     assert evenly_spaced(5, 10) == [0, 1, 2, 3, 4]
     assert evenly_spaced(10, 3) == [0, 4, 9]
-
-
-def test_array_reader_pads_a_static_batch_and_strides():
-    arrays = np.arange(5 * 3, dtype=np.float32).reshape(5, 3, 1, 1)
-    reader = ArrayReader(arrays, "images", batch=2, fixed=True)
-    chunks = [reader.get_next()["images"] for _ in range(len(reader))]
-    assert reader.get_next() is None and [c.shape[0] for c in chunks] == [2, 2, 2]
-    assert np.array_equal(chunks[-1][1], arrays[-1])  # the short last chunk repeats its last row
-    reader.rewind()
-    assert np.array_equal(reader.get_next()["images"], arrays[:2])
-    assert ArrayReader(np.zeros((24, 3, 1, 1), np.float32), "images").stride() == 8
-    assert ArrayReader(np.zeros((6, 3, 1, 1), np.float32), "images").stride() is None

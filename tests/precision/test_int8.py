@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from glmix_deploy.engines.measure import calibrated_amax
 from glmix_deploy.graph.onnx_io import save_model
-from glmix_deploy.precision.calibration import ArrayReader, synthetic_calibration
-from glmix_deploy.precision.int8 import check_qdq, int8_settings, quantize_int8
+from glmix_deploy.precision.calibration import synthetic_calibration
+from glmix_deploy.precision.int8 import check_qdq, int8_calibration_tensors, int8_settings, quantize_int8
 from glmix_deploy.precision.units import (
     block_units,
     constants_to_initializers,
@@ -15,18 +16,26 @@ from glmix_deploy.precision.units import (
 )
 
 
-def test_quantize_int8_is_symmetric_qdq_of_the_chosen_nodes_and_caches_ranges(tiny_onnx, tmp_path):
+def _activation_scales(model: onnx.ModelProto, amax: dict[str, float]) -> dict[str, float]:
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] in amax}
+
+
+def test_quantize_int8_is_symmetric_qdq_of_the_chosen_nodes_at_the_given_ranges(tiny_onnx, tmp_path):
     model = constants_to_initializers(onnx.load(str(tiny_onnx)))
     fp32 = tmp_path / "fp32.onnx"
     save_model(model, fp32)
     calibration = synthetic_calibration((1, 3, 64, 64), 4)
-    reader = ArrayReader(calibration.arrays, model.graph.input[0].name, batch=1)
+    tensors = int8_calibration_tensors(model)
+    assert "images" in tensors and not {i.name for i in model.graph.initializer} & set(tensors)
+    amax = calibrated_amax(model, tensors, calibration.arrays, batch=1, fixed=True, method="minmax")
     candidates = int8_candidates(model)
     kept_out = block_units(candidates)[0]
-    cache = tmp_path / "ranges.json"
-    quantized = quantize_int8(fp32, tmp_path / "a.onnx", reader=reader, cache_path=cache, method="minmax",
+    quantized = quantize_int8(fp32, tmp_path / "a.onnx", amax=amax, method="minmax",
                               nodes=[n for n in candidates if n not in kept_out.nodes])
-    assert cache.is_file()
     facts = check_qdq(quantized)
     assert facts["quantize_linear"] > 0 and facts["per_channel_weights"] > 0
     assert facts["nonzero_zero_points"] == 0
@@ -34,10 +43,13 @@ def test_quantize_int8_is_symmetric_qdq_of_the_chosen_nodes_and_caches_ranges(ti
     for node in quantized.graph.node:
         if node.name in kept_out.nodes:
             assert all(produced.get(i) is None or produced[i].op_type != "DequantizeLinear" for i in node.input)
-    # The cached ranges stand in for the data: no reader needed, same graph.
-    again = quantize_int8(fp32, tmp_path / "b.onnx", reader=None, cache_path=cache, method="minmax",
-                          nodes=[n for n in candidates if n not in kept_out.nodes])
-    assert again.SerializeToString() == quantized.SerializeToString()
+    # Every activation's scale is its measured range over int8's 127 steps: our ranges, not onnxruntime's own.
+    assert _activation_scales(quantized, amax) and all(
+        np.isclose(scale, amax[t] / 127, rtol=1e-6) for t, scale in _activation_scales(quantized, amax).items())
+    doubled = quantize_int8(fp32, tmp_path / "b.onnx", amax={t: 2 * a for t, a in amax.items()}, method="minmax",
+                            nodes=[n for n in candidates if n not in kept_out.nodes])
+    assert all(np.isclose(scale, 2 * amax[t] / 127, rtol=1e-6)
+               for t, scale in _activation_scales(doubled, amax).items())
     assert check_qdq(model)["quantize_linear"] == 0
 
 

@@ -9,9 +9,11 @@ import pytest
 from onnx import TensorProto
 
 from glmix_deploy.compare.tolerances import PRECISION_TOLERANCES
+from glmix_deploy.engines.measure import calibrated_amax
 from glmix_deploy.precision.calibration import synthetic_calibration
 from glmix_deploy.precision.fp16 import FP16_SAFE_MAX
 from glmix_deploy.precision.guard import Score, run_guard
+from glmix_deploy.precision.int8 import int8_calibration_tensors
 from glmix_deploy.precision.options import PRECISIONS, PrecisionOptions
 from glmix_deploy.precision.passes import (
     PRECISION_PASSES,
@@ -58,7 +60,14 @@ def test_int8_cpu_pass_needs_calibration_and_records_a_new_cache_entry(tiny_onnx
     with pytest.raises(ValueError, match="calibration"):
         Int8CpuPass(model, _context(tmp_path, options))
     calibration = synthetic_calibration((1, 3, 64, 64), 4)
-    step = Int8CpuPass(model, _context(tmp_path, options, calibration=calibration))
+    asked: list[list[str]] = []
+
+    def calibrate(fp32, tensors):  # the measurement the pipeline hands in
+        asked.append(list(tensors))
+        return calibrated_amax(fp32, tensors, calibration.arrays, batch=1, fixed=False, method="minmax")
+
+    step = Int8CpuPass(model, _context(tmp_path, options, calibration=calibration, calibrate=calibrate))
+    assert asked == [int8_calibration_tensors(step.model)] and step.amax.keys() == set(asked[0])
     (blocks,) = step.phases()  # one phase: whole blocks
     assert not step.reused and blocks and all(u.kind == "block" for u in blocks)
     result = run_guard(step.phases(), step.build, lambda _m: Score(True, 1.0, None, None, 0.0))
@@ -68,7 +77,8 @@ def test_int8_cpu_pass_needs_calibration_and_records_a_new_cache_entry(tiny_onnx
     assert meta["calibration"] == "synthetic" and meta["quant_format"] == "QDQ" and meta["precision_target"] == "cpu"
     assert report["int8"]["quantized_nodes"] == report["int8"]["candidate_nodes"] > 0
     assert report["calibration"]["cache_reused"] is False and report["calibration"]["images"] == 4
-    assert Int8CpuPass(model, _context(tmp_path, options, calibration=calibration)).reused
+    again = Int8CpuPass(model, _context(tmp_path, options, calibration=calibration, calibrate=calibrate))
+    assert again.reused and len(asked) == 1 and again.amax == step.amax  # the cache, not a second calibration
 
 
 @pytest.mark.parametrize("pass_type", [Int8Pass, Fp8Pass], ids=["int8", "fp8"])

@@ -1,0 +1,13 @@
+"""The CLI's rendering of library progress lines: plain text, never rich markup."""
+
+from __future__ import annotations
+
+from glmix_deploy.cli import render
+
+
+def test_library_progress_prints_brackets_literally_and_styles_warnings(capsys):
+    render.progress("calibrating 3 tensors; caching the ranges in /tmp/[bold]cache/x.json")
+    render.progress(f"{render.WARNING}calibrating on SYNTHETIC random inputs")
+    err = capsys.readouterr().err
+    assert "/tmp/[bold]cache/x.json" in err
+    assert "WARNING: calibrating on SYNTHETIC" in err
