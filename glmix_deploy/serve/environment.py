@@ -16,6 +16,7 @@ Nothing here imports pytriton at module level: `require_pytriton` says how to in
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -130,6 +131,20 @@ def stub_python_env(*, note=None) -> Path:
     folder = _cache_root() / f"triton-stub-env-py{sys.version_info[0]}{sys.version_info[1]}-{tag}"
     if (folder / ".complete").is_file():
         return folder
+    # One preparer at a time (parallel test workers, two `serve` runs): the others wait, then use it.
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(folder.with_name(folder.name + ".lock"), "w")  # noqa: SIM115 - held across the block
+    except OSError as exc:
+        raise MissingDependencyError(f"cannot prepare the stub environment in {folder.parent}: {exc}") from exc
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".complete").is_file():
+            _prepare_stub_env(folder, note)
+    return folder
+
+
+def _prepare_stub_env(folder: Path, note) -> None:
     if note:
         note(f"preparing a {STUB_NUMPY} environment for Triton's Python-backend stub in {folder} (once)")
     work = folder.with_name(folder.name + f".tmp{os.getpid()}")
@@ -161,7 +176,6 @@ def stub_python_env(*, note=None) -> Path:
     (work / ".complete").write_text(STUB_NUMPY + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(work, folder)
-    return folder
 
 
 def server_environment(base: dict[str, str] | None = None, *, note=None) -> dict[str, str]:
