@@ -13,6 +13,10 @@ TORCH  := torch==2.13.0
 # names they define without importing them; fetched once, and skipped by the tests when offline.
 TRT_BINDINGS := .cache/trt-bindings
 TRT_BINDINGS_VERSIONS := 10.13.3.9 11.4.0.106
+# Tests run on one pytest-xdist worker per core (at most 4: the release sweeps take GBs each); the
+# users of an expensive session fixture share a worker (tests/conftest.py). PYTEST_JOBS=0 runs serially.
+PYTEST_JOBS ?= auto
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --maxprocesses=4 --dist loadgroup)
 
 .PHONY: install demo test test-fast test-all-releases lint bench clean trt-bindings
 
@@ -57,17 +61,18 @@ trt-bindings: $(STAMP)
 	done
 
 test: $(STAMP) trt-bindings
-	$(BIN)/python -m pytest -q -ra --durations=15
+	$(BIN)/python -m pytest -q -ra --durations=15 $(PYTEST_PARALLEL)
 
-# Also the dynamo exports of glnet_9g and glnet_9g_tklb, which make test leaves out (same code
-# paths as glnet_4g / glnet_4g_tklb; ~4 min on 2 cores).
+# The release sweeps at full depth: make test sweeps every release's layout with one or two
+# blocks per stage (tests/factory.py: sweep_layout).
 test-all-releases: $(STAMP) trt-bindings
-	GLMIX_ALL_RELEASES=1 $(BIN)/python -m pytest -q -ra --durations=15
+	GLMIX_ALL_RELEASES=1 $(BIN)/python -m pytest -q -ra --durations=15 $(PYTEST_PARALLEL)
 
-# The inner loop: no full-size exports (slow), no real Triton servers (serving), no CLI runs in a
-# fresh Python process (cli).
+# The inner loop: no sweeps or full-size runs (slow), no real Triton servers (serving), no CLI runs
+# in a fresh Python process (cli), no ExecuTorch lowering (executorch).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -ra -m "not slow and not serving and not cli" --durations=10
+	$(BIN)/python -m pytest -q -ra -m "not slow and not serving and not cli and not executorch" --durations=10 \
+		$(PYTEST_PARALLEL)
 
 lint: $(STAMP)
 	$(BIN)/ruff check glmix_deploy tests benchmarks samples

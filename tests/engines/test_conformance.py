@@ -29,8 +29,8 @@ ENGINES = [
     "onnxruntime-modelproto",
     "onnxruntime-bytes",
     "openvino",
-    pytest.param("executorch", marks=pytest.mark.skipif(
-        not HAS_EXECUTORCH, reason="executorch is not installed (pip install 'glmix-deploy[executorch]')")),
+    pytest.param("executorch", marks=[pytest.mark.executorch, pytest.mark.skipif(
+        not HAS_EXECUTORCH, reason="executorch is not installed (pip install 'glmix-deploy[executorch]')")]),
     pytest.param("tensorrt", marks=[
         pytest.mark.tensorrt,
         pytest.mark.skipif(not HAS_TENSORRT, reason="tensorrt is not importable (needs the package and a GPU)"),

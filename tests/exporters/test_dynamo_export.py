@@ -35,6 +35,7 @@ def test_nodes_are_named_by_module_scope_and_functions_fold(tiny_onnx_dynamo):
     assert not any(n.metadata_props for n in model.graph.node)  # no stack traces or local paths
 
 
+@pytest.mark.slow  # a second dynamo export (~20 s); the release sweep checks the same corners
 def test_pipeline_result_reports_parity_at_every_corner(tiny_loaded, tmp_path: Path):
     result = export_onnx(tiny_loaded, tmp_path / "d.onnx", ExportOptions(exporter="dynamo", dynamic="all", max_batch=4,
                                                                          img_size=96))

@@ -43,6 +43,7 @@ def _report(result: dict) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.slow  # 2,000 files, ~25 s
 def test_mutated_checkpoints_load_or_raise_checkpoint_error(tmp_path: Path) -> None:
     bases = make_bases(tmp_path / "bases")
     result = run_contained("ours+model", tmp_path / "work", bases=bases, seed=SEED,

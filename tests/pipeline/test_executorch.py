@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from glmix_deploy.cli.main import run
 from glmix_deploy.errors import UserInputError
+from glmix_deploy.models.config import RELEASES
 
 HAS_EXECUTORCH = importlib.util.find_spec("executorch") is not None
 needs_executorch = pytest.mark.skipif(
@@ -119,15 +119,9 @@ def test_a_program_without_its_sidecar_or_not_matching_it_is_refused(tiny_execut
 
 # --------------------------------------------------------------------------- the sample and the releases
 
-# Lowering a release takes minutes of CPU on 2 cores: make test lowers the two layouts whose blocks
-# differ (glnet_stl: glmix + token MHSA; glnet_4g: deep stem, glmix.mha_nchw); GLMIX_ALL_RELEASES=1
-# (make test-all-releases) lowers all seven.
-EXECUTORCH_RELEASES = (["glnet_stl", "glnet_stl_paramslot", "glnet_4g", "glnet_9g", "glnet_16g", "glnet_4g_tklb",
-                        "glnet_9g_tklb"] if os.environ.get("GLMIX_ALL_RELEASES") == "1" else ["glnet_stl", "glnet_4g"])
-
-
 @needs_executorch
 @pytest.mark.slow
+@pytest.mark.executorch
 def test_sample_exports_fp32_and_int8_within_the_bars(tmp_path, capsys):
     ckpt = SAMPLE / "glnet_digits.pth"
     fp32, int8 = tmp_path / "digits.pte", tmp_path / "digits_int8.pte"
@@ -149,20 +143,23 @@ def test_sample_exports_fp32_and_int8_within_the_bars(tmp_path, capsys):
 
 @needs_executorch
 @pytest.mark.slow
-@pytest.mark.parametrize("name", EXECUTORCH_RELEASES)
+@pytest.mark.executorch
+@pytest.mark.parametrize("name", list(RELEASES))
 def test_release_layouts_export_at_a_small_size(name, tmp_path):
-    """Every release layout, random weights, at 64x64 (the graph is the same at 224; lowering cost
-    grows with node count, not pixels): fp32 within 1e-4, every linear-op FLOP in XNNPACK."""
+    """Every release layout (tests/factory.py: sweep_layout), random weights, at 64x64 (the graph is
+    the same at 224; lowering cost grows with node count, not pixels): fp32 within 1e-4, every
+    linear-op FLOP in XNNPACK."""
     from glmix_deploy.models.config import RELEASE_STATE_KEYS
     from glmix_deploy.models.loader import load_checkpoint
     from glmix_deploy.pipeline.executorch import ExecuTorchOptions, export_executorch
-    from tests.factory import random_glnet, save_training_checkpoint
+    from tests.factory import random_glnet, save_training_checkpoint, sweep_layout
 
     state_key = RELEASE_STATE_KEYS.get(name, "model")
-    path = save_training_checkpoint(tmp_path / f"{name}.pth", random_glnet(name), tmp_path,
+    config = sweep_layout(name)
+    path = save_training_checkpoint(tmp_path / f"{name}.pth", random_glnet(config), tmp_path,
                                     ema=state_key == "model_ema")
     loaded = load_checkpoint(path, state_key=state_key)
-    assert loaded.release == name
+    assert loaded.config.architecture() == config.architecture()
     result = export_executorch(loaded, tmp_path / f"{name}.pte", ExecuTorchOptions(img_size=64))
     assert result.parity.passed
     assert max(c.metrics.max_rel for c in result.parity.cases) <= 1e-4

@@ -4,7 +4,6 @@ onnxsim's drift check and the built-in parity check (CheckFailed with the file k
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from glmix_deploy.models.glnet import GLNet
 from glmix_deploy.models.loader import LoadedCheckpoint, load_checkpoint
 from glmix_deploy.pipeline.export import ExportResult, export_onnx
 from glmix_deploy.tensorrt.preflight import preflight
-from tests.factory import TINY, random_glnet, save_training_checkpoint
+from tests.factory import ALL_RELEASES, TINY, random_glnet, save_training_checkpoint, sweep_layout
 
 
 @pytest.fixture(scope="module")
@@ -179,15 +178,33 @@ def test_existing_output_is_replaced_atomically(tiny: LoadedCheckpoint, tmp_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(RELEASES))
-def test_release_variants_export_static_and_dynamic(name: str, tmp_path: Path) -> None:
-    """Every release, random weights, official training layout (unimportable args, module.
-    prefix, model_ema where the release keeps its weights there); TensorRT preflight of both.
-    (The fp16/int8/fp8 graphs' preflight is tests/tensorrt/test_preflight.py's.)"""
+def test_release_checkpoints_are_recognised_from_the_training_layout(name: str, tmp_path: Path) -> None:
+    """Every release at full depth, random weights, in the official training layout (unimportable
+    args, module. prefix, model_ema where the release keeps its weights there): read back as that
+    release, with the same outputs. (The sweeps below export each layout; see tests/factory.py.)"""
     state_key = RELEASE_STATE_KEYS.get(name, "model")
-    path = save_training_checkpoint(tmp_path / f"{name}.pth", random_glnet(name), tmp_path,
-                                    ema=state_key == "model_ema")
+    model = random_glnet(name)
+    path = save_training_checkpoint(tmp_path / f"{name}.pth", model, tmp_path, ema=state_key == "model_ema")
     loaded = load_checkpoint(path, state_key=state_key)
     assert loaded.release == name
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), model(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RELEASES))
+def test_release_variants_export_static_and_dynamic(name: str, tmp_path: Path) -> None:
+    """Every release layout (tests/factory.py: sweep_layout), random weights, official training
+    layout; TensorRT preflight of both. (The fp16/int8/fp8 graphs' preflight is
+    tests/tensorrt/test_preflight.py's.)"""
+    state_key = RELEASE_STATE_KEYS.get(name, "model")
+    config = sweep_layout(name)
+    path = save_training_checkpoint(tmp_path / f"{name}.pth", random_glnet(config), tmp_path,
+                                    ema=state_key == "model_ema")
+    loaded = load_checkpoint(path, state_key=state_key)
+    assert loaded.config.architecture() == config.architecture()
+    assert loaded.release == (name if ALL_RELEASES else "custom")
     static = export_onnx(loaded, tmp_path / "static.onnx", ExportOptions())
     dynamic = export_onnx(loaded, tmp_path / "dynamic.onnx",
                           ExportOptions(dynamic="all", max_batch=2, min_size=160, max_size=256))
@@ -199,20 +216,13 @@ def test_release_variants_export_static_and_dynamic(name: str, tmp_path: Path) -
     assert len(dynamic.parity.cases) >= 3
 
 
-# The dynamo route costs 0.5-2.5 min per release on 2 cores. glnet_9g and glnet_9g_tklb run
-# exactly the code paths of glnet_4g and glnet_4g_tklb at other widths, so `make test` skips them;
-# GLMIX_ALL_RELEASES=1 (make test-all-releases) runs all seven.
-DYNAMO_RELEASES = list(RELEASES) if os.environ.get("GLMIX_ALL_RELEASES") == "1" else [
-    name for name in RELEASES if name not in ("glnet_9g", "glnet_9g_tklb")]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", DYNAMO_RELEASES)
+@pytest.mark.parametrize("name", list(RELEASES))
 def test_release_variants_export_with_the_dynamo_exporter(name: str, tmp_path: Path) -> None:
     """torch.export route, dynamic batch and size: right at the smallest and default shape, the
     max batch at the smallest size, the max size at batch 1, and a non-square one."""
     path = tmp_path / f"{name}.pth"
-    torch.save(random_glnet(name).state_dict(), path)
+    torch.save(random_glnet(sweep_layout(name)).state_dict(), path)
     loaded = load_checkpoint(path)
     result = export_onnx(loaded, tmp_path / "dynamo.onnx",
                          ExportOptions(exporter="dynamo", dynamic="all", max_batch=2, min_size=160, max_size=256))

@@ -259,6 +259,7 @@ def sample():
 
 
 @needs_sample
+@pytest.mark.slow  # the guard over 359 held-out images per precision (~75 s for the three)
 @pytest.mark.parametrize("precision", ["fp16", "int8", "fp8"])
 def test_sample_meets_thresholds_on_held_out_images(sample, precision, tmp_path):
     """Issue #13's bar on the trained sample: int8 >= 90% and fp8 >= 85% of the Conv/MatMul/Gemm

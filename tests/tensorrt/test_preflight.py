@@ -19,7 +19,7 @@ from glmix_deploy.pipeline.export import export_onnx
 from glmix_deploy.precision.options import PrecisionOptions
 from glmix_deploy.tensorrt.onnx_ops import OPSET_MAX
 from glmix_deploy.tensorrt.preflight import ERROR, WARNING, PreflightReport, preflight
-from tests.factory import TINY, random_glnet, save_training_checkpoint
+from tests.factory import TINY, random_glnet, save_training_checkpoint, sweep_layout
 from tests.tensorrt.samples import fvi, make_model, relu_then
 
 # ----------------------------------------------------------------------------------------------
@@ -86,12 +86,12 @@ def test_profiles_outside_the_onnx_are_errors(exports: dict[str, Path]) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(RELEASES))
 def test_release_variants_fp16_int8_fp8_exports_pass(name: str, tmp_path: Path) -> None:
-    # Random weights straight from the model zoo (checkpoint reading has its own tests), and a small
+    # Random weights in the release's layout (checkpoint reading has its own tests), and a small
     # input: the verified export stays quick and the graph's op types do not depend on the size.
     # The precision guard is switched off (targets 0): random weights say nothing about accuracy
     # (the trained sample's tests do); what matters here is what TensorRT's parser would see.
-    model = random_glnet(name)
-    loaded = LoadedCheckpoint(model, model.config, name, tmp_path / f"{name}.pth", "0" * 64,
+    model = random_glnet(sweep_layout(name))  # tests/factory.py: every op type of the release, fewer blocks
+    loaded = LoadedCheckpoint(model, model.config, "custom", tmp_path / f"{name}.pth", "0" * 64,
                               RELEASE_STATE_KEYS.get(name, "model"), ())
     # int8/fp8 graphs are fp16 graphs plus Q/DQ, so they carry the fp16 ops too; the plain fp16
     # export (islands differ) is checked on one release of each layout, to keep CI in budget.
