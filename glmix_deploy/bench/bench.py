@@ -235,7 +235,7 @@ def compare_to_eager(report: BenchReport) -> None:
         if entry is base and spread is not None and spread >= CONTENTION_WARN:
             report.notes.append(
                 f"batch {entry.batch}: eager's p90 is {spread:.2f}x its p50: the machine looks busy, which slows "
-                "eager more than the runtimes and flatters their ratios (fewer --threads or an idle machine help)")
+                "eager more than the runtimes and flatters their ratios (fewer `threads` or an idle machine help)")
 
 
 def contention(report: BenchReport, batch: int) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 
@@ -16,6 +17,29 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 
+def note(message: str) -> None:
+    """A library's note about a result (plain text, fields as flags), in yellow."""
+    from rich.markup import escape
+
+    err.print(f"[yellow]• {escape(_in_flags(message))}[/yellow]")
+
+
+@functools.cache
+def _flags() -> dict[str, str]:
+    import typer
+
+    from glmix_deploy.cli.main import app  # with every command registered
+    from glmix_deploy.cli.params import option_flags
+
+    return option_flags(typer.main.get_command(app))
+
+
+def _in_flags(message: str) -> str:
+    from glmix_deploy.cli.params import flags_in
+
+    return flags_in(message, _flags()) if "`" in message else message
+
+
 def error(message: str) -> None:
     # One plain line: CI logs and `2>` redirections read it as is.
     print(f"error: {message}", file=sys.stderr)
@@ -27,9 +51,11 @@ def step(message: str) -> None:
 
 
 def progress(message: str) -> None:
-    """A library's progress line: plain text (brackets in paths or shapes are not markup)."""
+    """A library's progress line: plain text (brackets in paths or shapes are not markup) whose
+    backquoted field names become flags, as in errors (cli.main.user_message)."""
     from rich.markup import escape
 
+    message = _in_flags(message)
     if message.startswith(WARNING):
         err.print(f"[bold yellow]• {escape(message)}[/bold yellow]")
     else:

@@ -131,7 +131,7 @@ def bench_report(report) -> None:
                       f"{st.mean_ms:.3f}", f"{st.std_ms:.3f}", f"{st.throughput:.1f}", ratio)
     render.out.print(table)
     for note in report.notes:
-        render.step(f"[yellow]{note}[/yellow]")
+        render.note(note)
     if report.passed and report.gate:
         render.out.print("[green]performance gate passed[/green]")
 
@@ -153,7 +153,7 @@ def scaling_report(report) -> None:
     for name, exponent in report.exponents.items():
         render.step(f"{name}: latency ~ pixels^{exponent:.2f}")
     for note in report.notes:
-        render.step(f"[yellow]{note}[/yellow]")
+        render.note(note)
 
 
 def eval_report(report) -> None:

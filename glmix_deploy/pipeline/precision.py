@@ -92,9 +92,9 @@ def guard_images(options: PrecisionOptions, preprocessing: "Preprocessing",
     if options.holdout is not None:
         return _load_guard_images(options.holdout, preprocessing, "`holdout`"), f"held-out images {options.holdout}"
     if calibration is not None and not calibration.synthetic:
-        return calibration.arrays, f"calibration images {calibration.source} (no --holdout)"
+        return calibration.arrays, f"calibration images {calibration.source} (no `holdout`)"
     if options.calib is not None:
-        return _load_guard_images(options.calib, preprocessing, "`calib`"), f"images {options.calib} (no --holdout)"
+        return _load_guard_images(options.calib, preprocessing, "`calib`"), f"images {options.calib} (no `holdout`)"
     return None, None
 
 

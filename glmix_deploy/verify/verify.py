@@ -273,7 +273,7 @@ def verify_artifact(
             f"{len(shapes)} shape(s): {', '.join(map(format_shape, shapes))}")
         parity = check_artifact_parity(reference, candidate, shapes, tolerance, images=x, seed=seed,
                                        artifact=str(model), on_case=on_case, say=say,
-                                       without_images="give --images for its accuracy bar")
+                                       without_images="give `images` for its accuracy bar")
         report = VerifyReport(
             parity, checkpoint=str(ckpt), precision=precision,
             checkpoint_sha256=actual_sha, artifact_checkpoint_sha256=recorded,

@@ -11,3 +11,10 @@ def test_library_progress_prints_brackets_literally_and_styles_warnings(capsys):
     err = capsys.readouterr().err
     assert "/tmp/[bold]cache/x.json" in err
     assert "WARNING: calibrating on SYNTHETIC" in err
+
+
+def test_library_lines_name_flags_not_fields(capsys):
+    render.progress("judged on the calibration images (no `holdout`)")
+    render.note("the machine looks busy (fewer `threads` or an idle machine help); `not_an_option` stays")
+    err = capsys.readouterr().err
+    assert "(no --holdout)" in err and "fewer --threads" in err and "`not_an_option` stays" in err

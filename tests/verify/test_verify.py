@@ -147,7 +147,7 @@ def test_image_calibrated_int8_holds_random_inputs_to_a_sanity_bar_and_says_so(t
     said: list[str] = []
     report = verify_artifact(tiny_ckpt, out, threads=1, progress=said.append)
     assert report.passed and report.tolerance == PRECISION_TOLERANCES["int8"]  # the artifact's bar is reported
-    assert any("give --images for its accuracy bar" in line for line in said)
+    assert any("give `images` for its accuracy bar" in line for line in said)
     random = [c for c in report.cases if c.input.startswith("random")]
     assert random and all(c.metrics.cosine >= OUT_OF_CALIBRATION_MIN_COSINE for c in random)
     with_images = verify_artifact(tiny_ckpt, out, images=image_folder, threads=1)
