@@ -1,5 +1,6 @@
 """Shared fixtures: tiny checkpoints and their ONNX exports, built once per test session."""
 
+import pytest
 import torch
 
 from tests.backbone_artifacts import (  # noqa: F401  (fixtures are found by name)
@@ -35,12 +36,11 @@ torch.set_num_threads(1)
 EXPENSIVE_FIXTURES = ("tiny_executorch", "tiny_onnx_dynamo")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Tests that use the tiny ExecuTorch program carry the `executorch` marker, which `make
     test-fast` leaves out (the conformance suite's executorch case asks for the fixture by name and
     carries the marker itself); users of an expensive fixture form one xdist group."""
-    import pytest
-
     for item in items:
         names = getattr(item, "fixturenames", ())
         if "tiny_executorch" in names:
