@@ -14,9 +14,10 @@ TORCH  := torch==2.13.0
 TRT_BINDINGS := .cache/trt-bindings
 TRT_BINDINGS_VERSIONS := 10.13.3.9 11.4.0.106
 # Tests run on one pytest-xdist worker per core (at most 4: the release sweeps take GBs each); the
-# users of an expensive session fixture share a worker (tests/conftest.py). PYTEST_JOBS=0 runs serially.
+# session artifacts are built once and shared by the workers (tests/tiny_artifacts.py: built_once).
+# PYTEST_JOBS=0 runs serially.
 PYTEST_JOBS ?= auto
-PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --maxprocesses=4 --dist loadgroup)
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --maxprocesses=4)
 
 .PHONY: install demo test test-fast test-all-releases lint bench clean trt-bindings
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.openmmlab import random_backbone, save_openmmlab_checkpoint
-from tests.tiny_artifacts import export_tiny
+from tests.tiny_artifacts import built_once, export_tiny, run_dir
 
 FEATURES_MAX_SIZE = 128  # range 32..128 around 64: the odd corner is 33x97
 STAGES = ("stage1", "stage2", "stage3", "stage4")
@@ -17,24 +17,27 @@ STAGES = ("stage1", "stage2", "stage3", "stage4")
 
 @pytest.fixture(scope="session")
 def backbone_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("backbone")
+    return run_dir(tmp_path_factory, "backbone")
 
 
 @pytest.fixture(scope="session")
 def detector_ckpt(backbone_dir) -> Path:
     """mmdet-style: backbone.* (no head, no final norm, extra_norms on every stage), neck.*, rpn_head.*."""
-    return save_openmmlab_checkpoint(backbone_dir / "det.pth", random_backbone())
+    path = backbone_dir / "det.pth"
+    return built_once(path, lambda: save_openmmlab_checkpoint(path, random_backbone()))
 
 
 @pytest.fixture(scope="session")
 def features_onnx(detector_ckpt, backbone_dir) -> Path:
     """stage1..stage4, dynamic batch (1..2) and height/width (32..128)."""
-    return export_tiny(detector_ckpt, backbone_dir / "det_features.onnx", task="features", dynamic="all",
-                       img_size=64, max_batch=2, max_size=FEATURES_MAX_SIZE)
+    out = backbone_dir / "det_features.onnx"
+    return built_once(out, lambda: export_tiny(detector_ckpt, out, task="features", dynamic="all", img_size=64,
+                                               max_batch=2, max_size=FEATURES_MAX_SIZE))
 
 
 @pytest.fixture(scope="session")
 def embed_onnx(detector_ckpt, backbone_dir) -> Path:
     """embedding (B, 128), dynamic batch 1..4."""
-    return export_tiny(detector_ckpt, backbone_dir / "det_embed.onnx", task="embed", dynamic="batch",
-                       img_size=64, max_batch=4)
+    out = backbone_dir / "det_embed.onnx"
+    return built_once(out, lambda: export_tiny(detector_ckpt, out, task="embed", dynamic="batch", img_size=64,
+                                               max_batch=4))

@@ -1,5 +1,7 @@
 """Shared fixtures: tiny checkpoints and their ONNX exports, built once per test session."""
 
+import os
+
 import pytest
 import torch
 
@@ -26,26 +28,17 @@ from tests.tiny_artifacts import (  # noqa: F401  (fixtures are found by name)
 )
 
 # Tiny models on small shared CI machines: with more than one intra-op thread, OpenMP spin-waits
-# against other jobs make a 64x64 forward pass ~50x slower (seconds instead of milliseconds).
+# against other jobs make a 64x64 forward pass ~50x slower (seconds instead of milliseconds). The
+# same for onnxruntime's and OpenVINO's default (engines.base.default_threads), here and in the CLI
+# runs the tests start, whose spinning threads would fight the other pytest-xdist worker.
 torch.set_num_threads(1)
+os.environ.setdefault("GLMIX_DEPLOY_THREADS", "1")
 
 
-# Session fixtures whose one build costs tens of seconds on 2 cores: every test that uses one runs on
-# the same pytest-xdist worker (`--dist loadgroup`), so a parallel run builds each once, as a serial
-# run does.
-EXPENSIVE_FIXTURES = ("tiny_executorch", "tiny_onnx_dynamo")
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Tests that use the tiny ExecuTorch program carry the `executorch` marker, which `make
-    test-fast` leaves out (the conformance suite's executorch case asks for the fixture by name and
-    carries the marker itself); users of an expensive fixture form one xdist group."""
+    """Tests that use the tiny ExecuTorch program (lowered once per run: tens of seconds on 2 cores)
+    carry the `executorch` marker, which `make test-fast` leaves out. (The conformance suite's
+    executorch case asks for the fixture by name and carries the marker itself.)"""
     for item in items:
-        names = getattr(item, "fixturenames", ())
-        if "tiny_executorch" in names:
+        if "tiny_executorch" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.executorch)
-        if item.get_closest_marker("executorch") and not item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.xdist_group("tiny_executorch"))
-        elif used := [f for f in EXPENSIVE_FIXTURES if f in names]:
-            item.add_marker(pytest.mark.xdist_group(used[0]))

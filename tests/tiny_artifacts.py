@@ -1,8 +1,12 @@
 """Session-wide tiny artifacts for the verify / bench / eval / engine tests: real checkpoints
-written the way training writes them, and real ONNX exports of them (exported once per session)."""
+written the way training writes them, and real ONNX exports of them, built once per test run (also
+across pytest-xdist workers: `built_once`)."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,20 +78,52 @@ def write_image_folder(root: Path, classes=("cat", "dog", "zebra"), per_class: i
     return root
 
 
+def run_dir(tmp_path_factory, name: str) -> Path:
+    """A folder for the whole test run: under pytest-xdist every worker's basetemp is
+    <run>/popen-gwN, and the session artifacts go in <run>/<name>, shared by the workers."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / name
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def built_once(path: Path, build: Callable[[], object]) -> Path:
+    """`path`, built by `build()` unless it already was in this run: the first worker to ask builds
+    it while the others wait on its lock, so a parallel run builds each session artifact once, as a
+    serial run does. (pytest-xdist's `loadgroup` cannot group by fixture under pytest 9.2.)"""
+    done = path.with_name(path.name + ".built")
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            build()
+            done.touch()
+    return path
+
+
+def _training_checkpoint(path: Path, seed: int) -> None:
+    scratch = path.with_name(path.stem + "-scratch")  # its own: two are written at once
+    scratch.mkdir(exist_ok=True)
+    save_training_checkpoint(path, random_glnet(TINY, seed=seed), scratch)
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tiny")
+    return run_dir(tmp_path_factory, "tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tiny_dir) -> Path:
-    return save_training_checkpoint(tiny_dir / "tiny.pth", random_glnet(TINY, seed=0), tiny_dir)
+    path = tiny_dir / "tiny.pth"
+    return built_once(path, lambda: _training_checkpoint(path, seed=0))
 
 
 @pytest.fixture(scope="session")
 def other_ckpt(tiny_dir) -> Path:
     """Same architecture, other weights: a different file for the checkpoint-identity check."""
-    return save_training_checkpoint(tiny_dir / "other.pth", random_glnet(TINY, seed=1), tiny_dir)
+    path = tiny_dir / "other.pth"
+    return built_once(path, lambda: _training_checkpoint(path, seed=1))
 
 
 @pytest.fixture(scope="session")
@@ -100,32 +136,36 @@ def tiny_loaded(tiny_ckpt):
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_ckpt, tiny_dir) -> Path:
     """Dynamic batch 1..4, simplified by onnxsim (the default export)."""
-    return export_tiny(tiny_ckpt, tiny_dir / "tiny_dyn.onnx", dynamic="batch", max_batch=4)
+    return built_once(tiny_dir / "tiny_dyn.onnx",
+                      lambda: export_tiny(tiny_ckpt, tiny_dir / "tiny_dyn.onnx", dynamic="batch", max_batch=4))
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx_19(tiny_ckpt, tiny_dir) -> Path:
     """Static 1x3x64x64 at opset 19 (what the TensorRT int8/fp8 passes start from)."""
-    return export_tiny(tiny_ckpt, tiny_dir / "tiny_19.onnx", opset=19)
+    return built_once(tiny_dir / "tiny_19.onnx", lambda: export_tiny(tiny_ckpt, tiny_dir / "tiny_19.onnx", opset=19))
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx_static(tiny_ckpt, tiny_dir) -> Path:
     """Static 1x3x64x64, not simplified (raw TorchScript-exporter node names)."""
-    return export_tiny(tiny_ckpt, tiny_dir / "tiny_static.onnx", simplify=False)
+    return built_once(tiny_dir / "tiny_static.onnx",
+                      lambda: export_tiny(tiny_ckpt, tiny_dir / "tiny_static.onnx", simplify=False))
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx_function(tiny_ckpt, tiny_dir) -> Path:
     """glmix.cluster / glmix.dispatch as ONNX local functions."""
-    return export_tiny(tiny_ckpt, tiny_dir / "tiny_func.onnx", cluster_op="function")
+    return built_once(tiny_dir / "tiny_func.onnx",
+                      lambda: export_tiny(tiny_ckpt, tiny_dir / "tiny_func.onnx", cluster_op="function"))
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx_dynamo(tiny_ckpt, tiny_dir) -> Path:
     """torch.export (dynamo) exporter, dynamic batch and size, glmix.cluster/dispatch as functions."""
-    return export_tiny(tiny_ckpt, tiny_dir / "tiny_dynamo.onnx", exporter="dynamo", dynamic="all",
-                       max_batch=4, cluster_op="function")
+    out = tiny_dir / "tiny_dynamo.onnx"
+    return built_once(out, lambda: export_tiny(tiny_ckpt, out, exporter="dynamo", dynamic="all", max_batch=4,
+                                               cluster_op="function"))
 
 
 @pytest.fixture(scope="session")
@@ -136,16 +176,18 @@ def tiny_openvino(tiny_loaded, tiny_dir) -> Path:
     from glmix_deploy.pipeline.export import export_onnx
     from glmix_deploy.pipeline.openvino import export_openvino
 
-    export = export_onnx(tiny_loaded, tiny_dir / "tiny_ov.onnx", ExportOptions(dynamic="batch", max_batch=4))
-    return export_openvino(tiny_loaded, export, tiny_dir / "tiny_ov.xml").xml
+    def build():
+        export = export_onnx(tiny_loaded, tiny_dir / "tiny_ov.onnx", ExportOptions(dynamic="batch", max_batch=4))
+        export_openvino(tiny_loaded, export, tiny_dir / "tiny_ov.xml")
+
+    return built_once(tiny_dir / "tiny_ov.xml", build)
 
 
 @pytest.fixture(scope="session")
 def tampered_onnx(tiny_onnx, tiny_dir) -> Path:
     """The dynamic export with one weight of stages.2.blocks.1 scaled by 1.5 inside the ONNX."""
     out = tiny_dir / "tiny_tampered.onnx"
-    tamper(tiny_onnx, out)
-    return out
+    return built_once(out, lambda: tamper(tiny_onnx, out))
 
 
 @pytest.fixture(scope="session")
@@ -161,4 +203,5 @@ def tiny_executorch(tiny_loaded, tiny_dir) -> Path:
     pytest.importorskip("executorch", reason="executorch is not installed (pip install 'glmix-deploy[executorch]')")
     from glmix_deploy.pipeline.executorch import ExecuTorchOptions, export_executorch
 
-    return export_executorch(tiny_loaded, tiny_dir / "tiny.pte", ExecuTorchOptions()).path
+    out = tiny_dir / "tiny.pte"
+    return built_once(out, lambda: export_executorch(tiny_loaded, out, ExecuTorchOptions()))

@@ -28,6 +28,7 @@ import numpy as np
 from glmix_deploy.bench.latency import LatencyStats, block_sizes, time_in_rounds
 from glmix_deploy.bench.machine import library_versions, machine_info
 from glmix_deploy.bench.progress import ProgressFactory, no_progress
+from glmix_deploy.engines.base import default_threads
 from glmix_deploy.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -150,7 +151,6 @@ def run_bench(
     say: Callable[[str], None] | None = None,
 ) -> BenchReport:
     """Measure eager PyTorch and each artifact at each batch size."""
-    import torch
 
     from glmix_deploy.compare.parity import seeded_input
     from glmix_deploy.engines.registry import engine_kind_for, open_engine
@@ -177,7 +177,7 @@ def run_bench(
         raise UserInputError(f"an artifact may not be named {EAGER}")
 
     loaded = source.load()
-    threads = threads or torch.get_num_threads()
+    threads = threads or default_threads()
     engines = []
     try:
         for p in paths:

@@ -15,7 +15,6 @@ N x N scores come to dominate.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from glmix_deploy.bench.bench import EAGER, run_bench, write_png
+from glmix_deploy.engines.base import default_threads
 from glmix_deploy.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def run_scaling(
     from glmix_deploy.models.loader import CheckpointSource
 
     say = say or (lambda _m: None)
-    threads = threads or os.cpu_count() or 1
+    threads = threads or default_threads()
     source = CheckpointSource.of(checkpoint)
     ckpt = source.path
     eager_target = {"checkpoint": source.to_dict()}

@@ -76,10 +76,12 @@ INTERRUPTED = "interrupted; no partial output was left behind"
 
 def run(argv: list[str] | None = None) -> int:
     """Console-script entry point: the one place errors become exit codes."""
+    from glmix_deploy.cli.params import option_flags
     from glmix_deploy.errors import CheckFailed, GlmixDeployError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     command = typer.main.get_command(app)
+    render.use_flags(option_flags(command))  # library progress lines name fields; the user sees flags
     try:
         rc = command.main(args=argv, prog_name="glmix-deploy", standalone_mode=False)
         if rc == EXIT_INTERRUPTED:  # typer turns Ctrl-C (KeyboardInterrupt) into this exit itself

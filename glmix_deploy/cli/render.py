@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import sys
 
@@ -24,20 +23,18 @@ def note(message: str) -> None:
     err.print(f"[yellow]• {escape(_in_flags(message))}[/yellow]")
 
 
-@functools.cache
-def _flags() -> dict[str, str]:
-    import typer
+_FLAGS: dict[str, str] = {}  # field -> flag of every command's options (cli.main.run sets it)
 
-    from glmix_deploy.cli.main import app  # with every command registered
-    from glmix_deploy.cli.params import option_flags
 
-    return option_flags(typer.main.get_command(app))
+def use_flags(flags: dict[str, str]) -> None:
+    _FLAGS.clear()
+    _FLAGS.update(flags)
 
 
 def _in_flags(message: str) -> str:
     from glmix_deploy.cli.params import flags_in
 
-    return flags_in(message, _flags()) if "`" in message else message
+    return flags_in(message, _FLAGS) if "`" in message else message
 
 
 def error(message: str) -> None:

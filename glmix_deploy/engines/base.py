@@ -8,6 +8,7 @@ registry's business (engines/registry.py); this module knows no runtime.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -15,7 +16,20 @@ import numpy as np
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.graph.onnx_io import TensorSpec
 
-__all__ = ["Engine", "FixedIOEngine", "TensorSpec"]
+__all__ = ["Engine", "FixedIOEngine", "TensorSpec", "default_threads"]
+
+THREADS_ENV = "GLMIX_DEPLOY_THREADS"
+
+
+def default_threads() -> int:
+    """Threads a runtime uses when none are given: $GLMIX_DEPLOY_THREADS (e.g. 1 where several jobs
+    share a machine, as the test suite's parallel workers do), else one per core."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise UserInputError(f"${THREADS_ENV} must be a whole number >= 1, not {value!r}")
+    return int(value)
 
 
 class Engine(abc.ABC):

@@ -5,7 +5,6 @@ The one place that builds onnxruntime InferenceSessions: everything else runs ON
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from glmix_deploy import dtypes
-from glmix_deploy.engines.base import Engine, TensorSpec
+from glmix_deploy.engines.base import Engine, TensorSpec, default_threads
 from glmix_deploy.engines.deadline import Watchdog, run_budget_s, timeout_error
 from glmix_deploy.errors import UserInputError, first_line
 from glmix_deploy.graph.onnx_io import checked_metadata, load_model, refuse_looping_ops
@@ -68,7 +67,7 @@ class OnnxRuntimeEngine(Engine):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Explicit threads: onnxruntime's default spins one thread per core, which skews
         # comparisons against PyTorch running with a set thread count.
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         if not spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")

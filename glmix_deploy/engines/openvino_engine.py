@@ -9,7 +9,6 @@ rt_info under `glmix_deploy`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from glmix_deploy.data.artifact_metadata import openvino_rt_info
 from glmix_deploy.data.openvino_ir import import_openvino, openvino_reason, read_ir
-from glmix_deploy.engines.base import FixedIOEngine, TensorSpec
+from glmix_deploy.engines.base import FixedIOEngine, TensorSpec, default_threads
 from glmix_deploy.engines.deadline import RunTimeout, run_budget_s, timeout_error
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.graph.onnx_io import checked_metadata
@@ -56,7 +55,7 @@ class OpenVINOEngine(FixedIOEngine):
         if hint is None:
             raise UserInputError(f"{self.path}: unknown inference_precision {self.inference_precision!r} in its "
                                  f"metadata (known: {', '.join(INFERENCE_PRECISION_HINTS)})")
-        config = {"INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
+        config = {"INFERENCE_NUM_THREADS": threads or default_threads(),
                   "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         try:
             self.compiled = core.compile_model(model, "CPU", config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -52,3 +53,16 @@ def test_knowing_the_suffixes_imports_no_runtime():
             "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'openvino', 'tensorrt') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_default_threads_follow_the_environment(monkeypatch):
+    from glmix_deploy.engines.base import THREADS_ENV, default_threads
+    from glmix_deploy.errors import UserInputError
+
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert default_threads() == 3
+    monkeypatch.delenv(THREADS_ENV)
+    assert default_threads() == (os.cpu_count() or 1)
+    monkeypatch.setenv(THREADS_ENV, "many")
+    with pytest.raises(UserInputError, match="GLMIX_DEPLOY_THREADS must be a whole number"):
+        default_threads()

@@ -16,6 +16,7 @@ from glmix_deploy.exporters.spec import ShapeRange
 from glmix_deploy.pipeline.export import export_onnx
 
 
+@pytest.mark.slow  # the tiny dynamo export (tiny_onnx_dynamo) takes ~25 s on 2 cores
 def test_dynamic_export_is_right_at_every_verified_shape(tiny_onnx_dynamo):
     model = onnx.load(str(tiny_onnx_dynamo))
     meta = {p.key: p.value for p in model.metadata_props}
@@ -26,6 +27,7 @@ def test_dynamic_export_is_right_at_every_verified_shape(tiny_onnx_dynamo):
     assert dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))
 
 
+@pytest.mark.slow  # the tiny dynamo export (tiny_onnx_dynamo) takes ~25 s on 2 cores
 def test_nodes_are_named_by_module_scope_and_functions_fold(tiny_onnx_dynamo):
     model = onnx.load(str(tiny_onnx_dynamo))
     names = [n.name for n in model.graph.node]

@@ -218,6 +218,7 @@ def test_reshape_to_an_integer_divided_size_is_folded_and_dq_weights_stay_int8()
     assert [n.op_type for n in model.graph.node].count("Div") == 1  # the model itself is not modified
 
 
+@pytest.mark.slow  # the tiny dynamo export (tiny_onnx_dynamo) takes ~25 s on 2 cores
 def test_dynamo_dynamic_export_is_sized_like_the_torchscript_one(tiny_onnx_dynamo, tiny_onnx):
     """The dynamo exporter with dynamic H and W computes reshape targets with integer division; every
     Conv/MatMul is sized, and the count equals the TorchScript export's (dynamic batch, 64x64)."""

@@ -25,7 +25,9 @@ EXPECTED_ORDER = [
     "downsample_layers.3", "stages.3.blocks.0",
     "norm",
 ]
-VARIANTS = ["tiny_onnx", "tiny_onnx_static", "tiny_onnx_function", "tiny_onnx_dynamo"]
+# The dynamo export costs ~25 s to build: slow, like its other tests.
+VARIANTS = ["tiny_onnx", "tiny_onnx_static", "tiny_onnx_function",
+            pytest.param("tiny_onnx_dynamo", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("qualified, expected", [
