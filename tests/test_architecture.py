@@ -131,9 +131,9 @@ def test_the_checker_sees_an_upward_import(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# Library errors name fields, not flags: `calib_size` in backquotes, which the CLI's one error
-# boundary shows as --calib-size (cli.params.flags_in). A `glmix-deploy ...` command line quoted
-# as advice ("rebuild with `glmix-deploy export --fmt trt`") is a command to run, not an option.
+# Library errors and progress lines name fields, not flags: `calib_size` in backquotes, which the
+# CLI shows as --calib-size (cli.params.flags_in, also for progress lines). A `glmix-deploy ...`
+# command line quoted as advice ("rebuild with `glmix-deploy export --fmt trt`") is a command to run, not an option.
 _FLAG = re.compile(r"(?<![\w`-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)(?![\w=-])")
 _COMMAND_LINE = re.compile(r"`?glmix-deploy [a-z][^`)]*`?")
 
@@ -147,11 +147,23 @@ def _cli_flags() -> set[str]:
     return set(option_flags(typer.main.get_command(app)).values())
 
 
+def _is_message(node: ast.AST) -> bool:
+    """A raise, or a call that hands a line to the user: say(...), progress(...), notes.append(...)."""
+    if isinstance(node, ast.Raise):
+        return True
+    func = node.func
+    if isinstance(func, ast.Name):
+        return func.id in ("say", "progress", "note")
+    return (isinstance(func, ast.Attribute) and func.attr == "append" and isinstance(func.value, ast.Attribute)
+            and func.value.attr == "notes")
+
+
 def flags_named_in_errors(path: Path, flags: set[str]) -> list[str]:
     """`line: text` of each string in a raise statement, or flag-valued constant (an option name
     handed to a message), that names one of our command line's flags (or composes one: "--" + ...)."""
     tree = ast.parse(path.read_text(), str(path))
-    in_raise = {id(n) for node in ast.walk(tree) if isinstance(node, ast.Raise) for n in ast.walk(node)}
+    in_raise = {id(n) for node in ast.walk(tree) if isinstance(node, (ast.Raise, ast.Call)) and _is_message(node)
+                for n in ast.walk(node)}
     in_list = {id(n) for node in ast.walk(tree) if isinstance(node, ast.List) for n in ast.walk(node)}
     found = []
     for node in ast.walk(tree):
@@ -187,3 +199,11 @@ def test_the_flag_check_sees_a_flag_in_an_error(tmp_path):
                       '    raise ValueError("`calib_size` must be >= 1; run `glmix-deploy export --fmt trt`")\n')
     hits = flags_named_in_errors(source, {"--calib-size", "--holdout", "--workspace", "--fmt"})
     assert sorted(h.split(":")[1] for h in hits) == ["3", "4", "5"]
+
+
+def test_the_flag_check_sees_progress_lines_and_notes(tmp_path):
+    source = tmp_path / "x.py"
+    source.write_text('def f(say, report):\n    say("judged on images (no --holdout)")\n'
+                      '    report.notes.append("fewer --threads help")\n    log("--threads is fine in a log")\n')
+    found = flags_named_in_errors(source, {"--holdout", "--threads"})
+    assert [hit.split(":")[1] for hit in found] == ["2", "3"]
