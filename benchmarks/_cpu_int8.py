@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from glmix_deploy.engines.batching import padded_chunks
 from glmix_deploy.graph.onnx_io import save_model
 from glmix_deploy.precision.calibration import (
     CalibrationCache,
@@ -61,10 +62,8 @@ class ArrayReader:
 
     def _chunks(self) -> Iterator[dict]:
         lo, hi = self._range
-        for start in range(lo * self.batch, min(hi * self.batch, len(self.arrays)), self.batch):
-            chunk = self.arrays[start:start + self.batch]
-            if self.fixed and len(chunk) < self.batch:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk), axis=0)])
+        rows = self.arrays[lo * self.batch:hi * self.batch]
+        for chunk, _ in padded_chunks(rows, self.batch, fixed=self.fixed):
             yield {self.input_name: np.ascontiguousarray(chunk, dtype=np.float32)}
 
     def get_next(self) -> dict | None:

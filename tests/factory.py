@@ -153,3 +153,15 @@ SWEEP_DEPTHS = (1, 1, 2, 1)
 def sweep_layout(name: str) -> GLNetConfig:
     """The configuration a release sweep exports for the release `name` (see SWEEP_DEPTHS)."""
     return RELEASES[name] if ALL_RELEASES else RELEASES[name].replace(depths=SWEEP_DEPTHS)
+
+
+def load_sweep_release(name: str, tmp_path: Path):
+    """The release `name`'s sweep layout, random weights, written in the official training layout
+    (model_ema where the release keeps its weights there) and read back as a user's file is."""
+    from glmix_deploy.models.config import RELEASE_STATE_KEYS
+    from glmix_deploy.models.loader import load_checkpoint
+
+    state_key = RELEASE_STATE_KEYS.get(name, "model")
+    path = save_training_checkpoint(tmp_path / f"{name}.pth", random_glnet(sweep_layout(name)), tmp_path,
+                                    ema=state_key == "model_ema")
+    return load_checkpoint(path, state_key=state_key)

@@ -30,6 +30,7 @@ from glmix_deploy.bench.machine import library_versions, machine_info
 from glmix_deploy.bench.progress import ProgressFactory, no_progress
 from glmix_deploy.engines.base import default_threads
 from glmix_deploy.errors import UserInputError
+from glmix_deploy.progress import quiet
 
 if TYPE_CHECKING:
     from glmix_deploy.models.loader import CheckpointSource
@@ -164,7 +165,7 @@ def run_bench(
     if threads is not None and threads < 1:
         raise UserInputError("`threads` must be >= 1")
     progress = progress or no_progress
-    say = say or (lambda _m: None)
+    say = say or quiet
     paths = [Path(m) for m in models]
     for p in paths:
         engine_kind_for(p)

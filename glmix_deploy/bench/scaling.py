@@ -27,6 +27,7 @@ import numpy as np
 from glmix_deploy.bench.bench import EAGER, run_bench, write_png
 from glmix_deploy.engines.base import default_threads
 from glmix_deploy.errors import UserInputError
+from glmix_deploy.progress import quiet
 
 if TYPE_CHECKING:
     from glmix_deploy.models.loader import CheckpointSource
@@ -163,7 +164,7 @@ def run_scaling(
     """Latency (bench, batch 1) and, with `memory`, peak memory per size; the fitted exponents."""
     from glmix_deploy.models.loader import CheckpointSource
 
-    say = say or (lambda _m: None)
+    say = say or quiet
     threads = threads or default_threads()
     source = CheckpointSource.of(checkpoint)
     ckpt = source.path

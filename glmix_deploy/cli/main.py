@@ -7,6 +7,7 @@ Heavy libraries (torch, onnx, onnxruntime) are imported inside commands so `--he
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -56,13 +57,22 @@ def _debug_requested(argv: list[str]) -> bool:
     return State.debug or "--debug" in argv or os.environ.get("GLMIX_DEPLOY_DEBUG") == "1"
 
 
+@functools.cache
+def command_flags() -> dict[str, str]:
+    """Field -> flag of every command's options (cli.params.option_flags): built once, and only when
+    a message names a field."""
+    from glmix_deploy.cli.params import option_flags
+
+    return option_flags(typer.main.get_command(app))
+
+
 def user_message(exc: Exception) -> str:
     """The error's line in the command line's terms: the library names fields, the user typed flags
     (cli.params.flags_in)."""
-    from glmix_deploy.cli.params import flags_in, option_flags
+    from glmix_deploy.cli.params import flags_in
     from glmix_deploy.models.loader import RecordedValueContradiction
 
-    flags = option_flags(typer.main.get_command(app))
+    flags = command_flags()
     if isinstance(exc, RecordedValueContradiction):
         asked = (f"{exc.config_file} sets {exc.name}={exc.used}" if exc.config_file
                  else f"{flags.get(exc.name, exc.name)} {exc.used}")
@@ -76,12 +86,11 @@ INTERRUPTED = "interrupted; no partial output was left behind"
 
 def run(argv: list[str] | None = None) -> int:
     """Console-script entry point: the one place errors become exit codes."""
-    from glmix_deploy.cli.params import option_flags
     from glmix_deploy.errors import CheckFailed, GlmixDeployError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     command = typer.main.get_command(app)
-    render.use_flags(option_flags(command))  # library progress lines name fields; the user sees flags
+    render.use_flags(command_flags)  # library progress lines name fields; the user sees flags
     try:
         rc = command.main(args=argv, prog_name="glmix-deploy", standalone_mode=False)
         if rc == EXIT_INTERRUPTED:  # typer turns Ctrl-C (KeyboardInterrupt) into this exit itself

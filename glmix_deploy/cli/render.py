@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Callable, Mapping
 
 from rich.console import Console
 from rich.table import Table
@@ -23,18 +24,20 @@ def note(message: str) -> None:
     err.print(f"[yellow]• {escape(_in_flags(message))}[/yellow]")
 
 
-_FLAGS: dict[str, str] = {}  # field -> flag of every command's options (cli.main.run sets it)
+# Field -> flag of every command's options, asked for when a line names a field (cli.main.run sets
+# cli.main.command_flags; this module cannot import cli.main, which imports it).
+_flags: Callable[[], Mapping[str, str]] = dict
 
 
-def use_flags(flags: dict[str, str]) -> None:
-    _FLAGS.clear()
-    _FLAGS.update(flags)
+def use_flags(flags: Callable[[], Mapping[str, str]]) -> None:
+    global _flags
+    _flags = flags
 
 
 def _in_flags(message: str) -> str:
     from glmix_deploy.cli.params import flags_in
 
-    return flags_in(message, _FLAGS) if "`" in message else message
+    return flags_in(message, _flags()) if "`" in message else message
 
 
 def error(message: str) -> None:

@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from glmix_deploy.models.loader import LoadedCheckpoint
 
 
-
 @dataclass
 class ExportResult:
     path: Path

@@ -38,7 +38,7 @@ from glmix_deploy.precision.calibration import (
 from glmix_deploy.precision.guard import run_guard
 from glmix_deploy.precision.options import PrecisionOptions
 from glmix_deploy.precision.passes import PRECISION_PASSES, PassContext
-from glmix_deploy.progress import WARNING, Progress
+from glmix_deploy.progress import WARNING, Progress, quiet
 
 if TYPE_CHECKING:
     import onnx
@@ -138,7 +138,7 @@ def convert_precision(
     options: PrecisionOptions,
     seed: int,
     work: Path,
-    say: Progress = lambda _m: None,
+    say: Progress = quiet,
 ) -> PrecisionResult:
     """The verified fp32 `model` converted to options.precision (fp16, int8 or fp8), with the
     guard's report. Every output is judged (each stage map of a features graph on its own); the

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from glmix_deploy.precision.units import Unit
-from glmix_deploy.progress import Progress
+from glmix_deploy.progress import Progress, quiet
 
 if TYPE_CHECKING:
     import onnx
-
 
 
 @dataclass
@@ -69,7 +68,7 @@ def run_guard(
     evaluate: Callable[["onnx.ModelProto"], Score],
     *,
     forced: Iterable[str] = (),
-    say: Progress = lambda _m: None,
+    say: Progress = quiet,
     what: str = "converted",
     rank: Callable[["onnx.ModelProto"], Score] | None = None,
     cost: Callable[["onnx.ModelProto"], dict] | None = None,

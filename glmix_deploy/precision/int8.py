@@ -72,10 +72,10 @@ def write_ranges(amax: Mapping[str, float], method: str, path: Path) -> Path:
     return path
 
 
-def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, amax: Mapping[str, float], method: str,
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, ranges: Path, method: str,
                   nodes: Iterable[str]) -> "onnx.ModelProto":
     """TensorRT-style Q/DQ model quantizing `nodes` (see the module docstring) with the calibrated
-    largest |value| of each tensor in `amax` (`int8_calibration_tensors`; measured elsewhere)."""
+    ranges `write_ranges` put in `ranges` (of `int8_calibration_tensors`; measured elsewhere)."""
     import inspect
 
     import onnx
@@ -90,7 +90,6 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, amax: Mapping[
         "QuantizeBias": False,  # TensorRT takes float biases and fuses them
         "OpTypesToExcludeOutputQuantization": list(INT8_OP_TYPES),  # Q/DQ on inputs only
     }
-    ranges = write_ranges(amax, method, Path(out_path).with_name(Path(out_path).stem + ".ranges.json"))
     with quiet_quantizer():
         quantize_static(
             str(fp32_path), str(out_path), None,

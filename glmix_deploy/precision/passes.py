@@ -35,6 +35,7 @@ from glmix_deploy.precision.int8 import (
     int8_calibration_tensors,
     int8_settings,
     quantize_int8,
+    write_ranges,
 )
 from glmix_deploy.precision.options import PrecisionOptions
 from glmix_deploy.precision.qdq import (
@@ -54,6 +55,7 @@ from glmix_deploy.precision.units import (
     int8_candidates,
     model_sha256,
 )
+from glmix_deploy.progress import quiet
 
 if TYPE_CHECKING:
     import onnx
@@ -74,7 +76,7 @@ class PassContext:
     # Calibrated largest |value| of the named tensors of an fp32 graph over the calibration data
     # with a method of calibration.CALIB_METHODS (measured there too, for every calibrated pass).
     calibrate: Callable[["onnx.ModelProto", list[str]], dict[str, float]] | None = None
-    say: Progress = lambda _m: None
+    say: Progress = quiet
 
 
 class PrecisionPass(abc.ABC):
@@ -214,6 +216,8 @@ class Int8CpuPass(CalibratedPass):
         save_model(self.model, self.fp32_path)
         self.amax = self._cached_ranges(int8_settings(context.options.calib_method),
                                         int8_calibration_tensors(self.model))
+        # onnxruntime's quantizer reads them from a file: written once, read by every build.
+        self.ranges = write_ranges(self.amax, context.options.calib_method, context.work / "int8_ranges.json")
         self.quantizable = int8_candidates(self.model)
         self._builds = itertools.count()
 
@@ -222,7 +226,7 @@ class Int8CpuPass(CalibratedPass):
 
     def build(self, excluded: set[str]) -> "onnx.ModelProto":
         out = self.context.work / f"int8_{next(self._builds)}.onnx"
-        return quantize_int8(self.fp32_path, out, amax=self.amax, method=self.context.options.calib_method,
+        return quantize_int8(self.fp32_path, out, ranges=self.ranges, method=self.context.options.calib_method,
                              nodes=[n for n in self.quantizable if n not in excluded])
 
     def metadata(self, result: GuardResult) -> dict[str, str]:

@@ -134,7 +134,7 @@ def stub_python_env(*, note=None) -> Path:
     # One preparer at a time (parallel test workers, two `serve` runs): the others wait, then use it.
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(folder.with_name(folder.name + ".lock"), "w")  # noqa: SIM115 - held across the block
+        lock = open(folder.with_name(folder.name + ".lock"), "w")  # held (and closed) by the `with` below
     except OSError as exc:
         raise MissingDependencyError(f"cannot prepare the stub environment in {folder.parent}: {exc}") from exc
     with lock:

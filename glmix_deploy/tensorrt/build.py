@@ -30,7 +30,7 @@ from pathlib import Path
 from glmix_deploy.errors import CheckFailed, MissingDependencyError, UserInputError
 from glmix_deploy.files import write_bytes_atomic
 from glmix_deploy.graph.onnx_io import Shape, graph_io, load_model, read_metadata
-from glmix_deploy.progress import Progress
+from glmix_deploy.progress import Progress, quiet
 from glmix_deploy.tensorrt.compat import (
     INSTALL_HINT,
     GpuInfo,
@@ -273,7 +273,7 @@ def build_engine(
     """Preflight, derive the profile, build with TensorRT (bindings or trtexec), write the engine
     atomically and its sidecar. UserInputError (2) for bad options, parser/builder refusals and a
     missing TensorRT; CheckFailed (1, carrying the PreflightReport) when preflight finds errors."""
-    say = progress or (lambda _m: None)
+    say = progress or quiet
     onnx_path = Path(onnx_path)
     engine = Path(engine_path) if engine_path is not None else onnx_path.with_suffix(".engine")
     if engine.suffix.lower() == ".onnx":

@@ -18,6 +18,7 @@ import numpy as np
 from glmix_deploy.bench.progress import ProgressFactory, no_progress
 from glmix_deploy.errors import UserInputError
 from glmix_deploy.graph.flops import read_flop_share
+from glmix_deploy.progress import quiet
 
 if TYPE_CHECKING:
     from glmix_deploy.models.loader import CheckpointSource
@@ -136,7 +137,7 @@ def evaluate(
     source = CheckpointSource.of(checkpoint)  # loaded after the cheap checks
     ckpt = source.path
     progress = progress or no_progress
-    say = say or (lambda _m: None)
+    say = say or quiet
     overrides.validate()
     if batch < 1:
         raise UserInputError("`batch` must be >= 1")

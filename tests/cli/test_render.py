@@ -14,12 +14,9 @@ def test_library_progress_prints_brackets_literally_and_styles_warnings(capsys):
 
 
 def test_library_lines_name_flags_not_fields(capsys):
-    import typer
+    from glmix_deploy.cli.main import command_flags
 
-    from glmix_deploy.cli.main import app
-    from glmix_deploy.cli.params import option_flags
-
-    render.use_flags(option_flags(typer.main.get_command(app)))  # what cli.main.run does
+    render.use_flags(command_flags)  # what cli.main.run does
     render.progress("judged on the calibration images (no `holdout`)")
     render.note("the machine looks busy (fewer `threads` or an idle machine help); `not_an_option` stays")
     err = capsys.readouterr().err

@@ -149,17 +149,11 @@ def test_release_layouts_export_at_a_small_size(name, tmp_path):
     """Every release layout (tests/factory.py: sweep_layout), random weights, at 64x64 (the graph is
     the same at 224; lowering cost grows with node count, not pixels): fp32 within 1e-4, every
     linear-op FLOP in XNNPACK."""
-    from glmix_deploy.models.config import RELEASE_STATE_KEYS
-    from glmix_deploy.models.loader import load_checkpoint
     from glmix_deploy.pipeline.executorch import ExecuTorchOptions, export_executorch
-    from tests.factory import random_glnet, save_training_checkpoint, sweep_layout
+    from tests.factory import load_sweep_release, sweep_layout
 
-    state_key = RELEASE_STATE_KEYS.get(name, "model")
-    config = sweep_layout(name)
-    path = save_training_checkpoint(tmp_path / f"{name}.pth", random_glnet(config), tmp_path,
-                                    ema=state_key == "model_ema")
-    loaded = load_checkpoint(path, state_key=state_key)
-    assert loaded.config.architecture() == config.architecture()
+    loaded = load_sweep_release(name, tmp_path)
+    assert loaded.config.architecture() == sweep_layout(name).architecture()
     result = export_executorch(loaded, tmp_path / f"{name}.pte", ExecuTorchOptions(img_size=64))
     assert result.parity.passed
     assert max(c.metrics.max_rel for c in result.parity.cases) <= 1e-4

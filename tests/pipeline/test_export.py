@@ -19,7 +19,14 @@ from glmix_deploy.models.glnet import GLNet
 from glmix_deploy.models.loader import LoadedCheckpoint, load_checkpoint
 from glmix_deploy.pipeline.export import ExportResult, export_onnx
 from glmix_deploy.tensorrt.preflight import preflight
-from tests.factory import ALL_RELEASES, TINY, random_glnet, save_training_checkpoint, sweep_layout
+from tests.factory import (
+    ALL_RELEASES,
+    TINY,
+    load_sweep_release,
+    random_glnet,
+    save_training_checkpoint,
+    sweep_layout,
+)
 
 
 @pytest.fixture(scope="module")
@@ -198,12 +205,8 @@ def test_release_variants_export_static_and_dynamic(name: str, tmp_path: Path) -
     """Every release layout (tests/factory.py: sweep_layout), random weights, official training
     layout; TensorRT preflight of both. (The fp16/int8/fp8 graphs' preflight is
     tests/tensorrt/test_preflight.py's.)"""
-    state_key = RELEASE_STATE_KEYS.get(name, "model")
-    config = sweep_layout(name)
-    path = save_training_checkpoint(tmp_path / f"{name}.pth", random_glnet(config), tmp_path,
-                                    ema=state_key == "model_ema")
-    loaded = load_checkpoint(path, state_key=state_key)
-    assert loaded.config.architecture() == config.architecture()
+    loaded = load_sweep_release(name, tmp_path)
+    assert loaded.config.architecture() == sweep_layout(name).architecture()
     assert loaded.release == (name if ALL_RELEASES else "custom")
     static = export_onnx(loaded, tmp_path / "static.onnx", ExportOptions())
     dynamic = export_onnx(loaded, tmp_path / "dynamic.onnx",

@@ -8,7 +8,13 @@ import onnx
 from glmix_deploy.engines.measure import calibrated_amax
 from glmix_deploy.graph.onnx_io import save_model
 from glmix_deploy.precision.calibration import synthetic_calibration
-from glmix_deploy.precision.int8 import check_qdq, int8_calibration_tensors, int8_settings, quantize_int8
+from glmix_deploy.precision.int8 import (
+    check_qdq,
+    int8_calibration_tensors,
+    int8_settings,
+    quantize_int8,
+    write_ranges,
+)
 from glmix_deploy.precision.units import (
     block_units,
     constants_to_initializers,
@@ -34,7 +40,8 @@ def test_quantize_int8_is_symmetric_qdq_of_the_chosen_nodes_at_the_given_ranges(
     amax = calibrated_amax(model, tensors, calibration.arrays, batch=1, fixed=True, method="minmax")
     candidates = int8_candidates(model)
     kept_out = block_units(candidates)[0]
-    quantized = quantize_int8(fp32, tmp_path / "a.onnx", amax=amax, method="minmax",
+    quantized = quantize_int8(fp32, tmp_path / "a.onnx", ranges=write_ranges(amax, "minmax", tmp_path / "a.json"),
+                              method="minmax",
                               nodes=[n for n in candidates if n not in kept_out.nodes])
     facts = check_qdq(quantized)
     assert facts["quantize_linear"] > 0 and facts["per_channel_weights"] > 0
@@ -46,7 +53,8 @@ def test_quantize_int8_is_symmetric_qdq_of_the_chosen_nodes_at_the_given_ranges(
     # Every activation's scale is its measured range over int8's 127 steps: our ranges, not onnxruntime's own.
     assert _activation_scales(quantized, amax) and all(
         np.isclose(scale, amax[t] / 127, rtol=1e-6) for t, scale in _activation_scales(quantized, amax).items())
-    doubled = quantize_int8(fp32, tmp_path / "b.onnx", amax={t: 2 * a for t, a in amax.items()}, method="minmax",
+    twice = write_ranges({t: 2 * a for t, a in amax.items()}, "minmax", tmp_path / "b.json")
+    doubled = quantize_int8(fp32, tmp_path / "b.onnx", ranges=twice, method="minmax",
                             nodes=[n for n in candidates if n not in kept_out.nodes])
     assert all(np.isclose(scale, 2 * amax[t] / 127, rtol=1e-6)
                for t, scale in _activation_scales(doubled, amax).items())
